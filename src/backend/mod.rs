@@ -1,0 +1,213 @@
+//! Object stores: where ciphertext lives.
+//!
+//! This module owns the one seam between the proxy and the outside world's storage: the
+//! [`ObjectStore`] trait. Implementations move opaque bytes and opaque metadata; they never see
+//! plaintext and never interpret the proxy's format. The S3 front end (`crate::s3`) only ever talks
+//! to a `dyn ObjectStore`, so a later mirror can wrap two stores behind the same trait.
+//!
+//! - [`fs::FsStore`]: a local directory (the embedded default, and a domestic mirror).
+//! - [`s3::S3Store`]: any S3-compatible endpoint through `aws-sdk-s3`, always with plain bodies and
+//!   an exact `Content-Length` (never aws-chunked: some stores, Alibaba OSS among them, reject it).
+
+pub mod fs;
+pub mod s3;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+/// A body moving to or from a store: a stream of chunks, errors as `io::Error`.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send + Sync + 'static>>;
+
+/// Store-level user metadata: names without the `x-amz-meta-` prefix, lowercase.
+pub type Metadata = BTreeMap<String, String>;
+
+/// What went wrong in a store, and who is to blame.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The bucket does not exist.
+    #[error("no such bucket")]
+    NoSuchBucket,
+    /// The object does not exist.
+    #[error("no such key")]
+    NoSuchKey,
+    /// The bucket already exists (owned by us or not).
+    #[error("bucket already exists")]
+    BucketAlreadyExists,
+    /// The bucket still holds objects.
+    #[error("bucket not empty")]
+    BucketNotEmpty,
+    /// A condition on the request (`If-Match` on a store ETag) did not hold: the object changed.
+    #[error("precondition failed")]
+    PreconditionFailed,
+    /// The requested byte range lies outside the stored object.
+    #[error("invalid range")]
+    InvalidRange,
+    /// The request's body stream failed (the client went away or its data failed a check).
+    /// Nothing was stored.
+    #[error("request body failed: {0}")]
+    Body(#[source] io::Error),
+    /// The store answered with an error or could not be reached; `retryable` says whether the
+    /// same request may succeed later (5xx, timeouts, connection errors).
+    #[error("store {store} failed: {message}")]
+    Upstream {
+        /// Which store failed (its configured name).
+        store: String,
+        /// What it said; never contains secrets or object bodies.
+        message: String,
+        /// Whether a retry is safe and may succeed.
+        retryable: bool,
+    },
+    /// Local I/O failed (fs store).
+    #[error("local i/o failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Result type of store operations.
+pub type BackendResult<T> = Result<T, BackendError>;
+
+/// A bucket as a store lists it.
+#[derive(Debug, Clone)]
+pub struct BucketInfo {
+    /// Bucket name.
+    pub name: String,
+    /// Creation time, when the store knows it.
+    pub created: Option<SystemTime>,
+}
+
+/// What a store knows about one stored object, without its body.
+#[derive(Debug, Clone)]
+pub struct ObjectHead {
+    /// Stored (ciphertext) size in bytes.
+    pub size: u64,
+    /// The store's ETag, quotes stripped. Only used for conditional requests toward the store.
+    pub etag: String,
+    /// Last modification time.
+    pub last_modified: Option<SystemTime>,
+    /// Stored user metadata.
+    pub metadata: Metadata,
+}
+
+/// A stored object's body, with its head.
+pub struct GetObject {
+    /// The object's head (the whole object's, also for a ranged read).
+    pub head: ObjectHead,
+    /// The requested bytes.
+    pub body: ByteStream,
+}
+
+/// Which bytes of a stored object to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ByteRange {
+    /// Bytes `start..end` (end exclusive); an end past the object's size is clamped to it, a start
+    /// at or past the size is `InvalidRange`.
+    Bounded(Range<u64>),
+    /// The last `n` bytes (`bytes=-n`); the whole object when it is shorter. `n > 0`.
+    Suffix(u64),
+}
+
+/// A listing request. Pagination follows ListObjectsV2.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only keys starting with this.
+    pub prefix: Option<String>,
+    /// Roll keys up to common prefixes at this delimiter; never empty.
+    pub delimiter: Option<String>,
+    /// Only keys strictly after this one.
+    pub start_after: Option<String>,
+    /// An opaque token from a previous page of the same store.
+    pub continuation_token: Option<String>,
+    /// Page size, 1..=1000.
+    pub max_keys: i32,
+}
+
+/// One object in a listing.
+#[derive(Debug, Clone)]
+pub struct ListEntry {
+    /// Object key.
+    pub key: String,
+    /// Stored (ciphertext) size.
+    pub size: u64,
+    /// The store's ETag, quotes stripped.
+    pub etag: String,
+    /// Last modification time.
+    pub last_modified: Option<SystemTime>,
+    /// The object's metadata, when the store can give it without another request (fs).
+    pub metadata: Option<Metadata>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    /// Objects, in key order.
+    pub objects: Vec<ListEntry>,
+    /// Common prefixes, in order.
+    pub common_prefixes: Vec<String>,
+    /// Whether another page follows.
+    pub is_truncated: bool,
+    /// Token for the next page, when truncated.
+    pub next_continuation_token: Option<String>,
+}
+
+/// A store of opaque objects. Every method is one logical request; implementations do not retry
+/// requests whose body is a stream.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// The store's name for logs and errors ("primary", "mirror").
+    fn name(&self) -> &str;
+
+    /// All buckets.
+    async fn list_buckets(&self) -> BackendResult<Vec<BucketInfo>>;
+    /// Creates a bucket; `BucketAlreadyExists` if it exists.
+    async fn create_bucket(&self, bucket: &str) -> BackendResult<()>;
+    /// `Ok` if the bucket exists, `NoSuchBucket` otherwise.
+    async fn head_bucket(&self, bucket: &str) -> BackendResult<()>;
+    /// Deletes an empty bucket.
+    async fn delete_bucket(&self, bucket: &str) -> BackendResult<()>;
+
+    /// Stores `body` (exactly `len` bytes) under `key`, replacing any object there. If the body
+    /// stream yields an error, nothing is stored and the error is returned as
+    /// [`BackendError::Body`]. Returns the store's ETag.
+    async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: ByteStream,
+        len: u64,
+        metadata: Metadata,
+    ) -> BackendResult<String>;
+    /// Reads an object, or the byte range `range` of it. With `if_match`, fails with
+    /// `PreconditionFailed` unless the stored ETag equals it.
+    async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+        if_match: Option<&str>,
+    ) -> BackendResult<GetObject>;
+    /// Reads an object's head.
+    async fn head_object(&self, bucket: &str, key: &str) -> BackendResult<ObjectHead>;
+    /// Deletes an object; deleting a missing object succeeds.
+    async fn delete_object(&self, bucket: &str, key: &str) -> BackendResult<()>;
+    /// Lists one page of objects.
+    async fn list_objects(&self, bucket: &str, query: &ListQuery) -> BackendResult<ListPage>;
+}
+
+/// Reads a small body into memory, refusing one longer than `limit` bytes.
+pub async fn read_small(mut body: ByteStream, limit: usize) -> io::Result<Vec<u8>> {
+    use futures::TryStreamExt;
+    let mut out = Vec::new();
+    while let Some(chunk) = body.try_next().await? {
+        if out.len() + chunk.len() > limit {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "body longer than expected"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}

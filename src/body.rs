@@ -1,0 +1,636 @@
+//! The streaming bodies between clients and stores: [`EncryptBody`] turns a client's plaintext
+//! upload into the stored stream, [`DecryptBody`] turns stored segments back into plaintext.
+//!
+//! Both hold at most one segment (plus one incoming chunk) in memory, whatever the object's
+//! size. Neither ever yields plaintext that failed authentication: a failure becomes a stream
+//! error, which aborts the HTTP exchange (the store discards a failed upload; a client sees a
+//! broken download instead of a complete one with wrong bytes).
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use s3s::crypto::Checksum as _;
+
+use crate::crypto::format::{ChecksumAlgorithm, HEADER_LEN, TAG_LEN};
+use crate::crypto::segment::{Layout, StreamHeader, StreamOpener, StreamSealer, Trailer, seal_trailer};
+use crate::secret::Key256;
+
+/// A boxed error from a client body stream (s3s yields these).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why an upload body was refused. The front end maps each to its S3 error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyFailure {
+    /// The body ended before the declared length.
+    Incomplete,
+    /// The body went past the declared length.
+    TooLong,
+    /// `Content-MD5` did not match.
+    BadDigest,
+    /// The `x-amz-checksum-*` value did not match.
+    ChecksumMismatch(ChecksumAlgorithm),
+    /// A declared trailing checksum never arrived.
+    MissingTrailer(ChecksumAlgorithm),
+    /// The client's body stream failed (connection, aws-chunked signature).
+    Client(String),
+}
+
+/// What the client claims about its plaintext, checked at the end of the body.
+#[derive(Debug, Clone, Default)]
+pub struct Expectations {
+    /// Decoded `Content-MD5`.
+    pub md5: Option<[u8; 16]>,
+    /// The checksum algorithm to compute, if any.
+    pub algorithm: Option<ChecksumAlgorithm>,
+    /// The expected digest, if sent as a header.
+    pub digest: Option<Vec<u8>>,
+    /// Where a trailing digest (`x-amz-trailer`) will appear once the body is read.
+    pub trailer: Option<s3s::TrailingHeaders>,
+}
+
+/// What the upload produced, once the body has been read and checked.
+#[derive(Debug, Clone)]
+pub struct Digests {
+    /// MD5 of the plaintext.
+    pub md5: [u8; 16],
+    /// The client checksum computed over the plaintext.
+    pub checksum: Option<(ChecksumAlgorithm, Vec<u8>)>,
+}
+
+/// The outcome slot an [`EncryptBody`] fills when it ends.
+pub type Outcome = Arc<Mutex<Option<Result<Digests, BodyFailure>>>>;
+
+enum Hasher {
+    Crc32(s3s::crypto::Crc32),
+    Crc32c(s3s::crypto::Crc32c),
+    Crc64Nvme(s3s::crypto::Crc64Nvme),
+    Sha1(s3s::crypto::Sha1),
+    Sha256(s3s::crypto::Sha256),
+}
+
+impl Hasher {
+    fn new(algo: ChecksumAlgorithm) -> Self {
+        match algo {
+            ChecksumAlgorithm::Crc32 => Self::Crc32(s3s::crypto::Crc32::new()),
+            ChecksumAlgorithm::Crc32c => Self::Crc32c(s3s::crypto::Crc32c::new()),
+            ChecksumAlgorithm::Crc64Nvme => Self::Crc64Nvme(s3s::crypto::Crc64Nvme::new()),
+            ChecksumAlgorithm::Sha1 => Self::Sha1(s3s::crypto::Sha1::new()),
+            ChecksumAlgorithm::Sha256 => Self::Sha256(s3s::crypto::Sha256::new()),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Self::Crc32(h) => h.update(data),
+            Self::Crc32c(h) => h.update(data),
+            Self::Crc64Nvme(h) => h.update(data),
+            Self::Sha1(h) => h.update(data),
+            Self::Sha256(h) => h.update(data),
+        }
+    }
+
+    fn finalize(self) -> Vec<u8> {
+        match self {
+            Self::Crc32(h) => h.finalize().as_ref().to_vec(),
+            Self::Crc32c(h) => h.finalize().as_ref().to_vec(),
+            Self::Crc64Nvme(h) => h.finalize().as_ref().to_vec(),
+            Self::Sha1(h) => h.finalize().as_ref().to_vec(),
+            Self::Sha256(h) => h.finalize().as_ref().to_vec(),
+        }
+    }
+}
+
+/// The name of the header or trailer carrying a checksum (`x-amz-checksum-crc32`, …).
+pub fn checksum_header(algo: ChecksumAlgorithm) -> String {
+    format!("x-amz-checksum-{}", algo.s3_name().to_lowercase())
+}
+
+// === impl EncryptBody ===
+
+/// Encrypts a plaintext upload of exactly `plain_len` bytes into the stored stream
+/// `header ‖ segments ‖ trailer`, hashing the plaintext on the way. The final segment is sealed
+/// only after the input ended and every client check passed, so a refused upload never produces
+/// a complete stored stream.
+pub struct EncryptBody<S> {
+    input: Option<S>,
+    sealer: StreamSealer,
+    dek: Key256,
+    part: u32,
+    layout: Layout,
+    plain_len: u64,
+    segments: u64,
+    received: u64,
+    segment: Vec<u8>,
+    md5: Option<s3s::crypto::Md5>,
+    hasher: Option<Hasher>,
+    expect: Expectations,
+    outbox: VecDeque<Bytes>,
+    outcome: Outcome,
+    done: bool,
+}
+
+impl<S> EncryptBody<S> {
+    /// Encrypts `input` as part `part` of the object keyed by `dek`. The result (or the failure)
+    /// lands in the returned [`Outcome`] when the stream ends.
+    pub fn new(
+        input: S,
+        dek: &Key256,
+        part: u32,
+        header: StreamHeader,
+        plain_len: u64,
+        expect: Expectations,
+    ) -> (Self, Outcome) {
+        let layout = header.layout();
+        let outcome: Outcome = Arc::new(Mutex::new(None));
+        let body = Self {
+            input: Some(input),
+            sealer: StreamSealer::new(dek, part, header),
+            dek: dek.clone(),
+            part,
+            layout,
+            plain_len,
+            segments: layout.segment_count(plain_len),
+            received: 0,
+            segment: Vec::with_capacity(layout.segment_size() as usize + TAG_LEN),
+            md5: Some(s3s::crypto::Md5::new()),
+            hasher: expect.algorithm.map(Hasher::new),
+            expect,
+            outbox: VecDeque::from([Bytes::copy_from_slice(&header.encode())]),
+            outcome: outcome.clone(),
+            done: false,
+        };
+        (body, outcome)
+    }
+
+    /// Stored length of the stream this body produces.
+    pub fn stored_len(&self) -> u64 {
+        self.layout.stored_len(self.plain_len)
+    }
+
+    fn fail(&mut self, failure: BodyFailure) -> io::Error {
+        let message = format!("upload refused: {failure:?}");
+        *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(failure));
+        self.input = None;
+        self.done = true;
+        io::Error::other(message)
+    }
+
+    fn segment_target(&self) -> usize {
+        let index = self.sealer_index();
+        self.layout.stored_segment_len(self.plain_len, index) as usize - TAG_LEN
+    }
+
+    fn sealer_index(&self) -> u64 {
+        (self.received - self.segment.len() as u64) >> self.layout.segment_size().trailing_zeros()
+    }
+
+    /// Takes plaintext from `chunk` into the current segment, sealing every full non-final one.
+    fn absorb(&mut self, mut chunk: &[u8]) {
+        while !chunk.is_empty() {
+            let index = self.sealer_index();
+            let room = self.segment_target() - self.segment.len();
+            let take = room.min(chunk.len());
+            self.segment.extend_from_slice(&chunk[..take]);
+            self.received += take as u64;
+            chunk = &chunk[take..];
+            if self.segment.len() == self.segment_target() && index + 1 < self.segments {
+                self.flush_segment(false);
+            }
+        }
+    }
+
+    fn flush_segment(&mut self, last: bool) {
+        let capacity = self.layout.segment_size() as usize + TAG_LEN;
+        let mut buf = std::mem::replace(&mut self.segment, Vec::with_capacity(capacity));
+        self.sealer.seal_segment(&mut buf, last);
+        self.outbox.push_back(Bytes::from(buf));
+    }
+
+    /// The input ended: check lengths and digests, then seal the last segment and the trailer.
+    fn finish(&mut self) -> Result<(), BodyFailure> {
+        if self.received != self.plain_len {
+            return Err(BodyFailure::Incomplete);
+        }
+        // Invariant: `finish` runs once; both hashers are present until then.
+        let md5: [u8; 16] = self.md5.take().expect("md5 present until finish").finalize().into();
+        if self.expect.md5.is_some_and(|want| want != md5) {
+            return Err(BodyFailure::BadDigest);
+        }
+        let checksum = match (self.expect.algorithm, self.hasher.take()) {
+            (Some(algo), Some(hasher)) => {
+                let got = hasher.finalize();
+                let want = match (&self.expect.digest, &self.expect.trailer) {
+                    (Some(d), _) => Some(d.clone()),
+                    (None, Some(trailers)) => {
+                        let name = checksum_header(algo);
+                        let value = trailers
+                            .read(|h| h.get(&name).and_then(|v| v.to_str().ok()).map(str::to_owned))
+                            .flatten();
+                        let Some(value) = value else {
+                            return Err(BodyFailure::MissingTrailer(algo));
+                        };
+                        Some(decode_digest(algo, &value).ok_or(BodyFailure::ChecksumMismatch(algo))?)
+                    }
+                    (None, None) => None,
+                };
+                if want.is_some_and(|w| w != got) {
+                    return Err(BodyFailure::ChecksumMismatch(algo));
+                }
+                Some((algo, got))
+            }
+            _ => None,
+        };
+        self.flush_segment(true);
+        let trailer = Trailer {
+            plain_len: self.plain_len,
+            md5,
+            checksum: checksum.clone(),
+            header: self.sealer.header(),
+        };
+        self.outbox
+            .push_back(Bytes::from(seal_trailer(&self.dek, self.part, &trailer)));
+        *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(Ok(Digests { md5, checksum }));
+        Ok(())
+    }
+}
+
+/// Decodes a base64 digest of `algo`'s length.
+pub fn decode_digest(algo: ChecksumAlgorithm, value: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(value.trim()).ok()?;
+    (bytes.len() == algo.digest_len()).then_some(bytes)
+}
+
+impl<S, E> Stream for EncryptBody<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(out) = this.outbox.pop_front() {
+                return Poll::Ready(Some(Ok(out)));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let Some(input) = this.input.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match ready!(Pin::new(input).poll_next(cx)) {
+                Some(Ok(chunk)) => {
+                    if this.received + chunk.len() as u64 > this.plain_len {
+                        return Poll::Ready(Some(Err(this.fail(BodyFailure::TooLong))));
+                    }
+                    if let Some(md5) = this.md5.as_mut() {
+                        md5.update(&chunk);
+                    }
+                    if let Some(h) = this.hasher.as_mut() {
+                        h.update(&chunk);
+                    }
+                    this.absorb(&chunk);
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(this.fail(BodyFailure::Client(e.to_string()))))),
+                None => {
+                    this.input = None;
+                    this.done = true;
+                    if let Err(failure) = this.finish() {
+                        this.outbox.clear();
+                        return Poll::Ready(Some(Err(this.fail(failure))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+// === impl DecryptBody ===
+
+/// Decrypts stored segments `first..=last` of a stream back into plaintext, dropping `skip`
+/// bytes at the start and yielding exactly `len` bytes. With `header_first`, the input starts
+/// with the stream's header, which must equal the one the trailer pinned.
+pub struct DecryptBody<S> {
+    input: S,
+    opener: StreamOpener,
+    layout: Layout,
+    plain_len: u64,
+    segments: u64,
+    next: u64,
+    last: u64,
+    skip: usize,
+    remaining: u64,
+    header: Option<[u8; HEADER_LEN]>,
+    buf: BytesMut,
+    done: bool,
+}
+
+/// Which plaintext bytes a [`DecryptBody`] produces.
+#[derive(Debug, Clone)]
+pub struct DecryptPlan {
+    /// Plaintext length of the whole stream.
+    pub plain_len: u64,
+    /// First segment in the input.
+    pub first_segment: u64,
+    /// Last segment to open (inclusive).
+    pub last_segment: u64,
+    /// Plaintext bytes to drop from the first segment.
+    pub skip: u64,
+    /// Plaintext bytes to yield.
+    pub len: u64,
+    /// Whether the input starts with the stream header.
+    pub header_first: bool,
+}
+
+impl<S> DecryptBody<S> {
+    /// Decrypts `input` (stored bytes as `plan` describes) of the stream pinned by `trailer`.
+    pub fn new(input: S, dek: &Key256, part: u32, trailer: &Trailer, plan: &DecryptPlan) -> Self {
+        let layout = trailer.header.layout();
+        Self {
+            input,
+            opener: StreamOpener::new(dek, part, trailer.header),
+            layout,
+            plain_len: plan.plain_len,
+            segments: layout.segment_count(plan.plain_len),
+            next: plan.first_segment,
+            last: plan.last_segment,
+            skip: plan.skip as usize,
+            remaining: plan.len,
+            header: plan.header_first.then(|| trailer.header.encode()),
+            buf: BytesMut::new(),
+            done: false,
+        }
+    }
+
+    fn fail(&mut self, what: &str) -> io::Error {
+        self.done = true;
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("stored object failed authentication: {what}"),
+        )
+    }
+
+    /// Opens the next segment if the buffer holds all of it.
+    fn next_plaintext(&mut self) -> Option<Result<Bytes, io::Error>> {
+        if let Some(header) = self.header {
+            if self.buf.len() < HEADER_LEN {
+                return None;
+            }
+            if self.buf.split_to(HEADER_LEN)[..] != header[..] {
+                return Some(Err(self.fail("stream header differs from the one its trailer pins")));
+            }
+            self.header = None;
+        }
+        let want = self.layout.stored_segment_len(self.plain_len, self.next) as usize;
+        if self.buf.len() < want {
+            return None;
+        }
+        let mut segment = self.buf.split_to(want);
+        let last = self.next + 1 == self.segments;
+        if self.opener.open_segment(self.next, last, &mut segment).is_err() {
+            return Some(Err(self.fail("segment did not authenticate")));
+        }
+        segment.truncate(want - TAG_LEN);
+        let mut plain = segment.freeze();
+        plain = plain.slice(self.skip.min(plain.len())..);
+        self.skip = 0;
+        if plain.len() as u64 > self.remaining {
+            plain.truncate(self.remaining as usize);
+        }
+        self.remaining -= plain.len() as u64;
+        self.next += 1;
+        if self.next > self.last || self.remaining == 0 {
+            self.done = true;
+        }
+        Some(Ok(plain))
+    }
+}
+
+impl<S, E> Stream for DecryptBody<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Some(item) = this.next_plaintext() {
+                return Poll::Ready(Some(item));
+            }
+            match ready!(Pin::new(&mut this.input).poll_next(cx)) {
+                Some(Ok(chunk)) => this.buf.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(io::Error::other(format!("store read failed: {e}")))));
+                }
+                None => return Poll::Ready(Some(Err(this.fail("stored object is truncated")))),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::{StreamExt, TryStreamExt, stream};
+
+    use super::*;
+    use crate::crypto::segment::open_all;
+
+    fn chunks(data: &[u8], size: usize) -> impl Stream<Item = Result<Bytes, io::Error>> + Unpin + use<> {
+        let parts: Vec<Result<Bytes, io::Error>> = data
+            .chunks(size.max(1))
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        stream::iter(parts)
+    }
+
+    async fn encrypt(
+        plain: &[u8],
+        chunk: usize,
+        expect: Expectations,
+    ) -> (Result<Vec<u8>, io::Error>, Outcome, Key256) {
+        let dek = Key256::random();
+        let (body, outcome) = EncryptBody::new(
+            chunks(plain, chunk),
+            &dek,
+            0,
+            StreamHeader::random(12),
+            plain.len() as u64,
+            expect,
+        );
+        let out: Result<Vec<Bytes>, io::Error> = body.try_collect().await;
+        (out.map(|v| v.concat()), outcome, dek)
+    }
+
+    #[tokio::test]
+    async fn encrypt_matches_the_in_memory_format_for_any_chunking() {
+        for len in [0usize, 1, 4095, 4096, 4097, 10_000, 3 * 4096] {
+            for chunk in [1usize, 7, 4096, 5000, 100_000] {
+                let plain: Vec<u8> = (0..len).map(|i| (i % 256) as u8).collect();
+                let (stored, outcome, dek) = encrypt(&plain, chunk, Expectations::default()).await;
+                let stored = stored.expect("encrypts");
+                let (back, trailer) = open_all(&dek, 0, &stored).expect("opens");
+                assert_eq!(back, plain, "len {len} chunk {chunk}");
+                let digests = outcome.lock().unwrap().clone().unwrap().unwrap();
+                assert_eq!(trailer.md5, digests.md5);
+                assert_eq!(hex::encode(digests.md5), format!("{:x}", md5::Md5::digest(&plain)));
+            }
+        }
+    }
+
+    use md5::Digest as _;
+
+    #[tokio::test]
+    async fn wrong_md5_or_checksum_is_refused_before_the_last_segment() {
+        let plain = vec![5u8; 10_000];
+        let expect = Expectations {
+            md5: Some([0; 16]),
+            ..Default::default()
+        };
+        let (res, outcome, _) = encrypt(&plain, 1000, expect).await;
+        assert!(res.is_err());
+        assert_eq!(
+            outcome.lock().unwrap().clone().unwrap().unwrap_err(),
+            BodyFailure::BadDigest
+        );
+
+        let expect = Expectations {
+            algorithm: Some(ChecksumAlgorithm::Crc32),
+            digest: Some(vec![0, 0, 0, 0]),
+            ..Default::default()
+        };
+        let (res, outcome, _) = encrypt(&plain, 1000, expect).await;
+        assert!(res.is_err());
+        assert_eq!(
+            outcome.lock().unwrap().clone().unwrap().unwrap_err(),
+            BodyFailure::ChecksumMismatch(ChecksumAlgorithm::Crc32)
+        );
+
+        let good = s3s::crypto::Crc32::checksum(&plain).as_ref().to_vec();
+        let expect = Expectations {
+            algorithm: Some(ChecksumAlgorithm::Crc32),
+            digest: Some(good.clone()),
+            ..Default::default()
+        };
+        let (res, outcome, _) = encrypt(&plain, 1000, expect).await;
+        assert!(res.is_ok());
+        assert_eq!(
+            outcome.lock().unwrap().clone().unwrap().unwrap().checksum,
+            Some((ChecksumAlgorithm::Crc32, good))
+        );
+    }
+
+    #[tokio::test]
+    async fn short_and_long_bodies_are_refused() {
+        let dek = Key256::random();
+        let (body, outcome) = EncryptBody::new(
+            chunks(&[1u8; 100], 10),
+            &dek,
+            0,
+            StreamHeader::random(12),
+            101,
+            Expectations::default(),
+        );
+        let out: Result<Vec<Bytes>, io::Error> = body.try_collect().await;
+        assert!(out.is_err());
+        assert_eq!(
+            outcome.lock().unwrap().clone().unwrap().unwrap_err(),
+            BodyFailure::Incomplete
+        );
+        let (body, outcome) = EncryptBody::new(
+            chunks(&[1u8; 100], 10),
+            &dek,
+            0,
+            StreamHeader::random(12),
+            99,
+            Expectations::default(),
+        );
+        let out: Result<Vec<Bytes>, io::Error> = body.try_collect().await;
+        assert!(out.is_err());
+        assert_eq!(
+            outcome.lock().unwrap().clone().unwrap().unwrap_err(),
+            BodyFailure::TooLong
+        );
+    }
+
+    #[tokio::test]
+    async fn decrypt_any_range_and_detect_damage() {
+        let plain: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let (stored, _, dek) = encrypt(&plain, 3000, Expectations::default()).await;
+        let stored = stored.expect("encrypts");
+        let layout = Layout::new(12);
+        let trailer =
+            crate::crypto::segment::open_trailer(&dek, 0, &stored[stored.len() - crate::crypto::format::TRAILER_LEN..])
+                .expect("trailer");
+        for (a, b) in [
+            (0u64, 20_000u64),
+            (0, 1),
+            (4095, 4097),
+            (19_999, 20_000),
+            (5000, 12_000),
+        ] {
+            let span = layout.locate(20_000, a..b);
+            let input = chunks(&stored[span.stored.start as usize..span.stored.end as usize], 999);
+            let plan = DecryptPlan {
+                plain_len: 20_000,
+                first_segment: span.first_segment,
+                last_segment: span.last_segment,
+                skip: span.skip,
+                len: span.len,
+                header_first: false,
+            };
+            let out: Vec<Bytes> = DecryptBody::new(input, &dek, 0, &trailer, &plan)
+                .try_collect()
+                .await
+                .expect("decrypts");
+            assert_eq!(out.concat(), &plain[a as usize..b as usize]);
+        }
+        // Whole stream with header; then a flipped byte in the middle must error, never yield it.
+        let whole = &stored[..stored.len() - crate::crypto::format::TRAILER_LEN];
+        let plan = DecryptPlan {
+            plain_len: 20_000,
+            first_segment: 0,
+            last_segment: 4,
+            skip: 0,
+            len: 20_000,
+            header_first: true,
+        };
+        let out: Vec<Bytes> = DecryptBody::new(chunks(whole, 4096), &dek, 0, &trailer, &plan)
+            .try_collect()
+            .await
+            .expect("decrypts");
+        assert_eq!(out.concat(), plain);
+        let mut bad = whole.to_vec();
+        bad[10_000] ^= 1;
+        let mut s = DecryptBody::new(chunks(&bad, 4096), &dek, 0, &trailer, &plan);
+        let mut good_bytes = 0;
+        let mut failed = false;
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(b) => good_bytes += b.len(),
+                Err(_) => failed = true,
+            }
+        }
+        assert!(failed);
+        assert!(good_bytes < 10_000);
+        // Truncated input errors.
+        let mut s = DecryptBody::new(chunks(&whole[..whole.len() - 10], 4096), &dek, 0, &trailer, &plan);
+        let mut failed = false;
+        while let Some(item) = s.next().await {
+            failed |= item.is_err();
+        }
+        assert!(failed);
+    }
+}

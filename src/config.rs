@@ -1,0 +1,548 @@
+//! Configuration: one TOML file, every setting also from the environment, secrets from files or
+//! the environment. `RawConfig` is what serde reads; [`Config`] is what the rest of the proxy
+//! uses, built by [`Config::from_raw`], which reports every problem at once.
+//!
+//! Environment: `ESCROW_<SECTION>__<KEY>` sets `[section] key`, e.g. `ESCROW_SERVER__LISTEN`,
+//! `ESCROW_PRIMARY__SECRET_KEY_FILE`, `ESCROW_CLIENTS__0__ACCESS_KEY` (array index as a path
+//! segment). Values are read as TOML when they parse as a bool or integer, as strings otherwise.
+//! Environment values override the file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::secret::SecretString;
+
+/// Prefix of configuration environment variables.
+pub const ENV_PREFIX: &str = "ESCROW_";
+/// Separator of path segments in environment variable names.
+const ENV_SEPARATOR: &str = "__";
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The S3 endpoint.
+    pub server: ServerConfig,
+    /// Client credentials (SigV4).
+    pub clients: Vec<ClientConfig>,
+    /// The (foreign) primary store.
+    pub primary: StoreConfig,
+    /// The (domestic) mirror store, if any.
+    pub mirror: Option<MirrorConfig>,
+    /// Keyring location and root key.
+    pub keys: KeysConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on. Default: `127.0.0.1:8443`.
+    pub listen: SocketAddr,
+    /// Certificate chain and key (PEM); both absent means plain HTTP (a loopback sidecar).
+    pub tls: Option<TlsFiles>,
+    /// Region clients sign for. Default: `us-east-1`.
+    pub region: String,
+}
+
+/// PEM files of the server certificate.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// One `[[clients]]` entry.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Access key id.
+    pub access_key: String,
+    /// Secret key.
+    pub secret_key: SecretString,
+}
+
+/// A store section (`[primary]`, `[mirror]`).
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// A local directory.
+    Fs {
+        /// Root directory.
+        path: PathBuf,
+    },
+    /// An S3-compatible endpoint.
+    S3(crate::backend::s3::S3StoreConfig),
+}
+
+/// How writes and reads use the mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Acknowledge when both stores have the object.
+    Sync,
+    /// Acknowledge after the first store; repair the second in the background.
+    Async,
+}
+
+/// Which store reads go to first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// The primary, failing over to the mirror.
+    Primary,
+    /// The mirror, failing over to the primary.
+    Mirror,
+}
+
+/// `[mirror]`.
+#[derive(Debug, Clone)]
+pub struct MirrorConfig {
+    /// The store.
+    pub store: StoreConfig,
+    /// Write mode. Default: sync.
+    pub write: WriteMode,
+    /// Read mode. Default: primary.
+    pub read: ReadMode,
+}
+
+/// `[keys]`.
+#[derive(Debug, Clone)]
+pub struct KeysConfig {
+    /// Sealed keyring file; created on first start.
+    pub keyring: PathBuf,
+    /// Root key file (0600); created on first start.
+    pub root_key_file: PathBuf,
+}
+
+// === raw (serde) form ===
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    clients: Vec<RawClient>,
+    primary: Option<RawStore>,
+    mirror: Option<RawStore>,
+    keys: Option<RawKeys>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    region: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    access_key: Option<String>,
+    secret_key: Option<String>,
+    secret_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    path: Option<PathBuf>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    access_key: Option<String>,
+    secret_key: Option<String>,
+    secret_key_file: Option<PathBuf>,
+    path_style: Option<bool>,
+    ca_file: Option<PathBuf>,
+    write: Option<String>,
+    read: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    keyring: Option<PathBuf>,
+    root_key_file: Option<PathBuf>,
+}
+
+/// Every problem found in a configuration, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    /// Loads `file` (if any) with environment overrides from `env`. Relative paths in a file are
+    /// relative to the file's directory; in the environment, to the working directory.
+    pub fn load(file: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut value = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(vec![format!("cannot read {}: {e}", path.display())]))?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError(vec![format!("{}: {}", path.display(), e.message())]))?
+            }
+            None => toml::Table::new(),
+        };
+        let mut problems = Vec::new();
+        overlay_env(&mut value, env, &mut problems);
+        let raw: RawConfig = match toml::Value::Table(value).try_into() {
+            Ok(raw) => raw,
+            Err(e) => {
+                problems.push(e.message().to_string());
+                return Err(ConfigError(problems));
+            }
+        };
+        let base = file.and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+        Self::from_raw(raw, &base, problems)
+    }
+
+    /// The embedded default, rooted at `data` (normally `./data`): both stores as local
+    /// directories, keyring and root key beside them, a dev certificate. `client` is the
+    /// generated credential pair.
+    pub fn embedded_default(data: &Path, client: ClientConfig) -> Self {
+        Self {
+            server: ServerConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+                tls: Some(TlsFiles {
+                    cert: data.join("certs/server.pem"),
+                    key: data.join("certs/server-key.pem"),
+                }),
+                region: "us-east-1".into(),
+            },
+            clients: vec![client],
+            primary: StoreConfig::Fs {
+                path: data.join("primary"),
+            },
+            mirror: Some(MirrorConfig {
+                store: StoreConfig::Fs {
+                    path: data.join("mirror"),
+                },
+                write: WriteMode::Sync,
+                read: ReadMode::Primary,
+            }),
+            keys: KeysConfig {
+                keyring: data.join("keyring"),
+                root_key_file: data.join("root.key"),
+            },
+        }
+    }
+
+    fn from_raw(raw: RawConfig, base: &Path, mut problems: Vec<String>) -> Result<Self, ConfigError> {
+        let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+        let listen = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8443");
+        let listen = listen.parse().unwrap_or_else(|_| {
+            problems.push(format!(
+                "server.listen: `{listen}` is not an address like 127.0.0.1:8443"
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 8443))
+        });
+        let tls = match (raw.server.tls_cert, raw.server.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: abs(cert),
+                key: abs(key),
+            }),
+            (None, None) => None,
+            _ => {
+                problems.push("server: set both tls_cert and tls_key, or neither (plain HTTP)".into());
+                None
+            }
+        };
+        let server = ServerConfig {
+            listen,
+            tls,
+            region: raw.server.region.unwrap_or_else(|| "us-east-1".into()),
+        };
+
+        let mut clients = Vec::new();
+        for (i, c) in raw.clients.into_iter().enumerate() {
+            let at = format!("clients[{i}]");
+            let Some(access_key) = c.access_key.filter(|k| !k.is_empty()) else {
+                problems.push(format!("{at}.access_key is required"));
+                continue;
+            };
+            if let Some(secret_key) = secret(
+                &at,
+                "secret_key",
+                c.secret_key,
+                c.secret_key_file.map(&abs),
+                &mut problems,
+            ) {
+                clients.push(ClientConfig { access_key, secret_key });
+            }
+        }
+        if clients.is_empty() {
+            problems
+                .push("at least one [[clients]] entry (access_key, secret_key or secret_key_file) is required".into());
+        }
+
+        let primary = match raw.primary {
+            Some(s) => store("primary", s, &abs, &mut problems),
+            None => {
+                problems.push("[primary] is required".into());
+                None
+            }
+        };
+        let mirror = raw.mirror.and_then(|m| {
+            let write = match m.write.as_deref() {
+                None | Some("sync") => WriteMode::Sync,
+                Some("async") => WriteMode::Async,
+                Some(other) => {
+                    problems.push(format!("mirror.write: `{other}` is not sync or async"));
+                    WriteMode::Sync
+                }
+            };
+            let read = match m.read.as_deref() {
+                None | Some("primary") => ReadMode::Primary,
+                Some("mirror") => ReadMode::Mirror,
+                Some(other) => {
+                    problems.push(format!("mirror.read: `{other}` is not primary or mirror"));
+                    ReadMode::Primary
+                }
+            };
+            store("mirror", m, &abs, &mut problems).map(|store| MirrorConfig { store, write, read })
+        });
+        let keys = match raw.keys {
+            Some(RawKeys {
+                keyring: Some(keyring),
+                root_key_file: Some(root),
+            }) => Some(KeysConfig {
+                keyring: abs(keyring),
+                root_key_file: abs(root),
+            }),
+            _ => {
+                problems.push("[keys] needs keyring and root_key_file".into());
+                None
+            }
+        };
+
+        match (primary, keys) {
+            (Some(primary), Some(keys)) if problems.is_empty() => Ok(Self {
+                server,
+                clients,
+                primary,
+                mirror,
+                keys,
+            }),
+            _ => Err(ConfigError(problems)),
+        }
+    }
+}
+
+fn store(
+    section: &str,
+    s: RawStore,
+    abs: &dyn Fn(PathBuf) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> Option<StoreConfig> {
+    if section == "primary" && (s.write.is_some() || s.read.is_some()) {
+        problems.push("primary: write and read belong to [mirror]".into());
+    }
+    match s.kind.as_deref() {
+        Some("fs") => match s.path {
+            Some(path) => Some(StoreConfig::Fs { path: abs(path) }),
+            None => {
+                problems.push(format!("{section}.path is required for type = \"fs\""));
+                None
+            }
+        },
+        Some("s3") => {
+            let at = section.to_string();
+            let secret_key = secret(&at, "secret_key", s.secret_key, s.secret_key_file.map(abs), problems);
+            let access_key = s.access_key.filter(|k| !k.is_empty());
+            if access_key.is_none() {
+                problems.push(format!("{section}.access_key is required for type = \"s3\""));
+            }
+            let endpoint = s.endpoint.filter(|e| !e.is_empty());
+            if let Some(e) = &endpoint
+                && !(e.starts_with("http://") || e.starts_with("https://"))
+            {
+                problems.push(format!("{section}.endpoint: `{e}` must start with http:// or https://"));
+            }
+            Some(StoreConfig::S3(crate::backend::s3::S3StoreConfig {
+                endpoint,
+                region: s.region.unwrap_or_else(|| "us-east-1".into()),
+                access_key: access_key?,
+                secret_key: secret_key?,
+                path_style: s.path_style.unwrap_or(true),
+                ca_file: s.ca_file.map(abs),
+            }))
+        }
+        Some(other) => {
+            problems.push(format!("{section}.type: `{other}` is not \"s3\" or \"fs\""));
+            None
+        }
+        None => {
+            problems.push(format!("{section}.type is required (\"s3\" or \"fs\")"));
+            None
+        }
+    }
+}
+
+/// A secret from an inline value or a file (refused if group- or world-readable).
+fn secret(
+    at: &str,
+    name: &str,
+    inline: Option<String>,
+    file: Option<PathBuf>,
+    problems: &mut Vec<String>,
+) -> Option<SecretString> {
+    match (inline, file) {
+        (Some(_), Some(_)) => {
+            problems.push(format!("{at}: set {name} or {name}_file, not both"));
+            None
+        }
+        (Some(v), None) if !v.is_empty() => Some(SecretString::new(v)),
+        (None, Some(path)) => match crate::keys::read_secret_file(&path) {
+            Ok(v) => Some(SecretString::new(v.trim_end_matches(['\n', '\r']).to_string())),
+            Err(e) => {
+                problems.push(format!("{at}.{name}_file: {e}"));
+                None
+            }
+        },
+        _ => {
+            problems.push(format!("{at}: {name} or {name}_file is required"));
+            None
+        }
+    }
+}
+
+/// Applies `ESCROW_*` variables to the TOML table.
+fn overlay_env(table: &mut toml::Table, env: &BTreeMap<String, String>, problems: &mut Vec<String>) {
+    for (name, value) in env {
+        let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let segments: Vec<String> = path.split(ENV_SEPARATOR).map(str::to_lowercase).collect();
+        let parsed = match value.parse::<i64>() {
+            Ok(i) => toml::Value::Integer(i),
+            Err(_) => match value.as_str() {
+                "true" => toml::Value::Boolean(true),
+                "false" => toml::Value::Boolean(false),
+                _ => toml::Value::String(value.clone()),
+            },
+        };
+        if let Err(e) = set_path(table, &segments, parsed) {
+            problems.push(format!("{name}: {e}"));
+        }
+    }
+}
+
+fn set_path(table: &mut toml::Table, segments: &[String], value: toml::Value) -> Result<(), String> {
+    let (first, rest) = segments.split_first().ok_or("empty variable name")?;
+    if rest.is_empty() {
+        table.insert(first.clone(), value);
+        return Ok(());
+    }
+    let entry = table.entry(first.clone());
+    if let Ok(index) = rest[0].parse::<usize>() {
+        let array = entry.or_insert_with(|| toml::Value::Array(Vec::new()));
+        let toml::Value::Array(items) = array else {
+            return Err(format!("{first} is not an array"));
+        };
+        while items.len() <= index {
+            items.push(toml::Value::Table(toml::Table::new()));
+        }
+        let toml::Value::Table(inner) = &mut items[index] else {
+            return Err(format!("{first}[{index}] is not a table"));
+        };
+        return set_path(inner, &rest[1..], value);
+    }
+    let inner = entry.or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(inner) = inner else {
+        return Err(format!("{first} is not a table"));
+    };
+    set_path(inner, rest, value)
+}
+
+/// Whether any configuration variable is set.
+pub fn env_has_config(env: &BTreeMap<String, String>) -> bool {
+    env.keys()
+        .any(|k| k.starts_with(ENV_PREFIX) && k.contains(ENV_SEPARATOR))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn env_alone_makes_a_config() {
+        let cfg = Config::load(
+            None,
+            &env(&[
+                ("ESCROW_SERVER__LISTEN", "127.0.0.1:9000"),
+                ("ESCROW_CLIENTS__0__ACCESS_KEY", "app"),
+                ("ESCROW_CLIENTS__0__SECRET_KEY", "s3cr3t"),
+                ("ESCROW_PRIMARY__TYPE", "s3"),
+                ("ESCROW_PRIMARY__ENDPOINT", "http://127.0.0.1:9001"),
+                ("ESCROW_PRIMARY__ACCESS_KEY", "a"),
+                ("ESCROW_PRIMARY__SECRET_KEY", "b"),
+                ("ESCROW_PRIMARY__PATH_STYLE", "true"),
+                ("ESCROW_KEYS__KEYRING", "k"),
+                ("ESCROW_KEYS__ROOT_KEY_FILE", "r"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(cfg.server.listen.port(), 9000);
+        assert_eq!(cfg.clients[0].access_key, "app");
+        assert!(matches!(cfg.primary, StoreConfig::S3(ref s) if s.path_style));
+        assert!(cfg.server.tls.is_none());
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"nope\"\ntls_cert = \"a.pem\"\n[primary]\ntype = \"ftp\"\n[[clients]]\naccess_key = \"x\"\n",
+        )
+        .expect("write");
+        let err = Config::load(Some(&file), &BTreeMap::new()).unwrap_err();
+        let text = err.to_string();
+        for needle in ["server.listen", "tls_key", "primary.type", "secret_key", "[keys]"] {
+            assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[server]\nlisten_on = \"127.0.0.1:1\"\n").expect("write");
+        assert!(
+            Config::load(Some(&file), &BTreeMap::new())
+                .unwrap_err()
+                .to_string()
+                .contains("listen_on")
+        );
+    }
+
+    #[test]
+    fn world_readable_secret_files_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("s");
+        std::fs::write(&secret, "x\n").expect("write");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[[clients]]\naccess_key = \"a\"\nsecret_key_file = \"s\"\n[primary]\ntype = \"fs\"\npath = \"p\"\n[keys]\nkeyring = \"k\"\nroot_key_file = \"r\"\n",
+        )
+        .expect("write");
+        let err = Config::load(Some(&file), &BTreeMap::new()).unwrap_err().to_string();
+        assert!(err.contains("readable"), "{err}");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let cfg = Config::load(Some(&file), &BTreeMap::new()).expect("valid");
+        assert_eq!(cfg.clients[0].secret_key.expose(), "x");
+    }
+}

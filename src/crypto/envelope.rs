@@ -1,0 +1,214 @@
+//! Envelope keys: DEK wrapping under a KEK, key derivation from the DEK, and the sealed
+//! metadata record.
+//!
+//! - Wrapped DEK = `nonce(12) ‖ AES-256-GCM(KEK, nonce, DEK, aad)` where
+//!   `aad = "escrow-proxy dek-wrap" ‖ format version (u8) ‖ KEK version (u32 BE) ‖
+//!   len(bucket) (u32 BE) ‖ bucket ‖ len(key) (u32 BE) ‖ key`.
+//! - Stream key = HKDF-SHA256(ikm = DEK, salt = the stream header's 16-byte salt,
+//!   info = "escrow-proxy part-key" ‖ part (u32 BE)): fresh for every stream, even when a
+//!   multipart part is uploaded again.
+//! - Trailer key = HKDF-SHA256(ikm = DEK, salt = none, info = "escrow-proxy trailer-key" ‖ part).
+//! - Record key = HKDF-SHA256(ikm = DEK, salt = none, info = "escrow-proxy meta-key").
+//! - Sealed record = `nonce(12) ‖ AES-256-GCM(record key, nonce, JSON, "escrow-proxy meta-record")`.
+
+use std::collections::BTreeMap;
+
+use hkdf::Hkdf;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use super::CryptoError;
+use super::aead::{AeadKey, random_nonce};
+use super::format::{FORMAT_VERSION, NONCE_LEN, SALT_LEN, TAG_LEN, label};
+use crate::secret::Key256;
+
+/// Length of a wrapped DEK.
+pub const WRAPPED_DEK_LEN: usize = NONCE_LEN + Key256::LEN + TAG_LEN;
+
+/// Wraps `dek` under `kek` (version `kek_version`) for the object `bucket`/`key`.
+pub fn wrap_dek(kek: &Key256, kek_version: u32, dek: &Key256, bucket: &str, key: &str) -> Vec<u8> {
+    let nonce = random_nonce();
+    let mut buf = dek.expose().to_vec();
+    AeadKey::new(kek).seal(nonce, &wrap_aad(kek_version, bucket, key), &mut buf);
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&buf);
+    zeroize::Zeroize::zeroize(&mut buf);
+    out
+}
+
+/// Unwraps a DEK wrapped by [`wrap_dek`] for the same object and KEK version.
+pub fn unwrap_dek(
+    kek: &Key256,
+    kek_version: u32,
+    wrapped: &[u8],
+    bucket: &str,
+    key: &str,
+) -> Result<Key256, CryptoError> {
+    if wrapped.len() != WRAPPED_DEK_LEN {
+        return Err(CryptoError::Decrypt);
+    }
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&wrapped[..NONCE_LEN]);
+    let mut buf = wrapped[NONCE_LEN..].to_vec();
+    let result = AeadKey::new(kek)
+        .open(nonce, &wrap_aad(kek_version, bucket, key), &mut buf)
+        .map(|plain| Key256::from_slice(plain));
+    zeroize::Zeroize::zeroize(&mut buf);
+    result?.ok_or(CryptoError::Decrypt)
+}
+
+fn wrap_aad(kek_version: u32, bucket: &str, key: &str) -> Vec<u8> {
+    let mut aad = label::DEK_WRAP.to_vec();
+    aad.push(FORMAT_VERSION);
+    aad.extend_from_slice(&kek_version.to_be_bytes());
+    for field in [bucket, key] {
+        // Invariant: S3 bucket names and keys are far below 4 GiB.
+        let len = u32::try_from(field.len()).expect("bucket and key lengths fit u32");
+        aad.extend_from_slice(&len.to_be_bytes());
+        aad.extend_from_slice(field.as_bytes());
+    }
+    aad
+}
+
+/// The content key of the stream of part `part` (0 for a single-part object) whose header
+/// carries `salt`.
+pub fn stream_key(dek: &Key256, salt: &[u8; SALT_LEN], part: u32) -> Key256 {
+    let mut info = label::PART_KEY.to_vec();
+    info.extend_from_slice(&part.to_be_bytes());
+    derive(dek, Some(salt), &info)
+}
+
+/// The key of the trailer of part `part`.
+pub fn trailer_key(dek: &Key256, part: u32) -> Key256 {
+    let mut info = label::TRAILER_KEY.to_vec();
+    info.extend_from_slice(&part.to_be_bytes());
+    derive(dek, None, &info)
+}
+
+fn record_key(dek: &Key256) -> Key256 {
+    derive(dek, None, label::META_KEY)
+}
+
+fn derive(dek: &Key256, salt: Option<&[u8]>, info: &[u8]) -> Key256 {
+    let mut out = [0u8; 32];
+    // Invariant: HKDF-SHA256 can expand up to 255·32 bytes; we ask for 32.
+    Hkdf::<Sha256>::new(salt, dek.expose())
+        .expand(info, &mut out)
+        .expect("32 bytes is a valid HKDF length");
+    let key = Key256::from_bytes(out);
+    zeroize::Zeroize::zeroize(&mut out);
+    key
+}
+
+/// What the proxy keeps about an object besides its body, sealed under the object's DEK. None of
+/// it reaches a store in the clear.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    /// Plaintext length.
+    pub size: u64,
+    /// `Content-Type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// `Content-Encoding`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    /// `Content-Disposition`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    /// `Content-Language`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    /// `Cache-Control`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    /// `Expires`, as the client sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// User metadata (`x-amz-meta-*`), names lowercase without the prefix.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub user: BTreeMap<String, String>,
+}
+
+/// Seals a record under the object's DEK.
+pub fn seal_record(dek: &Key256, record: &ObjectRecord) -> Vec<u8> {
+    // Invariant: the record holds only strings and integers, which always serialize.
+    let mut buf = serde_json::to_vec(record).expect("record serializes");
+    let nonce = random_nonce();
+    AeadKey::new(&record_key(dek)).seal(nonce, label::META_AAD, &mut buf);
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&buf);
+    out
+}
+
+/// Opens a record sealed by [`seal_record`] under the same DEK.
+pub fn open_record(dek: &Key256, sealed: &[u8]) -> Result<ObjectRecord, CryptoError> {
+    if sealed.len() < NONCE_LEN + TAG_LEN {
+        return Err(CryptoError::Decrypt);
+    }
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&sealed[..NONCE_LEN]);
+    let mut buf = sealed[NONCE_LEN..].to_vec();
+    let plain = AeadKey::new(&record_key(dek)).open(nonce, label::META_AAD, &mut buf)?;
+    serde_json::from_slice(plain).map_err(|_| CryptoError::Format("bad metadata record"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dek_round_trip_and_binding() {
+        let kek = Key256::random();
+        let dek = Key256::random();
+        let wrapped = wrap_dek(&kek, 3, &dek, "b", "k");
+        assert_eq!(wrapped.len(), WRAPPED_DEK_LEN);
+        let back = unwrap_dek(&kek, 3, &wrapped, "b", "k").expect("unwraps");
+        assert_eq!(back.expose(), dek.expose());
+        // Must-fail twins: other object, other bucket, other version, other KEK, flipped byte.
+        assert!(unwrap_dek(&kek, 3, &wrapped, "b", "k2").is_err());
+        assert!(unwrap_dek(&kek, 3, &wrapped, "b2", "k").is_err());
+        assert!(unwrap_dek(&kek, 4, &wrapped, "b", "k").is_err());
+        // Length-prefixing: ("ab","c") and ("a","bc") differ.
+        let w2 = wrap_dek(&kek, 1, &dek, "ab", "c");
+        assert!(unwrap_dek(&kek, 1, &w2, "a", "bc").is_err());
+        assert!(unwrap_dek(&Key256::random(), 3, &wrapped, "b", "k").is_err());
+        for pos in 0..wrapped.len() {
+            let mut bad = wrapped.clone();
+            bad[pos] ^= 0x80;
+            assert!(unwrap_dek(&kek, 3, &bad, "b", "k").is_err(), "flip at {pos}");
+        }
+        assert!(unwrap_dek(&kek, 3, &wrapped[..wrapped.len() - 1], "b", "k").is_err());
+    }
+
+    #[test]
+    fn derived_keys_differ() {
+        let dek = Key256::random();
+        let salt = [1u8; SALT_LEN];
+        assert_ne!(stream_key(&dek, &salt, 0).expose(), stream_key(&dek, &salt, 1).expose());
+        assert_ne!(
+            stream_key(&dek, &salt, 0).expose(),
+            stream_key(&dek, &[2u8; SALT_LEN], 0).expose()
+        );
+        assert_ne!(stream_key(&dek, &salt, 0).expose(), record_key(&dek).expose());
+        assert_ne!(trailer_key(&dek, 0).expose(), record_key(&dek).expose());
+        assert_eq!(stream_key(&dek, &salt, 7).expose(), stream_key(&dek, &salt, 7).expose());
+    }
+
+    #[test]
+    fn record_round_trip_and_must_fail() {
+        let dek = Key256::random();
+        let record = ObjectRecord {
+            size: 42,
+            content_type: Some("text/plain".into()),
+            user: [("color".to_string(), "blue".to_string())].into(),
+            ..Default::default()
+        };
+        let sealed = seal_record(&dek, &record);
+        assert_eq!(open_record(&dek, &sealed).expect("opens"), record);
+        assert!(open_record(&Key256::random(), &sealed).is_err());
+        let mut bad = sealed.clone();
+        bad[20] ^= 1;
+        assert!(open_record(&dek, &bad).is_err());
+        assert!(!String::from_utf8_lossy(&sealed).contains("blue"));
+    }
+}

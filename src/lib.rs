@@ -1,0 +1,96 @@
+//! Escrow Proxy: an HTTPS, S3-compatible endpoint that encrypts every object before it reaches
+//! the object store behind it.
+//!
+//! # Request flow
+//!
+//! 1. [`server`] accepts a connection (TLS through rustls, HTTP/1.1 or h2 through hyper).
+//! 2. s3s routes the request, checks its SigV4 signature against `[[clients]]`
+//!    ([`s3::ClientAuth`]) and decodes aws-chunked bodies.
+//! 3. [`s3::Proxy`] serves the operation with plaintext semantics: a PUT draws a fresh data key,
+//!    wraps it under the keyring's active KEK ([`crypto`]) and streams the body through
+//!    [`body::EncryptBody`] into the store; a GET reads the object's trailer, evaluates
+//!    conditions and streams only the needed segments back through [`body::DecryptBody`].
+//! 4. The store ([`backend::ObjectStore`]: S3 or a local directory) holds only ciphertext and
+//!    sealed metadata. The keyring and its root key stay at home ([`keys`]).
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod body;
+pub mod config;
+pub mod crypto;
+pub mod decrypt;
+pub mod keys;
+pub mod s3;
+pub mod secret;
+pub mod server;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::backend::ObjectStore;
+use crate::config::{Config, StoreConfig};
+use crate::crypto::keyring::Keyring;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A key file could not be used.
+    #[error(transparent)]
+    Keys(#[from] keys::KeyFileError),
+    /// The TLS certificate or key could not be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// A store could not be set up.
+    #[error("store: {0}")]
+    Store(String),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    /// The configuration asks for something this version does not do yet.
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
+/// Opens (or, on first start, creates) the root key and the keyring.
+pub fn open_keyring(config: &Config) -> Result<Keyring, RunError> {
+    let (root, created_root) = keys::load_or_create_root_key(&config.keys.root_key_file)?;
+    if created_root {
+        tracing::info!(path = %config.keys.root_key_file.display(), "created a new root key (0600); back it up");
+    }
+    let (keyring, created) = keys::load_or_create_keyring(&config.keys.keyring, &root)?;
+    if created {
+        tracing::info!(path = %config.keys.keyring.display(), "created a new keyring");
+    }
+    Ok(keyring)
+}
+
+/// Builds a store from its configuration.
+pub fn build_store(name: &str, store: &StoreConfig) -> Result<Arc<dyn ObjectStore>, RunError> {
+    match store {
+        StoreConfig::Fs { path } => {
+            let fs = backend::fs::FsStore::new(name, path)
+                .map_err(|e| RunError::Store(format!("{name}: {}: {e}", path.display())))?;
+            Ok(Arc::new(fs))
+        }
+        StoreConfig::S3(cfg) => {
+            let s3 = backend::s3::S3Store::new(name, cfg).map_err(|e| RunError::Store(e.to_string()))?;
+            Ok(Arc::new(s3))
+        }
+    }
+}
+
+/// Starts the S3 listener for `config`: keys, store, TLS, bind.
+pub async fn start(config: &Config) -> Result<server::Running, RunError> {
+    if config.mirror.is_some() {
+        return Err(RunError::Unsupported(
+            "[mirror] is not supported by this version yet; remove the section (writes would not be mirrored)",
+        ));
+    }
+    let keyring = Arc::new(open_keyring(config)?);
+    let store = build_store("primary", &config.primary)?;
+    server::start(config, store, keyring).await
+}

@@ -1,0 +1,107 @@
+//! How every internal failure becomes an S3 error. Each mapping is an exhaustive `match`, so a
+//! new variant does not compile until it is mapped. 5xx answers carry only a code and a generic
+//! message; the details go to the log (never secrets or plaintext).
+
+use s3s::{S3Error, S3ErrorCode, s3_error};
+
+use crate::backend::BackendError;
+use crate::body::BodyFailure;
+use crate::crypto::CryptoError;
+
+/// A store failure as the client sees it.
+pub fn backend(e: BackendError) -> S3Error {
+    match e {
+        BackendError::NoSuchBucket => s3_error!(NoSuchBucket),
+        BackendError::NoSuchKey => s3_error!(NoSuchKey),
+        BackendError::BucketAlreadyExists => s3_error!(BucketAlreadyOwnedByYou),
+        BackendError::BucketNotEmpty => s3_error!(BucketNotEmpty),
+        BackendError::PreconditionFailed => s3_error!(PreconditionFailed),
+        BackendError::InvalidRange => s3_error!(InvalidRange),
+        // The client's body failed; the caller normally maps the precise cause first.
+        BackendError::Body(_) => s3_error!(IncompleteBody),
+        // The store is down or refused: 503 tells clients a retry may work; the rest is ours.
+        BackendError::Upstream {
+            store,
+            message,
+            retryable,
+        } => {
+            tracing::warn!(%store, %message, retryable, "store request failed");
+            if retryable {
+                s3_error!(ServiceUnavailable, "A backing store is unavailable; retry later.")
+            } else {
+                let mut err = S3Error::with_message(S3ErrorCode::InternalError, "A backing store refused the request.");
+                err.set_status_code(http::StatusCode::BAD_GATEWAY);
+                err
+            }
+        }
+        BackendError::Io(e) => {
+            tracing::error!(error = %e, "local store i/o failed");
+            s3_error!(InternalError, "Internal error.")
+        }
+    }
+}
+
+/// A failure to open an object's envelope.
+pub fn crypto(e: CryptoError) -> S3Error {
+    match e {
+        // Opaque on purpose: which byte failed helps nobody but an attacker.
+        CryptoError::Decrypt | CryptoError::Format(_) => {
+            tracing::error!(error = %e, "stored object failed authentication");
+            let mut err = S3Error::with_message(
+                S3ErrorCode::Custom("ObjectIntegrityError".into()),
+                "The stored object failed authentication and was not returned.",
+            );
+            err.set_status_code(http::StatusCode::INTERNAL_SERVER_ERROR);
+            err
+        }
+        // The keyring lacks the version: a clear error naming only the version number.
+        CryptoError::UnknownKeyVersion(v) => {
+            let mut err = S3Error::with_message(
+                S3ErrorCode::Custom("UnknownKeyVersion".into()),
+                format!("The object is encrypted under key version {v}, which this keyring does not have."),
+            );
+            err.set_status_code(http::StatusCode::INTERNAL_SERVER_ERROR);
+            err
+        }
+        // Crypto-shredded: the object is gone for good, and the client should know why.
+        CryptoError::RetiredKeyVersion(v) => {
+            let mut err = S3Error::with_message(
+                S3ErrorCode::Custom("KeyRetired".into()),
+                format!("The object is encrypted under retired key version {v} and can no longer be read."),
+            );
+            err.set_status_code(http::StatusCode::FORBIDDEN);
+            err
+        }
+    }
+}
+
+/// Why an upload body was refused.
+pub fn body(f: BodyFailure) -> S3Error {
+    match f {
+        BodyFailure::Incomplete => s3_error!(IncompleteBody, "The request body is shorter than its declared length."),
+        BodyFailure::TooLong => s3_error!(IncompleteBody, "The request body is longer than its declared length."),
+        BodyFailure::BadDigest => s3_error!(
+            BadDigest,
+            "The Content-MD5 you specified did not match what we received."
+        ),
+        BodyFailure::ChecksumMismatch(a) => S3Error::with_message(
+            S3ErrorCode::BadDigest,
+            format!(
+                "The {} you specified did not match the calculated checksum.",
+                a.s3_name()
+            ),
+        ),
+        BodyFailure::MissingTrailer(a) => S3Error::with_message(
+            S3ErrorCode::InvalidRequest,
+            format!(
+                "The declared trailing checksum x-amz-checksum-{} was not received.",
+                a.s3_name().to_lowercase()
+            ),
+        ),
+        // The aws-chunked decoder or the connection failed; s3s's message names the cause.
+        BodyFailure::Client(message) => {
+            tracing::info!(%message, "client body failed");
+            s3_error!(IncompleteBody, "The request body could not be read.")
+        }
+    }
+}

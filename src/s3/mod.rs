@@ -1,0 +1,94 @@
+//! The S3 front end: the only module that speaks the S3 wire. s3s parses, routes and
+//! authenticates each request and serializes answers and errors; [`Proxy`] implements the
+//! operations on plaintext semantics over a store that holds only ciphertext.
+//!
+//! Operations not implemented here fall to s3s's defaults, which answer `NotImplemented`: the
+//! proxy never passes a request through to a store unencrypted.
+
+mod auth;
+mod bucket;
+mod error;
+mod etags;
+mod object;
+
+use std::sync::Arc;
+
+use s3s::dto::*;
+use s3s::{S3, S3Request, S3Response, S3Result};
+
+pub use self::auth::ClientAuth;
+use self::etags::EtagCache;
+use crate::backend::ObjectStore;
+use crate::crypto::keyring::Keyring;
+
+/// The encrypting S3 service.
+pub struct Proxy {
+    store: Arc<dyn ObjectStore>,
+    keyring: Arc<Keyring>,
+    etags: EtagCache,
+}
+
+impl Proxy {
+    /// A proxy over `store`, sealing with `keyring`.
+    pub fn new(store: Arc<dyn ObjectStore>, keyring: Arc<Keyring>) -> Self {
+        Self {
+            store,
+            keyring,
+            etags: EtagCache::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for Proxy {
+    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        self.list_buckets_op(req).await
+    }
+
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        self.create_bucket_op(req).await
+    }
+
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.head_bucket_op(req).await
+    }
+
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.delete_bucket_op(req).await
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.get_bucket_location_op(req).await
+    }
+
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        self.list_objects_op(req).await
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.list_objects_v2_op(req).await
+    }
+
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        self.put_object_op(req).await
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        self.get_object_op(req).await
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        self.head_object_op(req).await
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        self.delete_object_op(req).await
+    }
+
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.delete_objects_op(req).await
+    }
+}

@@ -1,0 +1,679 @@
+//! Object operations: PUT encrypts while streaming to the store; GET and HEAD read the trailer
+//! (one suffix-range request) for everything a client sees before the body, then stream and
+//! decrypt only the segments asked for.
+
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+
+use super::Proxy;
+use super::error;
+use super::etags::Known;
+use crate::backend::{ByteRange, Metadata};
+use crate::body::{DecryptBody, DecryptPlan, EncryptBody, Expectations, checksum_header, decode_digest};
+use crate::crypto::envelope::{ObjectRecord, open_record, seal_record, unwrap_dek, wrap_dek};
+use crate::crypto::format::{ChecksumAlgorithm, DEFAULT_SEGMENT_LOG2, FORMAT_VERSION, SINGLE_PART, TRAILER_LEN, meta};
+use crate::crypto::segment::{StreamHeader, Trailer, open_trailer};
+use crate::secret::Key256;
+
+/// Everything known about a stored object before any body byte is read.
+pub(super) struct Opened {
+    pub dek: Key256,
+    pub record: ObjectRecord,
+    pub trailer: Trailer,
+    pub store_etag: String,
+    pub last_modified: Option<SystemTime>,
+}
+
+impl Opened {
+    /// The client-visible ETag.
+    fn etag(&self) -> ETag {
+        ETag::Strong(hex::encode(self.trailer.md5))
+    }
+}
+
+impl Proxy {
+    /// Reads an object's envelope and trailer (one suffix-range request) and checks that the
+    /// stored length, the trailer and the sealed record agree.
+    pub(super) async fn open(&self, bucket: &str, key: &str) -> S3Result<Opened> {
+        let got = self
+            .store
+            .get_object(bucket, key, Some(ByteRange::Suffix(TRAILER_LEN as u64)), None)
+            .await
+            .map_err(error::backend)?;
+        let tail = crate::backend::read_small(got.body, TRAILER_LEN).await.map_err(|e| {
+            error::backend(crate::backend::BackendError::Upstream {
+                store: self.store.name().to_string(),
+                message: e.to_string(),
+                retryable: true,
+            })
+        })?;
+        let (dek, record) = self.unseal(bucket, key, &got.head.metadata)?;
+        let trailer = open_trailer(&dek, SINGLE_PART, &tail).map_err(error::crypto)?;
+        let consistent =
+            trailer.header.layout().stored_len(trailer.plain_len) == got.head.size && record.size == trailer.plain_len;
+        if !consistent {
+            return Err(error::crypto(crate::crypto::CryptoError::Decrypt));
+        }
+        let opened = Opened {
+            dek,
+            record,
+            trailer,
+            store_etag: got.head.etag,
+            last_modified: got.head.last_modified,
+        };
+        self.etags.insert(
+            bucket,
+            key,
+            &opened.store_etag,
+            Known {
+                etag: hex::encode(opened.trailer.md5),
+                size: opened.trailer.plain_len,
+            },
+        );
+        Ok(opened)
+    }
+
+    /// Unwraps the DEK and opens the sealed record from stored metadata.
+    fn unseal(&self, bucket: &str, key: &str, metadata: &Metadata) -> S3Result<(Key256, ObjectRecord)> {
+        let field = |name: &str| metadata.get(name).map(String::as_str);
+        let not_ours = || s3_error!(InvalidObjectState, "The object was not written through escrow-proxy.");
+        if field(meta::VERSION) != Some(&FORMAT_VERSION.to_string()) {
+            return Err(not_ours());
+        }
+        let kek_version: u32 = field(meta::KEK).and_then(|v| v.parse().ok()).ok_or_else(not_ours)?;
+        let wrapped = field(meta::DEK).and_then(|v| B64.decode(v).ok()).ok_or_else(not_ours)?;
+        let sealed = field(meta::RECORD)
+            .and_then(|v| B64.decode(v).ok())
+            .ok_or_else(not_ours)?;
+        let kek = self.keyring.kek(kek_version).map_err(error::crypto)?;
+        let dek = unwrap_dek(kek, kek_version, &wrapped, bucket, key).map_err(error::crypto)?;
+        let record = open_record(&dek, &sealed).map_err(error::crypto)?;
+        Ok((dek, record))
+    }
+
+    pub(super) async fn put_object_op(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let plain_len = declared_length(&req)?;
+        let expect = expectations(&req)?;
+        let input = req.input;
+        refuse_unsafe_put(&input)?;
+        let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
+
+        let record = ObjectRecord {
+            size: plain_len,
+            content_type: input.content_type,
+            content_encoding: client_content_encoding(input.content_encoding.as_deref()),
+            content_disposition: input.content_disposition,
+            content_language: input.content_language,
+            cache_control: input.cache_control,
+            expires: input.expires.as_ref().map(fmt_http_date),
+            user: input
+                .metadata
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k.to_lowercase(), v))
+                .collect(),
+        };
+        let dek = Key256::random();
+        let (kek_version, kek) = self.keyring.active();
+        let mut stored_meta = Metadata::new();
+        stored_meta.insert(meta::VERSION.into(), FORMAT_VERSION.to_string());
+        stored_meta.insert(meta::KEK.into(), kek_version.to_string());
+        stored_meta.insert(
+            meta::DEK.into(),
+            B64.encode(wrap_dek(kek, kek_version, &dek, &input.bucket, &input.key)),
+        );
+        stored_meta.insert(meta::RECORD.into(), B64.encode(seal_record(&dek, &record)));
+
+        let header = StreamHeader::random(DEFAULT_SEGMENT_LOG2);
+        if !header.layout().fits(plain_len) {
+            return Err(s3_error!(EntityTooLarge));
+        }
+        let (encrypt, outcome) = EncryptBody::new(body, &dek, SINGLE_PART, header, plain_len, expect);
+        let stored_len = encrypt.stored_len();
+        let result = self
+            .store
+            .put_object(&input.bucket, &input.key, Box::pin(encrypt), stored_len, stored_meta)
+            .await;
+        let outcome = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let (store_etag, digests) = match (result, outcome) {
+            (Ok(etag), Some(Ok(digests))) => (etag, digests),
+            // The body was refused by our checks: that precise reason, nothing was stored.
+            (_, Some(Err(failure))) => return Err(error::body(failure)),
+            (Err(e), _) => return Err(error::backend(e)),
+            // Invariant: a store reports success only after consuming the whole body, and the
+            // body fills the outcome when it ends; anything else is a bug, not a client error.
+            (Ok(_), None) => return Err(s3_error!(InternalError, "Internal error.")),
+        };
+        let etag = hex::encode(digests.md5);
+        self.etags.insert(
+            &input.bucket,
+            &input.key,
+            &store_etag,
+            Known {
+                etag: etag.clone(),
+                size: plain_len,
+            },
+        );
+        let mut output = PutObjectOutput {
+            e_tag: Some(ETag::Strong(etag)),
+            ..Default::default()
+        };
+        if let Some((algo, digest)) = digests.checksum {
+            set_checksum(
+                &mut output.checksum_crc32,
+                &mut output.checksum_crc32c,
+                &mut output.checksum_crc64nvme,
+                &mut output.checksum_sha1,
+                &mut output.checksum_sha256,
+                algo,
+                &digest,
+            );
+        }
+        Ok(S3Response::new(output))
+    }
+
+    pub(super) async fn head_object_op(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let input = req.input;
+        if input.sse_customer_algorithm.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "SSE-C is not supported through escrow-proxy."
+            ));
+        }
+        let opened = self.open(&input.bucket, &input.key).await?;
+        check_conditions(
+            &opened,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
+        let size = opened.trailer.plain_len;
+        let (content_length, content_range) = match (input.part_number, &input.range) {
+            (Some(_), Some(_)) => return Err(s3_error!(InvalidRequest, "Cannot specify both Range and partNumber.")),
+            (Some(1), None) | (None, None) => (size, None),
+            (Some(_), None) => return Err(invalid_part_number()),
+            (None, Some(range)) => {
+                let r = resolve_range(range, size)?;
+                (r.end - r.start, Some(content_range(&r, size)))
+            }
+        };
+        let record = &opened.record;
+        let mut output = HeadObjectOutput {
+            accept_ranges: Some("bytes".into()),
+            content_length: Some(content_length as i64),
+            content_range,
+            e_tag: Some(opened.etag()),
+            last_modified: opened.last_modified.map(Timestamp::from),
+            metadata: Some(record.user.clone().into_iter().collect()),
+            content_type: record.content_type.clone(),
+            content_encoding: record.content_encoding.clone(),
+            content_disposition: record.content_disposition.clone(),
+            content_language: record.content_language.clone(),
+            cache_control: record.cache_control.clone(),
+            expires: record.expires.as_deref().and_then(parse_http_date),
+            parts_count: input.part_number.map(|_| 1),
+            ..Default::default()
+        };
+        if wants_checksum(input.checksum_mode.as_ref())
+            && let Some((algo, digest)) = &opened.trailer.checksum
+        {
+            set_checksum(
+                &mut output.checksum_crc32,
+                &mut output.checksum_crc32c,
+                &mut output.checksum_crc64nvme,
+                &mut output.checksum_sha1,
+                &mut output.checksum_sha256,
+                *algo,
+                digest,
+            );
+        }
+        Ok(S3Response::new(output))
+    }
+
+    pub(super) async fn get_object_op(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        if input.sse_customer_algorithm.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "SSE-C is not supported through escrow-proxy."
+            ));
+        }
+        let opened = self.open(&input.bucket, &input.key).await?;
+        check_conditions(
+            &opened,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
+        let size = opened.trailer.plain_len;
+        let range = match (input.part_number, &input.range) {
+            (Some(_), Some(_)) => return Err(s3_error!(InvalidRequest, "Cannot specify both Range and partNumber.")),
+            (Some(1), None) | (None, None) => None,
+            (Some(_), None) => return Err(invalid_part_number()),
+            (None, Some(range)) => Some(resolve_range(range, size)?),
+        };
+        let layout = opened.trailer.header.layout();
+        let (stored, plan) = match &range {
+            Some(r) => {
+                let span = layout.locate(size, r.clone());
+                let plan = DecryptPlan {
+                    plain_len: size,
+                    first_segment: span.first_segment,
+                    last_segment: span.last_segment,
+                    skip: span.skip,
+                    len: span.len,
+                    header_first: false,
+                };
+                (span.stored, plan)
+            }
+            None => {
+                let plan = DecryptPlan {
+                    plain_len: size,
+                    first_segment: 0,
+                    last_segment: layout.segment_count(size) - 1,
+                    skip: 0,
+                    len: size,
+                    header_first: true,
+                };
+                (0..layout.stored_len(size) - TRAILER_LEN as u64, plan)
+            }
+        };
+        // Same object as the trailer came from, or PreconditionFailed (it was overwritten).
+        let got = self
+            .store
+            .get_object(
+                &input.bucket,
+                &input.key,
+                Some(ByteRange::Bounded(stored)),
+                Some(&opened.store_etag),
+            )
+            .await
+            .map_err(|e| match e {
+                crate::backend::BackendError::PreconditionFailed => {
+                    s3_error!(ServiceUnavailable, "The object changed while it was being read; retry.")
+                }
+                other => error::backend(other),
+            })?;
+        let body = DecryptBody::new(got.body, &opened.dek, SINGLE_PART, &opened.trailer, &plan);
+        let record = &opened.record;
+        let mut output = GetObjectOutput {
+            accept_ranges: Some("bytes".into()),
+            body: Some(StreamingBlob::wrap(body)),
+            content_length: Some(plan.len as i64),
+            content_range: range.as_ref().map(|r| content_range(r, size)),
+            e_tag: Some(opened.etag()),
+            last_modified: opened.last_modified.map(Timestamp::from),
+            metadata: Some(record.user.clone().into_iter().collect()),
+            content_type: record.content_type.clone(),
+            content_encoding: record.content_encoding.clone(),
+            content_disposition: record.content_disposition.clone(),
+            content_language: record.content_language.clone(),
+            cache_control: record.cache_control.clone(),
+            expires: record.expires.as_deref().and_then(parse_http_date),
+            parts_count: input.part_number.map(|_| 1),
+            ..Default::default()
+        };
+        if range.is_none()
+            && wants_checksum(input.checksum_mode.as_ref())
+            && let Some((algo, digest)) = &opened.trailer.checksum
+        {
+            set_checksum(
+                &mut output.checksum_crc32,
+                &mut output.checksum_crc32c,
+                &mut output.checksum_crc64nvme,
+                &mut output.checksum_sha1,
+                &mut output.checksum_sha256,
+                *algo,
+                digest,
+            );
+        }
+        Ok(S3Response::new(output))
+    }
+
+    pub(super) async fn delete_object_op(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let input = req.input;
+        self.store.head_bucket(&input.bucket).await.map_err(error::backend)?;
+        self.store
+            .delete_object(&input.bucket, &input.key)
+            .await
+            .map_err(error::backend)?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    pub(super) async fn delete_objects_op(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        use futures::StreamExt;
+        let input = req.input;
+        self.store.head_bucket(&input.bucket).await.map_err(error::backend)?;
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let results: Vec<(String, Result<(), s3s::S3Error>)> = futures::stream::iter(input.delete.objects)
+            .map(|obj| {
+                let bucket = input.bucket.clone();
+                async move {
+                    let r = self
+                        .store
+                        .delete_object(&bucket, &obj.key)
+                        .await
+                        .map_err(error::backend);
+                    (obj.key, r)
+                }
+            })
+            .buffered(DELETE_CONCURRENCY)
+            .collect()
+            .await;
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for (key, r) in results {
+            match r {
+                Ok(()) if !quiet => deleted.push(DeletedObject {
+                    key: Some(key),
+                    ..Default::default()
+                }),
+                Ok(()) => {}
+                Err(e) => errors.push(Error {
+                    key: Some(key),
+                    code: Some(e.code().as_str().to_string()),
+                    message: e.message().map(str::to_string),
+                    ..Default::default()
+                }),
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: Some(errors),
+            ..Default::default()
+        }))
+    }
+}
+
+/// Deletes in flight at once for DeleteObjects.
+const DELETE_CONCURRENCY: usize = 16;
+
+/// The plaintext length of an upload: `Content-Length`, or `x-amz-decoded-content-length` for
+/// aws-chunked bodies.
+fn declared_length(req: &S3Request<PutObjectInput>) -> S3Result<u64> {
+    let decoded = req
+        .headers
+        .get("x-amz-decoded-content-length")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| s3_error!(InvalidArgument, "bad x-amz-decoded-content-length"))
+        })
+        .transpose()?;
+    match (decoded, req.input.content_length) {
+        (Some(len), _) => Ok(len),
+        (None, Some(len)) if len >= 0 => Ok(len as u64),
+        _ => Err(s3_error!(MissingContentLength)),
+    }
+}
+
+/// What the client claims about its plaintext (Content-MD5, x-amz-checksum-*, trailers).
+fn expectations(req: &S3Request<PutObjectInput>) -> S3Result<Expectations> {
+    let input = &req.input;
+    let md5 = match &input.content_md5 {
+        Some(v) => Some(
+            B64.decode(v.trim())
+                .ok()
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .ok_or_else(|| s3_error!(InvalidDigest))?,
+        ),
+        None => None,
+    };
+    let sent: Vec<(ChecksumAlgorithm, &String)> = [
+        (ChecksumAlgorithm::Crc32, &input.checksum_crc32),
+        (ChecksumAlgorithm::Crc32c, &input.checksum_crc32c),
+        (ChecksumAlgorithm::Crc64Nvme, &input.checksum_crc64nvme),
+        (ChecksumAlgorithm::Sha1, &input.checksum_sha1),
+        (ChecksumAlgorithm::Sha256, &input.checksum_sha256),
+    ]
+    .into_iter()
+    .filter_map(|(a, v)| v.as_ref().map(|v| (a, v)))
+    .collect();
+    if sent.len() > 1 {
+        return Err(s3_error!(InvalidRequest, "Expecting a single x-amz-checksum- header."));
+    }
+    let trailer_algo = req
+        .headers
+        .get("x-amz-trailer")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|name| {
+            ChecksumAlgorithm::ALL
+                .into_iter()
+                .find(|a| checksum_header(*a).eq_ignore_ascii_case(name.trim()))
+        });
+    let declared = input.checksum_algorithm.as_ref().map(|a| {
+        ChecksumAlgorithm::ALL
+            .into_iter()
+            .find(|x| x.s3_name().eq_ignore_ascii_case(a.as_str()))
+            .ok_or_else(|| s3_error!(InvalidRequest, "Unsupported checksum algorithm."))
+    });
+    let declared = declared.transpose()?;
+    let (algorithm, digest) = match (sent.first(), trailer_algo) {
+        (Some((algo, value)), _) => {
+            let d = decode_digest(*algo, value).ok_or_else(|| {
+                s3_error!(
+                    InvalidRequest,
+                    "Value for x-amz-checksum-{} header is invalid.",
+                    algo.s3_name().to_lowercase()
+                )
+            })?;
+            (Some(*algo), Some(d))
+        }
+        (None, Some(algo)) => (Some(algo), None),
+        (None, None) => (declared, None),
+    };
+    let trailer = if trailer_algo.is_some() && digest.is_none() {
+        req.trailing_headers.clone()
+    } else {
+        None
+    };
+    if trailer_algo.is_some() && digest.is_none() && trailer.is_none() {
+        return Err(s3_error!(
+            InvalidRequest,
+            "x-amz-trailer needs an aws-chunked body with trailers."
+        ));
+    }
+    Ok(Expectations {
+        md5,
+        algorithm,
+        digest,
+        trailer,
+    })
+}
+
+/// The client's `Content-Encoding` without the `aws-chunked` transfer coding S3 strips.
+fn client_content_encoding(value: Option<&str>) -> Option<String> {
+    let kept: Vec<&str> = value?
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(","))
+}
+
+/// Requests whose semantics the proxy cannot honour without leaking or lying.
+fn refuse_unsafe_put(input: &PutObjectInput) -> S3Result<()> {
+    if input.sse_customer_algorithm.is_some() || input.sse_customer_key.is_some() {
+        return Err(s3_error!(
+            NotImplemented,
+            "SSE-C is not supported through escrow-proxy."
+        ));
+    }
+    if input.ssekms_key_id.is_some()
+        || input
+            .server_side_encryption
+            .as_ref()
+            .is_some_and(|s| s.as_str() != ServerSideEncryption::AES256)
+    {
+        return Err(s3_error!(
+            NotImplemented,
+            "SSE-KMS is not supported; escrow-proxy encrypts every object itself."
+        ));
+    }
+    if input.tagging.is_some() {
+        return Err(s3_error!(
+            NotImplemented,
+            "Object tagging is not supported through escrow-proxy."
+        ));
+    }
+    if input.if_match.is_some() || input.if_none_match.is_some() {
+        return Err(s3_error!(
+            NotImplemented,
+            "Conditional writes are not supported through escrow-proxy yet."
+        ));
+    }
+    if input.object_lock_mode.is_some() || input.object_lock_legal_hold_status.is_some() {
+        return Err(s3_error!(
+            NotImplemented,
+            "Object Lock is not supported through escrow-proxy."
+        ));
+    }
+    if let Some(acl) = &input.acl
+        && !matches!(
+            acl.as_str(),
+            ObjectCannedACL::PRIVATE | ObjectCannedACL::BUCKET_OWNER_FULL_CONTROL
+        )
+    {
+        return Err(s3_error!(
+            NotImplemented,
+            "Only private ACLs are supported through escrow-proxy."
+        ));
+    }
+    Ok(())
+}
+
+/// Evaluates GET/HEAD preconditions in the order RFC 9110 §13.2.2 and S3 use.
+fn check_conditions(
+    opened: &Opened,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    let etag = opened.etag();
+    let matches = |c: &ETagCondition| match c {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(e) => e.value() == etag.value(),
+    };
+    let modified = opened.last_modified.map(|t| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    });
+    let secs = |t: &Timestamp| {
+        let t: time::OffsetDateTime = t.clone().into();
+        t.unix_timestamp().max(0) as u64
+    };
+    match if_match {
+        Some(c) if !matches(c) => return Err(s3_error!(PreconditionFailed)),
+        Some(_) => {}
+        None => {
+            if let (Some(t), Some(m)) = (if_unmodified_since, modified)
+                && m > secs(t)
+            {
+                return Err(s3_error!(PreconditionFailed));
+            }
+        }
+    }
+    match if_none_match {
+        Some(c) if matches(c) => return Err(s3_error!(NotModified)),
+        Some(_) => {}
+        None => {
+            if let (Some(t), Some(m)) = (if_modified_since, modified)
+                && m <= secs(t)
+            {
+                return Err(s3_error!(NotModified));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An S3 `Range` as plaintext bytes `start..end` of an object of `size` bytes.
+fn resolve_range(range: &Range, size: u64) -> S3Result<std::ops::Range<u64>> {
+    let invalid = || s3_error!(InvalidRange, "The requested range is not satisfiable");
+    match *range {
+        Range::Int { first, last } => {
+            if first >= size {
+                return Err(invalid());
+            }
+            let end = last.map_or(size, |l| l.saturating_add(1).min(size));
+            if end <= first {
+                return Err(invalid());
+            }
+            Ok(first..end)
+        }
+        Range::Suffix { length } => {
+            if length == 0 || size == 0 {
+                return Err(invalid());
+            }
+            Ok(size.saturating_sub(length)..size)
+        }
+    }
+}
+
+/// S3's answer to a `partNumber` the object does not have.
+fn invalid_part_number() -> s3s::S3Error {
+    let mut err = s3s::S3Error::with_message(
+        s3s::S3ErrorCode::Custom("InvalidPartNumber".into()),
+        "The requested partnumber is not satisfiable",
+    );
+    err.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+    err
+}
+
+fn content_range(r: &std::ops::Range<u64>, size: u64) -> String {
+    format!("bytes {}-{}/{}", r.start, r.end - 1, size)
+}
+
+fn wants_checksum(mode: Option<&ChecksumMode>) -> bool {
+    mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn set_checksum(
+    crc32: &mut Option<String>,
+    crc32c: &mut Option<String>,
+    crc64: &mut Option<String>,
+    sha1: &mut Option<String>,
+    sha256: &mut Option<String>,
+    algo: ChecksumAlgorithm,
+    digest: &[u8],
+) {
+    let value = Some(B64.encode(digest));
+    match algo {
+        ChecksumAlgorithm::Crc32 => *crc32 = value,
+        ChecksumAlgorithm::Crc32c => *crc32c = value,
+        ChecksumAlgorithm::Crc64Nvme => *crc64 = value,
+        ChecksumAlgorithm::Sha1 => *sha1 = value,
+        ChecksumAlgorithm::Sha256 => *sha256 = value,
+    }
+}
+
+fn fmt_http_date(t: &Timestamp) -> String {
+    let mut out = Vec::new();
+    // Invariant: writing a timestamp into a Vec cannot fail.
+    t.format(TimestampFormat::HttpDate, &mut out)
+        .expect("timestamp formats");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_http_date(s: &str) -> Option<Timestamp> {
+    Timestamp::parse(TimestampFormat::HttpDate, s).ok()
+}

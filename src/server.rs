@@ -1,0 +1,124 @@
+//! The S3 listener: TCP accept loop, optional TLS (rustls), HTTP/1.1 and h2 (hyper-util's auto
+//! builder), and the s3s service with client authentication in front of [`crate::s3::Proxy`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::service::S3ServiceBuilder;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::backend::ObjectStore;
+use crate::config::Config;
+use crate::crypto::keyring::Keyring;
+use crate::s3::{ClientAuth, Proxy};
+
+/// A TLS handshake that takes longer than this is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running S3 listener.
+pub struct Running {
+    /// The bound address (with the real port when the configuration said 0).
+    pub addr: SocketAddr,
+    /// Whether clients must speak TLS.
+    pub tls: bool,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// The endpoint URL clients use.
+    pub fn url(&self) -> String {
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
+    }
+
+    /// Stops accepting, and waits for the accept loop to end.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the accept loop ends (it runs until stopped).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Binds the configured address and serves S3 over `store` until stopped.
+pub async fn start(
+    config: &Config,
+    store: Arc<dyn ObjectStore>,
+    keyring: Arc<Keyring>,
+) -> Result<Running, crate::RunError> {
+    let acceptor = match &config.server.tls {
+        Some(files) => Some(TlsAcceptor::from(crate::tls::server_config(&files.cert, &files.key)?)),
+        None => None,
+    };
+    let service = {
+        let mut builder = S3ServiceBuilder::new(Proxy::new(store, keyring));
+        builder.set_auth(ClientAuth::new(&config.clients));
+        builder.build()
+    };
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| crate::RunError::Bind(config.server.listen, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| crate::RunError::Bind(config.server.listen, e))?;
+    let (shutdown, mut stopped) = watch::channel(false);
+    let tls = acceptor.is_some();
+    let task = tokio::spawn(async move {
+        let http = ConnBuilder::new(TokioExecutor::new());
+        loop {
+            let (socket, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    // Out of file descriptors or similar: keep serving the connections we have.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                },
+                _ = stopped.changed() => break,
+            };
+            let _ = socket.set_nodelay(true);
+            let service = service.clone();
+            let http = http.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let result = match acceptor {
+                    Some(acceptor) => {
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                            Ok(Ok(tls)) => http.serve_connection(TokioIo::new(tls), service).await,
+                            // A failed handshake is the client's problem; note it quietly.
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "tls handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "tls handshake timed out");
+                                return;
+                            }
+                        }
+                    }
+                    None => http.serve_connection(TokioIo::new(socket), service).await,
+                };
+                // Clients hang up mid-stream all the time; an aborted body (failed
+                // authentication) ends here too, on purpose.
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+    });
+    Ok(Running {
+        addr,
+        tls,
+        shutdown,
+        task,
+    })
+}
