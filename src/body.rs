@@ -371,6 +371,7 @@ impl<S> DecryptBody<S> {
 
     fn fail(&mut self, what: &str) -> io::Error {
         self.done = true;
+        tracing::error!(what, "stored object failed authentication; stopping the stream");
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!("stored object failed authentication: {what}"),

@@ -27,8 +27,8 @@ pub enum DecryptError {
     /// Authentication failed or the key is missing.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
-    /// Reading or writing failed.
-    #[error("i/o: {0}")]
+    /// Reading or writing failed (including a segment that failed authentication mid-stream).
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     /// The store failed.
     #[error("store: {0}")]
@@ -85,26 +85,36 @@ pub fn unseal(
     Ok((dek, record))
 }
 
-/// Decrypts a whole stored object read from `stored` (a file) into `out`, streaming.
+/// Decrypts a whole stored object held in a file into `out`, streaming. The file is either the
+/// raw stored object (as any S3 store returns it; `metadata` required) or an object file of the
+/// fs store (metadata inside; `metadata` may be omitted).
 pub async fn decrypt_file(
     keyring: &Keyring,
     bucket: &str,
     key: &str,
-    metadata: &Metadata,
+    metadata: Option<&Metadata>,
     stored: &Path,
     out: &mut (dyn Write + Send),
 ) -> Result<ObjectRecord, DecryptError> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let fs_object = crate::backend::fs::read_object_file(stored).await?;
+    let (offset, len, own_meta) = match fs_object {
+        Some(obj) => (obj.body_offset, obj.size, Some(obj.metadata)),
+        None => (0, tokio::fs::metadata(stored).await?.len(), None),
+    };
+    let metadata = metadata
+        .or(own_meta.as_ref())
+        .ok_or_else(|| DecryptError::Metadata("a raw object file needs its metadata (--metadata)".into()))?;
     let (dek, record) = unseal(keyring, bucket, key, metadata)?;
-    let mut file = tokio::fs::File::open(stored).await?;
-    let len = file.metadata().await?.len();
     if len < (HEADER_LEN + TRAILER_LEN) as u64 {
         return Err(CryptoError::Format("object too short").into());
     }
+    let mut file = tokio::fs::File::open(stored).await?;
     let mut tail = vec![0u8; TRAILER_LEN];
-    file.seek(std::io::SeekFrom::Start(len - TRAILER_LEN as u64)).await?;
+    file.seek(std::io::SeekFrom::Start(offset + len - TRAILER_LEN as u64))
+        .await?;
     file.read_exact(&mut tail).await?;
-    file.seek(std::io::SeekFrom::Start(0)).await?;
+    file.seek(std::io::SeekFrom::Start(offset)).await?;
     let body = tokio_util::io::ReaderStream::new(file.take(len - TRAILER_LEN as u64));
     decrypt_stream(&dek, &tail, len, Box::pin(body), out).await?;
     Ok(record)

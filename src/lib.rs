@@ -20,6 +20,7 @@ pub mod config;
 pub mod crypto;
 pub mod decrypt;
 pub mod keys;
+pub mod mirror;
 pub mod s3;
 pub mod secret;
 pub mod server;
@@ -85,12 +86,16 @@ pub fn build_store(name: &str, store: &StoreConfig) -> Result<Arc<dyn ObjectStor
 
 /// Starts the S3 listener for `config`: keys, store, TLS, bind.
 pub async fn start(config: &Config) -> Result<server::Running, RunError> {
-    if config.mirror.is_some() {
-        return Err(RunError::Unsupported(
-            "[mirror] is not supported by this version yet; remove the section (writes would not be mirrored)",
-        ));
-    }
     let keyring = Arc::new(open_keyring(config)?);
-    let store = build_store("primary", &config.primary)?;
+    let primary = build_store("primary", &config.primary)?;
+    let store: Arc<dyn ObjectStore> = match &config.mirror {
+        None => primary,
+        Some(m) if m.write == config::WriteMode::Async => {
+            return Err(RunError::Unsupported(
+                "mirror.write = \"async\" is not supported by this version yet; use \"sync\"",
+            ));
+        }
+        Some(m) => Arc::new(mirror::Mirror::new(primary, build_store("mirror", &m.store)?, m.read)),
+    };
     server::start(config, store, keyring).await
 }

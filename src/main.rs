@@ -91,16 +91,26 @@ struct DecryptArgs {
     /// Object key.
     #[arg(long)]
     key: String,
-    /// A raw stored object file (e.g. fetched directly from any store with `aws s3api get-object`).
-    /// Without it, the object is fetched from the configured primary store.
-    #[arg(long, requires = "metadata")]
+    /// A stored object file: the raw object as any store returns it (`aws s3api get-object`
+    /// run directly against the store; needs --metadata), or an object file of an fs store.
+    /// Without it, the object is fetched from the configured store (see --store).
+    #[arg(long)]
     object: Option<PathBuf>,
     /// The stored object's metadata as JSON (`aws s3api head-object` output, or a flat map).
     #[arg(long, requires = "object")]
     metadata: Option<PathBuf>,
+    /// Which configured store to fetch from when --object is not given.
+    #[arg(long, value_enum, default_value = "primary")]
+    store: WhichStore,
     /// Where to write the plaintext ("-" for stdout).
     #[arg(long, short, default_value = "-")]
     out: PathBuf,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum WhichStore {
+    Primary,
+    Mirror,
 }
 
 fn main() -> ExitCode {
@@ -234,10 +244,7 @@ fn embedded_default(data: &Path) -> anyhow::Result<Config> {
         access_key: access_key.to_string(),
         secret_key: SecretString::new(secret.to_string()),
     };
-    let mut config = Config::embedded_default(data, client);
-    // This version does not mirror yet: the embedded default keeps one local store.
-    config.mirror = None;
-    Ok(config)
+    Ok(Config::embedded_default(data, client))
 }
 
 fn open_keys(
@@ -272,15 +279,24 @@ async fn decrypt(args: DecryptArgs, env: &BTreeMap<String, String>) -> anyhow::R
             std::fs::File::create(&args.out).with_context(|| args.out.display().to_string())?,
         ))
     };
-    match (&args.object, &args.metadata) {
-        (Some(object), Some(metadata)) => {
-            let metadata = escrow_proxy::decrypt::read_metadata_file(metadata)?;
-            escrow_proxy::decrypt::decrypt_file(&ring, &args.bucket, &args.key, &metadata, object, &mut out).await?;
+    match &args.object {
+        Some(object) => {
+            let metadata = args
+                .metadata
+                .as_deref()
+                .map(escrow_proxy::decrypt::read_metadata_file)
+                .transpose()?;
+            escrow_proxy::decrypt::decrypt_file(&ring, &args.bucket, &args.key, metadata.as_ref(), object, &mut out)
+                .await?;
         }
-        _ => {
+        None => {
             let config = Config::load(args.keys.config.as_deref(), env)
-                .context("fetching from a store needs --config (or give --object and --metadata)")?;
-            let store = escrow_proxy::build_store("primary", &config.primary)?;
+                .context("fetching from a store needs --config (or give --object)")?;
+            let store = match (args.store, &config.mirror) {
+                (WhichStore::Primary, _) => escrow_proxy::build_store("primary", &config.primary)?,
+                (WhichStore::Mirror, Some(m)) => escrow_proxy::build_store("mirror", &m.store)?,
+                (WhichStore::Mirror, None) => bail!("the configuration has no [mirror]"),
+            };
             escrow_proxy::decrypt::decrypt_from_store(&ring, store.as_ref(), &args.bucket, &args.key, &mut out).await?;
         }
     }

@@ -457,6 +457,36 @@ impl Drop for TempFile {
     }
 }
 
+/// One object file of this store, read on its own (the offline exit path).
+#[derive(Debug, Clone)]
+pub struct ObjectFile {
+    /// The object's key.
+    pub key: String,
+    /// Its stored metadata.
+    pub metadata: Metadata,
+    /// Where the stored bytes start in the file.
+    pub body_offset: u64,
+    /// How many stored bytes follow.
+    pub size: u64,
+}
+
+/// Reads an object file's header; `Ok(None)` if `path` is not an object file of this store.
+pub async fn read_object_file(path: &Path) -> io::Result<Option<ObjectFile>> {
+    let mut file = fs::File::open(path).await?;
+    let mut magic = [0u8; MAGIC.len()];
+    if file.read_exact(&mut magic).await.is_err() || &magic != MAGIC {
+        return Ok(None);
+    }
+    file.seek(io::SeekFrom::Start(0)).await?;
+    let (header, body_offset) = read_header(&mut file).await?;
+    Ok(Some(ObjectFile {
+        key: header.key,
+        metadata: header.metadata,
+        body_offset,
+        size: header.size,
+    }))
+}
+
 /// Reads the preamble and JSON header; returns it with the body's offset in the file.
 async fn read_header(file: &mut fs::File) -> io::Result<(Header, u64)> {
     let mut preamble = [0u8; PREAMBLE_LEN as usize];

@@ -27,6 +27,10 @@ pub struct EtagCache(Mutex<HashMap<(String, String, String), Known>>);
 impl EtagCache {
     /// Remembers an object.
     pub fn insert(&self, bucket: &str, key: &str, store_etag: &str, known: Known) {
+        // A store that gives no ETag cannot key the cache safely.
+        if store_etag.is_empty() {
+            return;
+        }
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_ENTRIES {
             map.clear();
