@@ -217,7 +217,7 @@ impl<S> EncryptBody<S> {
             return Err(BodyFailure::Incomplete);
         }
         // Invariant: `finish` runs once; both hashers are present until then.
-        let md5: [u8; 16] = self.md5.take().expect("md5 present until finish").finalize().into();
+        let md5: [u8; 16] = self.md5.take().expect("md5 present until finish").finalize();
         if self.expect.md5.is_some_and(|want| want != md5) {
             return Err(BodyFailure::BadDigest);
         }

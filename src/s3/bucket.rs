@@ -64,7 +64,6 @@ impl Proxy {
         self.store.create_bucket(&input.bucket).await.map_err(error::backend)?;
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{}", input.bucket)),
-            ..Default::default()
         }))
     }
 

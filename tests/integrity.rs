@@ -1,0 +1,777 @@
+//! The must-fail matrix: every way the store can damage, truncate, reorder, splice or swap a
+//! stored object must make a GET fail, never return wrong bytes, and leave an untampered twin
+//! readable. Each case runs for both store kinds (`fs::case`, `s3s_fs::case`).
+//!
+//! A failure may come as an S3 error before the body, or — when the damage lies in a segment
+//! after the response headers went out — as a body that breaks off. Either way every byte the
+//! client did receive must be the object's true plaintext (the proxy only releases
+//! authenticated segments), and a complete body is always a failure of the test.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::presigning::PresigningConfig;
+
+use common::{
+    ErrorExt, GetOutcome, HEADER, Harness, MARKER, SEGMENT, StoreKind, TAG, TRAILER, b64, data_with_marker, etag_of,
+    segment_range, stored_len, try_get, unb64,
+};
+
+const BUCKET: &str = "escrow-integrity";
+/// The victim: three segments, the last one partial.
+const LEN: usize = 2 * SEGMENT + 30_000;
+const VICTIM: &str = "victim";
+const TWIN: &str = "twin";
+/// Same length as the victim, for splicing and swapping.
+const OTHER: &str = "other";
+
+/// Runs each listed `async fn case(StoreKind)` once per store kind.
+macro_rules! per_store {
+    ($($name:ident),* $(,)?) => {
+        mod fs {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::StoreKind::Fs).await;
+                }
+            )*
+        }
+        mod s3s_fs {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::StoreKind::S3sFs).await;
+                }
+            )*
+        }
+    };
+}
+
+per_store!(
+    untouched_rewrite_still_reads,
+    flipped_header_byte,
+    flipped_segment_ciphertext,
+    flipped_segment_tag,
+    flipped_trailer_byte,
+    flipped_wrapped_dek,
+    flipped_sealed_record,
+    unknown_kek_version,
+    relabelled_kek_version,
+    unknown_format_version,
+    truncated_last_segment,
+    truncated_trailer,
+    dropped_middle_segment,
+    dropped_last_segment,
+    swapped_segments,
+    duplicated_segment,
+    spliced_segment_from_another_object,
+    spliced_trailer_from_another_object,
+    swapped_objects,
+    swapped_bodies_only,
+    swapped_metadata_only,
+    damage_late_in_a_large_object,
+    moved_to_another_bucket,
+    damaged_empty_object,
+);
+
+/// The fixture: a victim, an identical-content twin and another object of the same length.
+struct Fixture {
+    h: Harness,
+    victim: Vec<u8>,
+    twin: Vec<u8>,
+    other: Vec<u8>,
+}
+
+async fn fixture(kind: StoreKind) -> Fixture {
+    let h = Harness::new(kind).await;
+    h.create_bucket(BUCKET).await;
+    let victim = data_with_marker(LEN);
+    let twin = victim.clone();
+    let other = data_with_marker(LEN);
+    for (key, data) in [(VICTIM, &victim), (TWIN, &twin), (OTHER, &other)] {
+        h.put(BUCKET, key, data).await;
+        assert_eq!(
+            h.stored_object(BUCKET, key).body.len(),
+            stored_len(LEN),
+            "stored layout of {key}"
+        );
+    }
+    Fixture { h, victim, twin, other }
+}
+
+impl Fixture {
+    /// After tampering: the twin and the other object still read back exactly.
+    async fn others_intact(&self) {
+        assert!(
+            h_get(&self.h, TWIN).await == self.twin,
+            "the untampered twin no longer reads back"
+        );
+        assert!(
+            h_get(&self.h, OTHER).await == self.other,
+            "the other object no longer reads back"
+        );
+        self.h.assert_no_plaintext(MARKER);
+    }
+}
+
+async fn h_get(h: &Harness, key: &str) -> Vec<u8> {
+    h.get(BUCKET, key).await
+}
+
+// === outcomes ===
+
+/// A plaintext byte range as an HTTP `Range`.
+fn range_header(r: &Range<usize>) -> String {
+    format!("bytes={}-{}", r.start, r.end - 1)
+}
+
+/// GETs `key` (all of it, or `range`) and asserts that it fails without wrong bytes. `truth` is
+/// the object's true plaintext. Returns how it failed, for messages.
+async fn assert_get_fails(h: &Harness, key: &str, truth: &[u8], range: Option<Range<usize>>, what: &str) -> String {
+    let header = range.as_ref().map(range_header);
+    let expect = range.clone().unwrap_or(0..truth.len());
+    match try_get(&h.plain_client, BUCKET, key, header.as_deref()).await {
+        GetOutcome::Refused { status, code, message } => {
+            assert!(status >= 400, "{what}: refused with a non-error status {status} {code}");
+            format!("refused {status} {code}: {message}")
+        }
+        GetOutcome::NoResponse { error } => format!("connection dropped before a response: {error}"),
+        GetOutcome::Aborted {
+            received,
+            content_length,
+            error,
+        } => {
+            assert!(
+                received.len() < expect.len(),
+                "{what}: the body broke off only after all {} bytes ({error})",
+                received.len()
+            );
+            assert!(
+                received[..] == truth[expect.start..expect.start + received.len()],
+                "{what}: WRONG BYTES before the body broke off ({} bytes received of {content_length})",
+                received.len()
+            );
+            format!("aborted after {} of {content_length} bytes: {error}", received.len())
+        }
+        GetOutcome::Complete { body, .. } => {
+            let verdict = if body[..] == truth[expect.clone()] {
+                "the original bytes"
+            } else {
+                "WRONG BYTES"
+            };
+            panic!(
+                "{what}: GET {key} {header:?} succeeded with {} bytes ({verdict}) from a damaged object",
+                body.len()
+            );
+        }
+    }
+}
+
+/// GETs a range that touches only undamaged segments: it may fail, but if it succeeds the bytes
+/// must be exactly right.
+async fn assert_get_correct_or_fails(h: &Harness, key: &str, truth: &[u8], range: Range<usize>, what: &str) -> bool {
+    match try_get(&h.plain_client, BUCKET, key, Some(&range_header(&range))).await {
+        GetOutcome::Complete { body, .. } => {
+            assert!(body[..] == truth[range.clone()], "{what}: WRONG BYTES for {range:?}");
+            true
+        }
+        GetOutcome::Aborted { received, .. } => {
+            assert!(
+                received.len() < range.len() && received[..] == truth[range.start..range.start + received.len()],
+                "{what}: WRONG BYTES before the body broke off"
+            );
+            false
+        }
+        GetOutcome::Refused { status, .. } => {
+            assert!(status >= 400, "{what}");
+            false
+        }
+        GetOutcome::NoResponse { .. } => false,
+    }
+}
+
+/// HEAD must fail (the damage is in what HEAD reads: metadata or trailer).
+async fn assert_head_fails(h: &Harness, key: &str, what: &str) -> u16 {
+    match h.plain_client.head_object().bucket(BUCKET).key(key).send().await {
+        Ok(out) => panic!(
+            "{what}: HEAD {key} succeeded (length {:?}, ETag {:?}) for a damaged object",
+            out.content_length(),
+            out.e_tag()
+        ),
+        Err(e) => {
+            assert!(e.http_status() >= 400, "{what}: {}", e.describe());
+            e.http_status()
+        }
+    }
+}
+
+/// The ranges a segment-damage case probes: one per segment, and one across each boundary.
+fn segment_ranges() -> Vec<(Range<usize>, Vec<usize>)> {
+    vec![
+        (0..100, vec![0]),
+        (SEGMENT..SEGMENT + 100, vec![1]),
+        (2 * SEGMENT..2 * SEGMENT + 100, vec![2]),
+        (LEN - 1..LEN, vec![2]),
+        (SEGMENT - 10..SEGMENT + 10, vec![0, 1]),
+        (2 * SEGMENT - 10..2 * SEGMENT + 10, vec![1, 2]),
+    ]
+}
+
+/// Full GET fails; ranged GETs fail iff they touch a segment in `damaged`, and return the right
+/// bytes otherwise.
+async fn assert_segment_damage(f: &Fixture, damaged: &[usize], what: &str) {
+    let how = assert_get_fails(&f.h, VICTIM, &f.victim, None, what).await;
+    eprintln!("{what}: full GET {how}");
+    for (range, touches) in segment_ranges() {
+        if touches.iter().any(|s| damaged.contains(s)) {
+            assert_get_fails(
+                &f.h,
+                VICTIM,
+                &f.victim,
+                Some(range.clone()),
+                &format!("{what} {range:?}"),
+            )
+            .await;
+        } else {
+            let ok = assert_get_correct_or_fails(&f.h, VICTIM, &f.victim, range.clone(), what).await;
+            assert!(
+                ok,
+                "{what}: a range over undamaged segments {touches:?} ({range:?}) failed"
+            );
+        }
+    }
+}
+
+fn flip(bytes: &mut [u8], at: usize) {
+    bytes[at] ^= 0x01;
+}
+
+// === cases ===
+
+/// Control: rewriting an object through the harness without changing anything keeps it
+/// readable, so every failure below is the tampering's doing, not the harness's.
+async fn untouched_rewrite_still_reads(kind: StoreKind) {
+    let f = fixture(kind).await;
+    let object = f.h.stored_object(BUCKET, VICTIM);
+    f.h.write_stored_object(BUCKET, VICTIM, &object);
+    f.h.rewrite_body(BUCKET, VICTIM, |_| {});
+    f.h.rewrite_metadata(BUCKET, VICTIM, |_| {});
+    assert!(
+        h_get(&f.h, VICTIM).await == f.victim,
+        "an untouched rewrite broke the object"
+    );
+    for (range, _) in segment_ranges() {
+        assert!(assert_get_correct_or_fails(&f.h, VICTIM, &f.victim, range.clone(), "control").await);
+    }
+    let head =
+        f.h.plain_client
+            .head_object()
+            .bucket(BUCKET)
+            .key(VICTIM)
+            .send()
+            .await
+            .expect("head");
+    assert_eq!(head.e_tag(), Some(etag_of(&f.victim).as_str()));
+    let names: Vec<&String> = object.metadata.keys().collect();
+    for name in ["escrow-v", "escrow-kek", "escrow-dek", "escrow-meta"] {
+        assert!(
+            object.metadata.contains_key(name),
+            "stored metadata lacks {name}: {names:?}"
+        );
+    }
+    f.others_intact().await;
+}
+
+async fn flipped_header_byte(kind: StoreKind) {
+    let f = fixture(kind).await;
+    // A salt byte: the header is every segment's associated data and the trailer pins it.
+    f.h.rewrite_body(BUCKET, VICTIM, |b| flip(b, 10));
+    let how = assert_get_fails(&f.h, VICTIM, &f.victim, None, "flipped header byte").await;
+    eprintln!("flipped header byte: {how}");
+    // A ranged read uses the header the trailer pins and never reads the stored one.
+    for (range, _) in segment_ranges() {
+        assert_get_correct_or_fails(&f.h, VICTIM, &f.victim, range, "flipped header byte").await;
+    }
+    f.others_intact().await;
+}
+
+async fn flipped_segment_ciphertext(kind: StoreKind) {
+    let f = fixture(kind).await;
+    let at = segment_range(LEN, 1).start + 100;
+    f.h.rewrite_body(BUCKET, VICTIM, |b| flip(b, at));
+    assert_segment_damage(&f, &[1], "flipped ciphertext in segment 1").await;
+    f.others_intact().await;
+}
+
+async fn flipped_segment_tag(kind: StoreKind) {
+    let f = fixture(kind).await;
+    let at = segment_range(LEN, 1).end - 1;
+    f.h.rewrite_body(BUCKET, VICTIM, |b| flip(b, at));
+    assert_segment_damage(&f, &[1], "flipped tag of segment 1").await;
+
+    // And the last segment's tag.
+    let at = segment_range(LEN, 2).end - 1;
+    f.h.rewrite_body(BUCKET, TWIN, |b| flip(b, at));
+    assert_get_fails(&f.h, TWIN, &f.twin, None, "flipped tag of the last segment").await;
+    assert_get_fails(
+        &f.h,
+        TWIN,
+        &f.twin,
+        Some(LEN - 10..LEN),
+        "flipped tag of the last segment",
+    )
+    .await;
+    assert!(assert_get_correct_or_fails(&f.h, TWIN, &f.twin, 0..SEGMENT, "undamaged segment 0").await);
+    assert!(h_get(&f.h, OTHER).await == f.other);
+    f.h.assert_no_plaintext(MARKER);
+}
+
+async fn flipped_trailer_byte(kind: StoreKind) {
+    let f = fixture(kind).await;
+    let trailer = stored_len(LEN) - TRAILER;
+    for (key, at) in [(VICTIM, trailer + 50), (TWIN, stored_len(LEN) - 1)] {
+        f.h.rewrite_body(BUCKET, key, |b| flip(b, at));
+        let truth = if key == VICTIM { &f.victim } else { &f.twin };
+        let how = assert_get_fails(&f.h, key, truth, None, "flipped trailer byte").await;
+        assert!(
+            how.starts_with("refused"),
+            "a bad trailer must fail before the body: {how}"
+        );
+        assert_get_fails(&f.h, key, truth, Some(0..100), "flipped trailer byte, ranged").await;
+        assert_head_fails(&f.h, key, "flipped trailer byte").await;
+    }
+    assert!(h_get(&f.h, OTHER).await == f.other);
+    f.h.assert_no_plaintext(MARKER);
+}
+
+/// Flips one byte of a base64 metadata value, after decoding it.
+fn flip_b64(metadata: &mut BTreeMap<String, String>, name: &str, at: usize) {
+    let names: Vec<String> = metadata.keys().cloned().collect();
+    let value = metadata
+        .get_mut(name)
+        .unwrap_or_else(|| panic!("no {name} in {names:?}"));
+    let mut raw = unb64(value);
+    flip(&mut raw, at);
+    *value = b64(&raw);
+}
+
+/// The whole object is unreadable, before any body byte, and HEAD fails too.
+async fn assert_metadata_damage(f: &Fixture, what: &str) -> String {
+    let how = assert_get_fails(&f.h, VICTIM, &f.victim, None, what).await;
+    assert!(how.starts_with("refused"), "{what}: must fail before the body: {how}");
+    assert_get_fails(&f.h, VICTIM, &f.victim, Some(SEGMENT..SEGMENT + 10), what).await;
+    let head = assert_head_fails(&f.h, VICTIM, what).await;
+    eprintln!("{what}: GET {how}; HEAD {head}");
+    how
+}
+
+async fn flipped_wrapped_dek(kind: StoreKind) {
+    let f = fixture(kind).await;
+    // In the nonce, in the ciphertext and in the tag of the wrapped key.
+    for at in [0, 20, 59] {
+        let original = f.h.stored_object(BUCKET, VICTIM);
+        f.h.rewrite_metadata(BUCKET, VICTIM, |m| flip_b64(m, "escrow-dek", at));
+        assert_metadata_damage(&f, &format!("flipped byte {at} of the wrapped DEK")).await;
+        f.h.write_stored_object(BUCKET, VICTIM, &original);
+    }
+    assert!(h_get(&f.h, VICTIM).await == f.victim, "restored object reads back");
+    f.others_intact().await;
+}
+
+async fn flipped_sealed_record(kind: StoreKind) {
+    let f = fixture(kind).await;
+    let len = unb64(&f.h.stored_object(BUCKET, VICTIM).metadata["escrow-meta"]).len();
+    for at in [0, 12, len / 2, len - 1] {
+        let original = f.h.stored_object(BUCKET, VICTIM);
+        f.h.rewrite_metadata(BUCKET, VICTIM, |m| flip_b64(m, "escrow-meta", at));
+        assert_metadata_damage(&f, &format!("flipped byte {at} of the sealed record")).await;
+        f.h.write_stored_object(BUCKET, VICTIM, &original);
+    }
+    // Cut short, and gone.
+    f.h.rewrite_metadata(BUCKET, VICTIM, |m| {
+        let raw = unb64(&m["escrow-meta"]);
+        m.insert("escrow-meta".into(), b64(&raw[..raw.len() - 1]));
+    });
+    assert_metadata_damage(&f, "truncated sealed record").await;
+    f.h.rewrite_metadata(BUCKET, VICTIM, |m| {
+        m.remove("escrow-meta");
+    });
+    assert_metadata_damage(&f, "missing sealed record").await;
+    f.others_intact().await;
+}
+
+async fn unknown_kek_version(kind: StoreKind) {
+    let f = fixture(kind).await;
+    f.h.rewrite_metadata(BUCKET, VICTIM, |m| {
+        m.insert("escrow-kek".into(), "999".into());
+    });
+    let e =
+        f.h.plain_client
+            .get_object()
+            .bucket(BUCKET)
+            .key(VICTIM)
+            .send()
+            .await
+            .expect_err("GET of an object under an unknown KEK version");
+    // A clear error: it names the problem and the version, and nothing else.
+    assert_eq!(e.s3_code(), "UnknownKeyVersion", "{}", e.describe());
+    assert!(e.s3_message().contains("999"), "{}", e.describe());
+    assert!(e.http_status() >= 500, "{}", e.describe());
+    assert_metadata_damage(&f, "unknown KEK version").await;
+    f.others_intact().await;
+}
+
+async fn relabelled_kek_version(kind: StoreKind) {
+    let f = fixture(kind).await;
+    // The only KEK version is the one that wrapped the DEK; any other label must fail, be it
+    // one the keyring lacks (0) or garbage.
+    let version = f.h.stored_object(BUCKET, VICTIM).metadata["escrow-kek"].clone();
+    for label in ["0", "2", "-1", "x", ""] {
+        let original = f.h.stored_object(BUCKET, VICTIM);
+        f.h.rewrite_metadata(BUCKET, VICTIM, |m| {
+            m.insert("escrow-kek".into(), label.to_string());
+        });
+        assert_metadata_damage(&f, &format!("KEK version relabelled {version:?} -> {label:?}")).await;
+        f.h.write_stored_object(BUCKET, VICTIM, &original);
+    }
+    f.others_intact().await;
+}
+
+async fn unknown_format_version(kind: StoreKind) {
+    let f = fixture(kind).await;
+    f.h.rewrite_metadata(BUCKET, VICTIM, |m| {
+        m.insert("escrow-v".into(), "2".into());
+    });
+    assert_metadata_damage(&f, "unknown format version").await;
+    f.h.rewrite_metadata(BUCKET, TWIN, |m| {
+        m.remove("escrow-v");
+    });
+    let how = assert_get_fails(&f.h, TWIN, &f.twin, None, "missing format version").await;
+    assert!(how.starts_with("refused"), "{how}");
+    assert!(h_get(&f.h, OTHER).await == f.other);
+    f.h.assert_no_plaintext(MARKER);
+}
+
+async fn truncated_last_segment(kind: StoreKind) {
+    let f = fixture(kind).await;
+    // Ten bytes cut from the end of the last segment; the trailer kept.
+    let last = segment_range(LEN, 2);
+    f.h.rewrite_body(BUCKET, VICTIM, |b| {
+        b.drain(last.end - 10..last.end);
+    });
+    assert_get_fails(&f.h, VICTIM, &f.victim, None, "truncated last segment").await;
+    assert_get_fails(&f.h, VICTIM, &f.victim, Some(LEN - 100..LEN), "truncated last segment").await;
+    assert_head_fails(&f.h, VICTIM, "truncated last segment").await;
+    f.others_intact().await;
+}
+
+async fn truncated_trailer(kind: StoreKind) {
+    let f = fixture(kind).await;
+    f.h.rewrite_body(BUCKET, VICTIM, |b| b.truncate(b.len() - 10));
+    assert_get_fails(&f.h, VICTIM, &f.victim, None, "truncated trailer").await;
+    assert_head_fails(&f.h, VICTIM, "truncated trailer").await;
+    // The whole trailer gone: the stream ends with its last segment.
+    f.h.rewrite_body(BUCKET, TWIN, |b| b.truncate(b.len() - TRAILER));
+    assert_get_fails(&f.h, TWIN, &f.twin, None, "no trailer").await;
+    assert_head_fails(&f.h, TWIN, "no trailer").await;
+    // Only the header left.
+    f.h.rewrite_body(BUCKET, TWIN, |b| b.truncate(HEADER));
+    assert_get_fails(&f.h, TWIN, &f.twin, None, "only the header").await;
+    assert!(h_get(&f.h, OTHER).await == f.other);
+    f.h.assert_no_plaintext(MARKER);
+}
+
+async fn dropped_middle_segment(kind: StoreKind) {
+    let f = fixture(kind).await;
+    let middle = segment_range(LEN, 1);
+    f.h.rewrite_body(BUCKET, VICTIM, |b| {
+        b.drain(middle);
+    });
+    assert_get_fails(&f.h, VICTIM, &f.victim, None, "dropped segment 1").await;
+    assert_get_fails(&f.h, VICTIM, &f.victim, Some(0..100), "dropped segment 1").await;
+    assert_head_fails(&f.h, VICTIM, "dropped segment 1").await;
+    f.others_intact().await;
+}
+
+async fn dropped_last_segment(kind: StoreKind) {
+    let f = fixture(kind).await;
+    let last = segment_range(LEN, 2);
+    f.h.rewrite_body(BUCKET, VICTIM, |b| {
+        b.drain(last);
+    });
+    assert_get_fails(&f.h, VICTIM, &f.victim, None, "dropped last segment").await;
+    assert_head_fails(&f.h, VICTIM, "dropped last segment").await;
+    f.others_intact().await;
+}
+
+async fn swapped_segments(kind: StoreKind) {
+    let f = fixture(kind).await;
+    let (s0, s1) = (segment_range(LEN, 0), segment_range(LEN, 1));
+    assert_eq!(s0.len(), s1.len());
+    f.h.rewrite_body(BUCKET, VICTIM, |b| {
+        let first = b[s0.clone()].to_vec();
+        b.copy_within(s1.clone(), s0.start);
+        b[s1.clone()].copy_from_slice(&first);
+    });
+    assert_segment_damage(&f, &[0, 1], "swapped segments 0 and 1").await;
+    f.others_intact().await;
+}
+
+async fn duplicated_segment(kind: StoreKind) {
+    let f = fixture(kind).await;
+    let (s0, s1) = (segment_range(LEN, 0), segment_range(LEN, 1));
+    f.h.rewrite_body(BUCKET, VICTIM, |b| b.copy_within(s0, s1.start));
+    assert_segment_damage(&f, &[1], "segment 0 copied over segment 1").await;
+    f.others_intact().await;
+}
+
+async fn spliced_segment_from_another_object(kind: StoreKind) {
+    let f = fixture(kind).await;
+    let s1 = segment_range(LEN, 1);
+    let donor = f.h.stored_object(BUCKET, OTHER).body[s1.clone()].to_vec();
+    f.h.rewrite_body(BUCKET, VICTIM, |b| b[s1].copy_from_slice(&donor));
+    assert_segment_damage(&f, &[1], "segment 1 spliced from another object").await;
+    f.others_intact().await;
+}
+
+async fn spliced_trailer_from_another_object(kind: StoreKind) {
+    let f = fixture(kind).await;
+    let at = stored_len(LEN) - TRAILER;
+    let donor = f.h.stored_object(BUCKET, OTHER).body[at..].to_vec();
+    f.h.rewrite_body(BUCKET, VICTIM, |b| b[at..].copy_from_slice(&donor));
+    let how = assert_get_fails(&f.h, VICTIM, &f.victim, None, "trailer from another object").await;
+    assert!(how.starts_with("refused"), "{how}");
+    assert_head_fails(&f.h, VICTIM, "trailer from another object").await;
+    // The header from another object, with its own trailer kept.
+    let donor = f.h.stored_object(BUCKET, OTHER).body[..HEADER].to_vec();
+    f.h.rewrite_body(BUCKET, TWIN, |b| b[..HEADER].copy_from_slice(&donor));
+    assert_get_fails(&f.h, TWIN, &f.twin, None, "header from another object").await;
+    assert!(h_get(&f.h, OTHER).await == f.other);
+    f.h.assert_no_plaintext(MARKER);
+}
+
+/// Everything the store holds for `OTHER` put in place of `VICTIM`: the victim must fail, and
+/// must not turn into the other object's bytes.
+async fn swapped_objects(kind: StoreKind) {
+    let f = fixture(kind).await;
+    let other = f.h.stored_object(BUCKET, OTHER);
+    f.h.write_stored_object(BUCKET, VICTIM, &other);
+    // (assert_get_fails would also report a complete body that equals the other object's.)
+    assert_metadata_damage(&f, "another object's body and metadata").await;
+    if let GetOutcome::Complete { body, .. } = try_get(&f.h.client, BUCKET, VICTIM, None).await {
+        panic!(
+            "swapped object returned {} bytes; the other object's: {}",
+            body.len(),
+            body == f.other
+        );
+    }
+    f.others_intact().await;
+}
+
+async fn swapped_bodies_only(kind: StoreKind) {
+    let f = fixture(kind).await;
+    let other = f.h.stored_object(BUCKET, OTHER);
+    f.h.rewrite_body(BUCKET, VICTIM, |b| *b = other.body.clone());
+    let how = assert_get_fails(&f.h, VICTIM, &f.victim, None, "another object's body").await;
+    assert!(how.starts_with("refused"), "{how}");
+    assert_head_fails(&f.h, VICTIM, "another object's body").await;
+    f.others_intact().await;
+}
+
+async fn swapped_metadata_only(kind: StoreKind) {
+    let f = fixture(kind).await;
+    let other = f.h.stored_object(BUCKET, OTHER);
+    f.h.rewrite_metadata(BUCKET, VICTIM, |m| *m = other.metadata.clone());
+    assert_metadata_damage(&f, "another object's metadata").await;
+    // Each field alone, too.
+    for name in ["escrow-dek", "escrow-meta"] {
+        let original = f.h.stored_object(BUCKET, TWIN);
+        f.h.rewrite_metadata(BUCKET, TWIN, |m| {
+            m.insert(name.into(), other.metadata[name].clone());
+        });
+        let how = assert_get_fails(&f.h, TWIN, &f.twin, None, &format!("{name} from another object")).await;
+        assert!(how.starts_with("refused"), "{name}: {how}");
+        assert_head_fails(&f.h, TWIN, &format!("{name} from another object")).await;
+        f.h.write_stored_object(BUCKET, TWIN, &original);
+    }
+    assert!(h_get(&f.h, TWIN).await == f.twin);
+    assert!(h_get(&f.h, OTHER).await == f.other);
+    f.h.assert_no_plaintext(MARKER);
+}
+
+/// Damage far into a multi-MiB object: the headers (200, full length) are long gone when the
+/// proxy meets the bad segment, so the client must see the body break off, short of its length.
+async fn damage_late_in_a_large_object(kind: StoreKind) {
+    const BIG: usize = 64 * SEGMENT + 1234;
+    const BAD: usize = 60;
+    let h = Harness::new(kind).await;
+    h.create_bucket(BUCKET).await;
+    let data = data_with_marker(BIG);
+    h.put(BUCKET, "big", &data).await;
+    h.put(BUCKET, "big-twin", &data).await;
+    let at = segment_range(BIG, BAD).start + 5;
+    h.rewrite_body(BUCKET, "big", |b| flip(b, at));
+
+    for (label, client) in h.clients() {
+        match try_get(client, BUCKET, "big", None).await {
+            GetOutcome::Complete { body, .. } => panic!(
+                "{label}: a complete {}-byte body ({}) from an object damaged in segment {BAD}",
+                body.len(),
+                if body == data { "the original" } else { "WRONG BYTES" }
+            ),
+            GetOutcome::Aborted {
+                received,
+                content_length,
+                error,
+            } => {
+                assert_eq!(content_length, BIG as i64, "{label}: headers promised the whole object");
+                assert!(received.len() < BIG, "{label}");
+                assert!(
+                    received.len() <= BAD * SEGMENT,
+                    "{label}: {} bytes received, past the damaged segment {BAD}",
+                    received.len()
+                );
+                assert!(
+                    received[..] == data[..received.len()],
+                    "{label}: WRONG BYTES before the break"
+                );
+                eprintln!(
+                    "{label}: body broke off after {} of {BIG} bytes: {error}",
+                    received.len()
+                );
+            }
+            GetOutcome::Refused { status, code, .. } => {
+                assert!(status >= 400, "{label}: {status} {code}");
+            }
+            GetOutcome::NoResponse { error } => eprintln!("{label}: connection dropped: {error}"),
+        }
+    }
+    // Over HTTP/1.1 (a presigned URL fetched by a plain client) the abort is a connection
+    // closed short of Content-Length.
+    let url = h
+        .plain_client
+        .get_object()
+        .bucket(BUCKET)
+        .key("big")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).expect("presigning config"))
+        .await
+        .expect("presign")
+        .uri()
+        .to_string();
+    let mut resp = h.http1().get(&url).send().await.expect("HTTP/1.1 GET");
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    let declared = resp.content_length();
+    let mut received = Vec::new();
+    let ended = loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => received.extend_from_slice(&chunk),
+            Ok(None) => break "the body ended".to_string(),
+            Err(e) => break format!("the body failed: {e}"),
+        }
+    };
+    assert!(
+        received.len() < BIG,
+        "HTTP/1.1: a complete {}-byte body ({}) from a damaged object; {ended}",
+        received.len(),
+        if received == data {
+            "the original"
+        } else {
+            "WRONG BYTES"
+        }
+    );
+    assert!(
+        received[..] == data[..received.len()],
+        "HTTP/1.1: WRONG BYTES before the break"
+    );
+    eprintln!("HTTP/1.1: {} of {declared:?} bytes, then {ended}", received.len());
+
+    // Ranges before and after the damage read correctly; ranges over it fail.
+    for range in [
+        0..BAD * SEGMENT,
+        (BAD + 1) * SEGMENT..BIG,
+        BAD * SEGMENT - 1..BAD * SEGMENT,
+    ] {
+        let ok = assert_get_correct_or_fails(&h, "big", &data, range.clone(), "late damage").await;
+        assert!(ok, "undamaged range {range:?} failed");
+    }
+    for range in [
+        BAD * SEGMENT..BAD * SEGMENT + 1,
+        10..BIG - 10,
+        BAD * SEGMENT - 5..BAD * SEGMENT + 5,
+    ] {
+        assert_get_fails(&h, "big", &data, Some(range), "late damage").await;
+    }
+    let twin = h
+        .plain_client
+        .get_object()
+        .bucket(BUCKET)
+        .key("big-twin")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("twin: {}", DisplayErrorContext(&e)));
+    assert!(twin.body.collect().await.expect("twin body").to_vec() == data);
+    h.assert_no_plaintext(MARKER);
+}
+
+/// The wrapped key binds the bucket: the same key name in another bucket is another object.
+async fn moved_to_another_bucket(kind: StoreKind) {
+    let f = fixture(kind).await;
+    let elsewhere = "escrow-integrity-2";
+    f.h.create_bucket(elsewhere).await;
+    let decoy = data_with_marker(LEN);
+    f.h.put(elsewhere, VICTIM, &decoy).await;
+    let object = f.h.stored_object(BUCKET, VICTIM);
+    f.h.write_stored_object(elsewhere, VICTIM, &object);
+    match try_get(&f.h.plain_client, elsewhere, VICTIM, None).await {
+        GetOutcome::Refused { status, code, .. } => assert!(status >= 400, "{status} {code}"),
+        other => panic!("an object moved to another bucket: {other:?}"),
+    }
+    let e =
+        f.h.plain_client
+            .head_object()
+            .bucket(elsewhere)
+            .key(VICTIM)
+            .send()
+            .await
+            .expect_err("HEAD of an object moved to another bucket");
+    assert!(e.http_status() >= 400, "{}", e.describe());
+    assert!(h_get(&f.h, VICTIM).await == f.victim, "the original stays readable");
+    f.others_intact().await;
+}
+
+/// An empty object has one empty segment (its tag alone) between header and trailer.
+async fn damaged_empty_object(kind: StoreKind) {
+    let h = Harness::new(kind).await;
+    h.create_bucket(BUCKET).await;
+    for key in ["empty", "empty-twin", "empty-short"] {
+        h.put(BUCKET, key, b"").await;
+        assert_eq!(h.stored_object(BUCKET, key).body.len(), stored_len(0));
+    }
+    h.rewrite_body(BUCKET, "empty", |b| flip(b, HEADER + 3));
+    let outcome = try_get(&h.plain_client, BUCKET, "empty", None).await;
+    assert!(
+        !matches!(outcome, GetOutcome::Complete { .. }),
+        "GET of an empty object whose only segment tag was flipped: {outcome:?}"
+    );
+    h.rewrite_body(BUCKET, "empty-short", |b| {
+        b.drain(HEADER..HEADER + TAG);
+    });
+    let outcome = try_get(&h.plain_client, BUCKET, "empty-short", None).await;
+    assert!(
+        !matches!(outcome, GetOutcome::Complete { .. }),
+        "GET of an empty object without its segment: {outcome:?}"
+    );
+    assert_eq!(h.get(BUCKET, "empty-twin").await, b"");
+}
+
+#[test]
+fn layout_arithmetic_matches_the_format() {
+    assert_eq!(stored_len(0), HEADER + TAG + TRAILER);
+    assert_eq!(stored_len(LEN), HEADER + LEN + 3 * TAG + TRAILER);
+    assert_eq!(segment_range(LEN, 2).end, stored_len(LEN) - TRAILER);
+    assert_eq!(segment_range(LEN, 2).len(), LEN - 2 * SEGMENT + TAG);
+}
