@@ -142,9 +142,15 @@ impl<S> EncryptBody<S> {
         dek: &Key256,
         part: u32,
         header: StreamHeader,
+        extension: Vec<u8>,
         plain_len: u64,
         expect: Expectations,
     ) -> (Self, Outcome) {
+        assert_eq!(
+            extension.len(),
+            header.extension_len(),
+            "the header announces the extension"
+        );
         let layout = header.layout();
         let outcome: Outcome = Arc::new(Mutex::new(None));
         let body = Self {
@@ -160,7 +166,10 @@ impl<S> EncryptBody<S> {
             md5: Some(s3s::crypto::Md5::new()),
             hasher: expect.algorithm.map(Hasher::new),
             expect,
-            outbox: VecDeque::from([Bytes::copy_from_slice(&header.encode())]),
+            outbox: [Bytes::copy_from_slice(&header.encode()), Bytes::from(extension)]
+                .into_iter()
+                .filter(|b| !b.is_empty())
+                .collect(),
             outcome: outcome.clone(),
             done: false,
         };
@@ -328,6 +337,8 @@ pub struct DecryptBody<S> {
     skip: usize,
     remaining: u64,
     header: Option<[u8; HEADER_LEN]>,
+    /// Extension bytes still to skip after the header (verified when the record was opened).
+    skip_extension: usize,
     buf: BytesMut,
     done: bool,
 }
@@ -364,6 +375,11 @@ impl<S> DecryptBody<S> {
             skip: plan.skip as usize,
             remaining: plan.len,
             header: plan.header_first.then(|| trailer.header.encode()),
+            skip_extension: if plan.header_first {
+                trailer.header.extension_len()
+            } else {
+                0
+            },
             buf: BytesMut::new(),
             done: false,
         }
@@ -388,6 +404,13 @@ impl<S> DecryptBody<S> {
                 return Some(Err(self.fail("stream header differs from the one its trailer pins")));
             }
             self.header = None;
+        }
+        if self.skip_extension > 0 {
+            if self.buf.len() < self.skip_extension {
+                return None;
+            }
+            let _ = self.buf.split_to(self.skip_extension);
+            self.skip_extension = 0;
         }
         let want = self.layout.stored_segment_len(self.plain_len, self.next) as usize;
         if self.buf.len() < want {
@@ -468,6 +491,7 @@ mod tests {
             &dek,
             0,
             StreamHeader::random(12),
+            Vec::new(),
             plain.len() as u64,
             expect,
         );
@@ -541,6 +565,7 @@ mod tests {
             &dek,
             0,
             StreamHeader::random(12),
+            Vec::new(),
             101,
             Expectations::default(),
         );
@@ -555,6 +580,7 @@ mod tests {
             &dek,
             0,
             StreamHeader::random(12),
+            Vec::new(),
             99,
             Expectations::default(),
         );

@@ -6,17 +6,18 @@
 use std::io::Write;
 use std::path::Path;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use futures::TryStreamExt;
 
-use crate::backend::{Metadata, ObjectStore};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::backend::{ByteRange, Metadata, ObjectStore};
 use crate::body::{DecryptBody, DecryptPlan};
 use crate::crypto::CryptoError;
-use crate::crypto::envelope::{ObjectRecord, open_record, unwrap_dek};
-use crate::crypto::format::{FORMAT_VERSION, HEADER_LEN, SINGLE_PART, TRAILER_LEN, meta};
+use crate::crypto::envelope::ObjectRecord;
+use crate::crypto::format::{HEADER_LEN, SINGLE_PART, TRAILER_LEN};
 use crate::crypto::keyring::Keyring;
-use crate::crypto::segment::{StreamHeader, open_trailer};
+use crate::crypto::segment::{Trailer, open_trailer};
+use crate::stored::{self, EnvelopeError, Unwrapped};
 
 /// Why an offline decryption failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,35 +55,24 @@ pub fn read_metadata_file(path: &Path) -> Result<Metadata, DecryptError> {
         .collect())
 }
 
-fn field<'a>(metadata: &'a Metadata, name: &str) -> Result<&'a str, DecryptError> {
-    metadata
-        .get(name)
-        .map(String::as_str)
-        .ok_or_else(|| DecryptError::Metadata(format!("missing {name}")))
-}
-
-/// Unwraps the DEK and the sealed record of `bucket`/`key` from its stored metadata.
-pub fn unseal(
+/// Unwraps the DEK and opens the trailer; says how long the header extension is.
+fn open_envelope(
     keyring: &Keyring,
     bucket: &str,
     key: &str,
     metadata: &Metadata,
-) -> Result<(crate::secret::Key256, ObjectRecord), DecryptError> {
-    if field(metadata, meta::VERSION)? != FORMAT_VERSION.to_string() {
-        return Err(DecryptError::Metadata("unknown format version".into()));
+    tail: &[u8],
+    stored_len: u64,
+) -> Result<(Unwrapped, Trailer), DecryptError> {
+    let unwrapped = stored::unwrap(keyring, bucket, key, metadata).map_err(|e| match e {
+        EnvelopeError::NotEscrow => DecryptError::Metadata(e.to_string()),
+        EnvelopeError::Crypto(c) => DecryptError::Crypto(c),
+    })?;
+    let trailer = open_trailer(&unwrapped.dek, SINGLE_PART, tail)?;
+    if trailer.header.layout().stored_len(trailer.plain_len) != stored_len {
+        return Err(CryptoError::Decrypt.into());
     }
-    let version: u32 = field(metadata, meta::KEK)?
-        .parse()
-        .map_err(|_| DecryptError::Metadata("bad key version".into()))?;
-    let wrapped = B64
-        .decode(field(metadata, meta::DEK)?)
-        .map_err(|_| DecryptError::Metadata("bad wrapped key".into()))?;
-    let sealed = B64
-        .decode(field(metadata, meta::RECORD)?)
-        .map_err(|_| DecryptError::Metadata("bad record".into()))?;
-    let dek = unwrap_dek(keyring.kek(version)?, version, &wrapped, bucket, key)?;
-    let record = open_record(&dek, &sealed)?;
-    Ok((dek, record))
+    Ok((unwrapped, trailer))
 }
 
 /// Decrypts a whole stored object held in a file into `out`, streaming. The file is either the
@@ -96,7 +86,6 @@ pub async fn decrypt_file(
     stored: &Path,
     out: &mut (dyn Write + Send),
 ) -> Result<ObjectRecord, DecryptError> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let fs_object = crate::backend::fs::read_object_file(stored).await?;
     let (offset, len, own_meta) = match fs_object {
         Some(obj) => (obj.body_offset, obj.size, Some(obj.metadata)),
@@ -105,19 +94,28 @@ pub async fn decrypt_file(
     let metadata = metadata
         .or(own_meta.as_ref())
         .ok_or_else(|| DecryptError::Metadata("a raw object file needs its metadata (--metadata)".into()))?;
-    let (dek, record) = unseal(keyring, bucket, key, metadata)?;
     if len < (HEADER_LEN + TRAILER_LEN) as u64 {
         return Err(CryptoError::Format("object too short").into());
     }
     let mut file = tokio::fs::File::open(stored).await?;
-    let mut tail = vec![0u8; TRAILER_LEN];
-    file.seek(std::io::SeekFrom::Start(offset + len - TRAILER_LEN as u64))
-        .await?;
-    file.read_exact(&mut tail).await?;
+    let tail = read_at(&mut file, offset + len - TRAILER_LEN as u64, TRAILER_LEN).await?;
+    let (unwrapped, trailer) = open_envelope(keyring, bucket, key, metadata, &tail, len)?;
+    let extension = match trailer.header.extension_len() {
+        0 => None,
+        n => Some(read_at(&mut file, offset + HEADER_LEN as u64, n).await?),
+    };
+    let record = unwrapped.open_record(&trailer, extension.as_deref())?;
     file.seek(std::io::SeekFrom::Start(offset)).await?;
     let body = tokio_util::io::ReaderStream::new(file.take(len - TRAILER_LEN as u64));
-    decrypt_stream(&dek, &tail, len, Box::pin(body), out).await?;
+    decrypt_stream(&unwrapped.dek, &trailer, Box::pin(body), out).await?;
     Ok(record)
+}
+
+async fn read_at(file: &mut tokio::fs::File, at: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    file.seek(std::io::SeekFrom::Start(at)).await?;
+    file.read_exact(&mut buf).await?;
+    Ok(buf)
 }
 
 /// Decrypts `bucket`/`key` fetched from `store` into `out`, streaming.
@@ -128,37 +126,35 @@ pub async fn decrypt_from_store(
     key: &str,
     out: &mut (dyn Write + Send),
 ) -> Result<ObjectRecord, DecryptError> {
-    let got = store.get_object(bucket, key, None, None).await?;
-    let (dek, record) = unseal(keyring, bucket, key, &got.head.metadata)?;
-    let len = got.head.size;
-    // The trailer comes last in the stream: read it first with a suffix range.
-    let tail_obj = store
-        .get_object(
-            bucket,
-            key,
-            Some(crate::backend::ByteRange::Suffix(TRAILER_LEN as u64)),
-            Some(&got.head.etag),
-        )
+    // The trailer comes last: read it first, with the metadata, by a suffix range.
+    let tail = store
+        .get_object(bucket, key, Some(ByteRange::Suffix(TRAILER_LEN as u64)), None)
         .await?;
-    let tail = crate::backend::read_small(tail_obj.body, TRAILER_LEN).await?;
-    let body = got.body.take_until_len(len - TRAILER_LEN as u64);
-    decrypt_stream(&dek, &tail, len, body, out).await?;
+    let (etag, len) = (tail.head.etag.clone(), tail.head.size);
+    let tail_bytes = crate::backend::read_small(tail.body, TRAILER_LEN).await?;
+    let (unwrapped, trailer) = open_envelope(keyring, bucket, key, &tail.head.metadata, &tail_bytes, len)?;
+    let extension = match trailer.header.extension_len() {
+        0 => None,
+        n => {
+            let range = ByteRange::Bounded(HEADER_LEN as u64..(HEADER_LEN + n) as u64);
+            let ext = store.get_object(bucket, key, Some(range), Some(&etag)).await?;
+            Some(crate::backend::read_small(ext.body, n).await?)
+        }
+    };
+    let record = unwrapped.open_record(&trailer, extension.as_deref())?;
+    let range = ByteRange::Bounded(0..len - TRAILER_LEN as u64);
+    let got = store.get_object(bucket, key, Some(range), Some(&etag)).await?;
+    decrypt_stream(&unwrapped.dek, &trailer, got.body, out).await?;
     Ok(record)
 }
 
 async fn decrypt_stream(
     dek: &crate::secret::Key256,
-    tail: &[u8],
-    stored_len: u64,
+    trailer: &Trailer,
     body: crate::backend::ByteStream,
     out: &mut (dyn Write + Send),
 ) -> Result<(), DecryptError> {
-    let trailer = open_trailer(dek, SINGLE_PART, tail)?;
     let layout = trailer.header.layout();
-    if layout.stored_len(trailer.plain_len) != stored_len {
-        return Err(CryptoError::Decrypt.into());
-    }
-    let _: StreamHeader = trailer.header;
     let plan = DecryptPlan {
         plain_len: trailer.plain_len,
         first_segment: 0,
@@ -167,38 +163,10 @@ async fn decrypt_stream(
         len: trailer.plain_len,
         header_first: true,
     };
-    let mut plain = DecryptBody::new(body, dek, SINGLE_PART, &trailer, &plan);
+    let mut plain = DecryptBody::new(body, dek, SINGLE_PART, trailer, &plan);
     while let Some(chunk) = plain.try_next().await? {
         out.write_all(&chunk)?;
     }
     out.flush()?;
     Ok(())
-}
-
-/// Stream helper: the first `len` bytes of a stream.
-trait TakeLen {
-    fn take_until_len(self, len: u64) -> crate::backend::ByteStream;
-}
-
-impl TakeLen for crate::backend::ByteStream {
-    fn take_until_len(self, len: u64) -> crate::backend::ByteStream {
-        let mut left = len;
-        Box::pin(futures::StreamExt::filter_map(self, move |item| {
-            let out = match item {
-                Ok(mut chunk) => {
-                    if left == 0 {
-                        None
-                    } else {
-                        if chunk.len() as u64 > left {
-                            chunk.truncate(left as usize);
-                        }
-                        left -= chunk.len() as u64;
-                        Some(Ok(chunk))
-                    }
-                }
-                Err(e) => Some(Err(e)),
-            };
-            futures::future::ready(out)
-        }))
-    }
 }

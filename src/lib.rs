@@ -24,6 +24,7 @@ pub mod mirror;
 pub mod s3;
 pub mod secret;
 pub mod server;
+pub mod stored;
 pub mod tls;
 
 use std::net::SocketAddr;

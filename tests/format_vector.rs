@@ -31,12 +31,22 @@ struct Vector {
     content_type: String,
 }
 
-fn vector_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/v1.json")
+/// The frozen vectors: the record in metadata, and the record in the header extension.
+const VECTORS: [&str; 2] = ["v1.json", "v1-extension.json"];
+
+fn vector_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(name)
 }
 
-fn load() -> Vector {
-    serde_json::from_str(&std::fs::read_to_string(vector_path()).expect("vector file")).expect("vector json")
+fn load_all() -> Vec<Vector> {
+    VECTORS
+        .iter()
+        .map(|name| {
+            serde_json::from_str(&std::fs::read_to_string(vector_path(name)).expect("vector file")).expect("json")
+        })
+        .collect()
 }
 
 // === an independent decoder, written from FORMAT.md ===
@@ -92,9 +102,22 @@ fn independent_decrypt(
     aad.extend_from_slice(&len32(bucket));
     aad.extend_from_slice(&len32(key));
     let dek = gcm_open(&kek, &wrapped[..12], &wrapped[12..], &aad)?;
-    // 3. Record, trailer, sizes.
-    let sealed = B64.decode(meta.get("escrow-meta")?).ok()?;
+    // 3. Record (metadata or header extension), trailer, sizes.
     let record_key = hkdf(&dek, None, b"escrow-proxy meta-key");
+    let header = stored.get(..32)?;
+    let ext = u32::from_be_bytes([0, header[5], header[6], header[7]]) as usize;
+    let sealed = match (meta.get("escrow-meta"), ext) {
+        (Some(m), 0) => B64.decode(m).ok()?,
+        (None, e) if e > 0 => {
+            let block = stored.get(32..32 + e)?;
+            let len = u32::from_be_bytes(block[..4].try_into().ok()?) as usize;
+            if block.get(4 + len..)?.iter().any(|b| *b != 0) {
+                return None;
+            }
+            block[4..4 + len].to_vec()
+        }
+        _ => return None,
+    };
     let record: serde_json::Value = serde_json::from_slice(&gcm_open(
         &record_key,
         &sealed[..12],
@@ -114,13 +137,13 @@ fn independent_decrypt(
     aad.extend_from_slice(&part.to_be_bytes());
     let t = gcm_open(&trailer_key, &tail[..12], &tail[12..], &aad)?;
     let p = u64::from_be_bytes(t[..8].try_into().ok()?);
-    let header = &stored[..32];
     if &t[58..90] != header || &header[..4] != b"EPX\x01" || t[90..] != [0u8; 6] {
         return None;
     }
     let s = 1u64 << header[4];
     let n = p.div_ceil(s).max(1);
-    if 32 + p + 16 * n + 124 != stored.len() as u64 || record["size"].as_u64()? != p {
+    let ext = ext as u64;
+    if 32 + ext + p + 16 * n + 124 != stored.len() as u64 || record["size"].as_u64()? != p {
         return None;
     }
     // 4. Segments.
@@ -128,7 +151,7 @@ fn independent_decrypt(
     info.extend_from_slice(&part.to_be_bytes());
     let stream_key = hkdf(&dek, Some(&header[8..24]), &info);
     let mut out = Vec::with_capacity(p as usize);
-    let mut pos = 32usize;
+    let mut pos = 32 + ext as usize;
     for i in 0..n {
         let plain_len = (((i + 1) * s).min(p) - i * s) as usize;
         let seg = &stored[pos..pos + plain_len + 16];
@@ -145,109 +168,113 @@ fn independent_decrypt(
 }
 
 #[test]
-fn independent_decoder_reads_the_vector() {
-    let v = load();
-    let stored = B64.decode(&v.stored_b64).expect("b64");
-    let (plain, record) = independent_decrypt(&v.root_key_hex, &v.keyring, &v.bucket, &v.key, &v.metadata, &stored)
-        .expect("FORMAT.md decrypts the vector");
-    assert_eq!(plain, B64.decode(&v.plaintext_b64).expect("b64"));
-    assert_eq!(record["content_type"], v.content_type);
+fn independent_decoder_reads_the_vectors() {
+    for v in load_all() {
+        let stored = B64.decode(&v.stored_b64).expect("b64");
+        let (plain, record) = independent_decrypt(&v.root_key_hex, &v.keyring, &v.bucket, &v.key, &v.metadata, &stored)
+            .expect("FORMAT.md decrypts the vector");
+        assert_eq!(plain, B64.decode(&v.plaintext_b64).expect("b64"));
+        assert_eq!(record["content_type"], v.content_type);
+    }
 }
 
 #[test]
 fn independent_decoder_refuses_any_change() {
-    let v = load();
-    let stored = B64.decode(&v.stored_b64).expect("b64");
-    let open = |s: &[u8], bucket: &str, key: &str, m: &BTreeMap<String, String>| {
-        independent_decrypt(&v.root_key_hex, &v.keyring, bucket, key, m, s).is_some()
-    };
-    for pos in [0, 5, 20, 40, 1000, 65_600, stored.len() - 130, stored.len() - 1] {
-        let mut bad = stored.clone();
-        bad[pos] ^= 0x01;
-        assert!(!open(&bad, &v.bucket, &v.key, &v.metadata), "flip at {pos}");
+    for v in load_all() {
+        let stored = B64.decode(&v.stored_b64).expect("b64");
+        let open = |s: &[u8], bucket: &str, key: &str, m: &BTreeMap<String, String>| {
+            independent_decrypt(&v.root_key_hex, &v.keyring, bucket, key, m, s).is_some()
+        };
+        for pos in [0, 5, 20, 40, 1000, 65_600, stored.len() - 130, stored.len() - 1] {
+            let mut bad = stored.clone();
+            bad[pos] ^= 0x01;
+            assert!(!open(&bad, &v.bucket, &v.key, &v.metadata), "flip at {pos}");
+        }
+        assert!(!open(&stored, &v.bucket, "other-key", &v.metadata));
+        assert!(!open(&stored, "other-bucket", &v.key, &v.metadata));
+        let mut m = v.metadata.clone();
+        m.insert("escrow-kek".into(), "2".into());
+        assert!(!open(&stored, &v.bucket, &v.key, &m));
     }
-    assert!(!open(&stored, &v.bucket, "other-key", &v.metadata));
-    assert!(!open(&stored, "other-bucket", &v.key, &v.metadata));
-    let mut m = v.metadata.clone();
-    m.insert("escrow-kek".into(), "2".into());
-    assert!(!open(&stored, &v.bucket, &v.key, &m));
 }
 
 #[tokio::test]
-async fn proxy_decoder_reads_the_vector() {
-    let v = load();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let root = escrow_proxy::secret::Key256::from_slice(&hex::decode(v.root_key_hex.trim()).expect("hex")).expect("32");
-    let ring = escrow_proxy::crypto::keyring::Keyring::open(&root, &v.keyring).expect("keyring opens");
-    let object = dir.path().join("object");
-    std::fs::write(&object, B64.decode(&v.stored_b64).expect("b64")).expect("write");
-    let mut out = Vec::new();
-    let record = escrow_proxy::decrypt::decrypt_file(&ring, &v.bucket, &v.key, Some(&v.metadata), &object, &mut out)
-        .await
-        .expect("decrypts");
-    assert_eq!(out, B64.decode(&v.plaintext_b64).expect("b64"));
-    assert_eq!(record.content_type.as_deref(), Some(v.content_type.as_str()));
-    // Must-fail twin: the same bytes under another key name.
-    let mut out = Vec::new();
-    assert!(
-        escrow_proxy::decrypt::decrypt_file(&ring, &v.bucket, "moved", Some(&v.metadata), &object, &mut out)
-            .await
-            .is_err()
-    );
+async fn proxy_decoder_reads_the_vectors() {
+    for v in load_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root =
+            escrow_proxy::secret::Key256::from_slice(&hex::decode(v.root_key_hex.trim()).expect("hex")).expect("32");
+        let ring = escrow_proxy::crypto::keyring::Keyring::open(&root, &v.keyring).expect("keyring opens");
+        let object = dir.path().join("object");
+        std::fs::write(&object, B64.decode(&v.stored_b64).expect("b64")).expect("write");
+        let mut out = Vec::new();
+        let record =
+            escrow_proxy::decrypt::decrypt_file(&ring, &v.bucket, &v.key, Some(&v.metadata), &object, &mut out)
+                .await
+                .expect("decrypts");
+        assert_eq!(out, B64.decode(&v.plaintext_b64).expect("b64"));
+        assert_eq!(record.content_type.as_deref(), Some(v.content_type.as_str()));
+        // Must-fail twin: the same bytes under another key name.
+        let mut out = Vec::new();
+        assert!(
+            escrow_proxy::decrypt::decrypt_file(&ring, &v.bucket, "moved", Some(&v.metadata), &object, &mut out)
+                .await
+                .is_err()
+        );
+    }
 }
 
-/// Writes a new vector. Run only when adding a format version:
-/// `cargo test --test format_vector -- --ignored generate_vector`.
+/// Writes new vectors. Run only when adding a format version:
+/// `cargo test --test format_vector -- --ignored generate_vectors`.
 #[test]
-#[ignore = "generates tests/vectors/v1.json"]
-fn generate_vector() {
-    use escrow_proxy::crypto::envelope::{ObjectRecord, seal_record, wrap_dek};
-    use escrow_proxy::crypto::format::{DEFAULT_SEGMENT_LOG2, SINGLE_PART};
+#[ignore = "generates tests/vectors/*.json"]
+fn generate_vectors() {
+    use escrow_proxy::crypto::envelope::ObjectRecord;
+    use escrow_proxy::crypto::format::SINGLE_PART;
     use escrow_proxy::crypto::keyring::Keyring;
-    use escrow_proxy::crypto::segment::{StreamHeader, Trailer, seal_all};
+    use escrow_proxy::crypto::segment::{Trailer, seal_all};
     use escrow_proxy::secret::Key256;
 
     let root = Key256::random();
     let ring = Keyring::generate("2026-11-28T00:00:00Z");
-    let (version, kek) = ring.active();
     let (bucket, key) = ("vector-bucket", "dir/vector object.bin");
     let plaintext: Vec<u8> = (0..70_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
-    let dek = Key256::random();
-    let record = ObjectRecord {
-        size: plaintext.len() as u64,
-        content_type: Some("application/x-vector".into()),
-        user: [("origin".to_string(), "FORMAT.md".to_string())].into(),
-        ..Default::default()
-    };
-    let header = StreamHeader::random(DEFAULT_SEGMENT_LOG2);
-    let trailer = Trailer {
-        plain_len: plaintext.len() as u64,
-        md5: md5::Md5::digest(&plaintext).into(),
-        checksum: None,
-        header,
-    };
-    let stored = seal_all(&dek, SINGLE_PART, header, &plaintext, &trailer);
-    let metadata: BTreeMap<String, String> = [
-        ("escrow-v".to_string(), "1".to_string()),
-        ("escrow-kek".to_string(), version.to_string()),
-        (
-            "escrow-dek".to_string(),
-            B64.encode(wrap_dek(kek, version, &dek, bucket, key)),
-        ),
-        ("escrow-meta".to_string(), B64.encode(seal_record(&dek, &record))),
-    ]
-    .into();
-    let v = Vector {
-        root_key_hex: hex::encode(root.expose()),
-        keyring: ring.seal(&root),
-        bucket: bucket.into(),
-        key: key.into(),
-        metadata,
-        stored_b64: B64.encode(&stored),
-        plaintext_b64: B64.encode(&plaintext),
-        content_type: "application/x-vector".into(),
-    };
-    std::fs::write(vector_path(), serde_json::to_string_pretty(&v).expect("json")).expect("write vector");
+    for (name, user_bytes) in VECTORS.iter().zip([9usize, 1900]) {
+        let dek = Key256::random();
+        let record = ObjectRecord {
+            size: plaintext.len() as u64,
+            content_type: Some("application/x-vector".into()),
+            user: [("origin".to_string(), "F".repeat(user_bytes))].into(),
+            ..Default::default()
+        };
+        let sealed = escrow_proxy::stored::seal(&ring, bucket, key, &dek, &record);
+        assert_eq!(sealed.extension.is_empty(), user_bytes < 1000, "{name}");
+        let trailer = Trailer {
+            plain_len: plaintext.len() as u64,
+            md5: md5::Md5::digest(&plaintext).into(),
+            checksum: None,
+            header: sealed.header,
+        };
+        let stored = seal_all(
+            &dek,
+            SINGLE_PART,
+            sealed.header,
+            &sealed.extension,
+            &plaintext,
+            &trailer,
+        );
+        let v = Vector {
+            root_key_hex: hex::encode(root.expose()),
+            keyring: ring.seal(&root),
+            bucket: bucket.into(),
+            key: key.into(),
+            metadata: sealed.metadata,
+            stored_b64: B64.encode(&stored),
+            plaintext_b64: B64.encode(&plaintext),
+            content_type: "application/x-vector".into(),
+        };
+        std::fs::write(vector_path(name), serde_json::to_string_pretty(&v).expect("json")).expect("write vector");
+    }
 }

@@ -20,6 +20,10 @@ use super::format::{
 };
 use crate::secret::Key256;
 
+/// Largest extension a header can announce (u24).
+const MAX_EXTENSION: u32 = (1 << 24) - 1;
+/// Length prefix of the sealed record inside an extension.
+const EXTENSION_PREFIX: usize = 4;
 /// Largest checksum a trailer holds (SHA-256).
 const MAX_CHECKSUM_LEN: usize = 32;
 /// Segments per stream stay below this, so `i` fits the nonce's u32.
@@ -28,10 +32,13 @@ const MAX_SEGMENTS: u64 = u32::MAX as u64;
 // === impl StreamHeader ===
 
 /// The 32-byte header that opens every stream:
-/// `"EPX" ‖ version ‖ log2(segment size) ‖ 0(3) ‖ salt(16) ‖ nonce prefix(7) ‖ 0`.
+/// `"EPX" ‖ version ‖ log2(segment size) ‖ u24be(extension length) ‖ salt(16) ‖
+/// nonce prefix(7) ‖ 0`. An extension (the sealed metadata record, when it does not fit the
+/// store's metadata) follows the header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamHeader {
     segment_log2: u8,
+    extension_len: u32,
     salt: [u8; SALT_LEN],
     nonce_prefix: [u8; NONCE_PREFIX_LEN],
 }
@@ -46,9 +53,25 @@ impl StreamHeader {
         rand::fill(&mut nonce_prefix);
         Self {
             segment_log2,
+            extension_len: 0,
             salt,
             nonce_prefix,
         }
+    }
+
+    /// The same header announcing an extension of `len` bytes after it.
+    pub fn with_extension(self, len: usize) -> Self {
+        // Invariant: callers build extensions from records of a few KiB, far below 16 MiB.
+        let extension_len = u32::try_from(len)
+            .ok()
+            .filter(|l| *l <= MAX_EXTENSION)
+            .expect("extension fits u24");
+        Self { extension_len, ..self }
+    }
+
+    /// Length of the extension that follows the header.
+    pub fn extension_len(&self) -> usize {
+        self.extension_len as usize
     }
 
     /// The encoded header.
@@ -57,6 +80,7 @@ impl StreamHeader {
         out[..3].copy_from_slice(&MAGIC);
         out[3] = FORMAT_VERSION;
         out[4] = self.segment_log2;
+        out[5..8].copy_from_slice(&self.extension_len.to_be_bytes()[1..]);
         out[8..24].copy_from_slice(&self.salt);
         out[24..31].copy_from_slice(&self.nonce_prefix);
         out
@@ -77,15 +101,17 @@ impl StreamHeader {
         if !SEGMENT_LOG2_RANGE.contains(&bytes[4]) {
             return Err(CryptoError::Format("segment size out of range"));
         }
-        if bytes[5..8] != [0u8; 3] || bytes[31] != 0 {
-            return Err(CryptoError::Format("reserved header bytes set"));
+        if bytes[31] != 0 {
+            return Err(CryptoError::Format("reserved header byte set"));
         }
+        let extension_len = u32::from_be_bytes([0, bytes[5], bytes[6], bytes[7]]);
         let mut salt = [0u8; SALT_LEN];
         salt.copy_from_slice(&bytes[8..24]);
         let mut nonce_prefix = [0u8; NONCE_PREFIX_LEN];
         nonce_prefix.copy_from_slice(&bytes[24..31]);
         Ok(Self {
             segment_log2: bytes[4],
+            extension_len,
             salt,
             nonce_prefix,
         })
@@ -93,7 +119,10 @@ impl StreamHeader {
 
     /// The stream's layout.
     pub fn layout(&self) -> Layout {
-        Layout::new(self.segment_log2)
+        Layout {
+            segment_log2: self.segment_log2,
+            extension_len: u64::from(self.extension_len),
+        }
     }
 
     fn segment_nonce(&self, index: u32, last: bool) -> [u8; NONCE_LEN] {
@@ -111,6 +140,7 @@ impl StreamHeader {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     segment_log2: u8,
+    extension_len: u64,
 }
 
 /// The stored bytes that hold a plaintext range, and how to cut the range out of them.
@@ -129,9 +159,17 @@ pub struct Span {
 }
 
 impl Layout {
-    /// A layout with segments of `2^segment_log2` plaintext bytes.
+    /// The layout of a stream without extension, with segments of `2^segment_log2` bytes.
     pub fn new(segment_log2: u8) -> Self {
-        Self { segment_log2 }
+        Self {
+            segment_log2,
+            extension_len: 0,
+        }
+    }
+
+    /// Where the first segment starts.
+    fn body_start(&self) -> u64 {
+        HEADER_LEN as u64 + self.extension_len
     }
 
     /// Plaintext bytes per full segment.
@@ -156,13 +194,13 @@ impl Layout {
 
     /// Stored length of a stream of `plain_len` plaintext bytes.
     pub fn stored_len(&self, plain_len: u64) -> u64 {
-        (HEADER_LEN + TRAILER_LEN) as u64 + plain_len + TAG_LEN as u64 * self.segment_count(plain_len)
+        self.body_start() + TRAILER_LEN as u64 + plain_len + TAG_LEN as u64 * self.segment_count(plain_len)
     }
 
     /// The plaintext length of a stored stream of `stored_len` bytes, or `None` when no
     /// plaintext length gives that stored length.
     pub fn plain_len(&self, stored_len: u64) -> Option<u64> {
-        let body = stored_len.checked_sub((HEADER_LEN + TRAILER_LEN) as u64)?;
+        let body = stored_len.checked_sub(self.body_start() + TRAILER_LEN as u64)?;
         let segments = body.div_ceil(self.stored_segment_size()).max(1);
         let plain = body.checked_sub(TAG_LEN as u64 * segments)?;
         (self.stored_len(plain) == stored_len).then_some(plain)
@@ -182,9 +220,9 @@ impl Layout {
         );
         let first_segment = range.start >> self.segment_log2;
         let last_segment = (range.end - 1) >> self.segment_log2;
-        let start = HEADER_LEN as u64 + first_segment * self.stored_segment_size();
+        let start = self.body_start() + first_segment * self.stored_segment_size();
         let end_plain = ((last_segment + 1) << self.segment_log2).min(plain_len);
-        let end = HEADER_LEN as u64 + end_plain + TAG_LEN as u64 * (last_segment + 1);
+        let end = self.body_start() + end_plain + TAG_LEN as u64 * (last_segment + 1);
         Span {
             first_segment,
             last_segment,
@@ -200,6 +238,48 @@ impl Layout {
         let end = ((index + 1) << self.segment_log2).min(plain_len);
         end.saturating_sub(start) + TAG_LEN as u64
     }
+}
+
+// === extension ===
+
+/// The extension carrying `sealed_record` in a stream of `plain_len` bytes:
+/// `u32be(len) ‖ sealed record ‖ zero padding`. The padding makes the stored length one that no
+/// stream without extension has (FORMAT.md §2.6), so a listing that derives plaintext sizes from
+/// stored sizes recognises such objects instead of showing a wrong size.
+pub fn build_extension(sealed_record: &[u8], plain_len: u64, segment_log2: u8) -> Vec<u8> {
+    let mut ext = Vec::with_capacity(EXTENSION_PREFIX + sealed_record.len());
+    // Invariant: the record is at most a few KiB (S3 caps request headers at 8 KiB).
+    ext.extend_from_slice(
+        &u32::try_from(sealed_record.len())
+            .expect("record fits u32")
+            .to_be_bytes(),
+    );
+    ext.extend_from_slice(sealed_record);
+    let plain = Layout::new(segment_log2);
+    let modulus = plain.stored_segment_size();
+    let rest = plain_len + TAG_LEN as u64 * plain.segment_count(plain_len);
+    let residue = (ext.len() as u64 + rest) % modulus;
+    // Residues 1..TAG_LEN are impossible for streams without extension.
+    if !(1..TAG_LEN as u64).contains(&residue) {
+        let pad = (modulus + 1 - residue) % modulus;
+        ext.resize(ext.len() + pad as usize, 0);
+    }
+    ext
+}
+
+/// The sealed record inside an extension; the padding must be zero.
+pub fn parse_extension(ext: &[u8]) -> Result<&[u8], CryptoError> {
+    let bad = || CryptoError::Format("bad header extension");
+    let len = ext.get(..EXTENSION_PREFIX).ok_or_else(bad)?;
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let end = EXTENSION_PREFIX
+        .checked_add(len)
+        .filter(|e| *e <= ext.len())
+        .ok_or_else(bad)?;
+    if ext[end..].iter().any(|b| *b != 0) {
+        return Err(bad());
+    }
+    Ok(&ext[EXTENSION_PREFIX..end])
 }
 
 // === impl Trailer ===
@@ -368,10 +448,23 @@ impl StreamOpener {
 }
 
 /// Seals a whole plaintext held in memory (tests, test vectors).
-pub fn seal_all(dek: &Key256, part: u32, header: StreamHeader, plain: &[u8], trailer: &Trailer) -> Vec<u8> {
+pub fn seal_all(
+    dek: &Key256,
+    part: u32,
+    header: StreamHeader,
+    extension: &[u8],
+    plain: &[u8],
+    trailer: &Trailer,
+) -> Vec<u8> {
+    assert_eq!(
+        extension.len(),
+        header.extension_len(),
+        "the header announces the extension"
+    );
     let layout = header.layout();
     let mut sealer = StreamSealer::new(dek, part, header);
     let mut out = header.encode().to_vec();
+    out.extend_from_slice(extension);
     let n = layout.segment_count(plain.len() as u64) as usize;
     let seg = layout.segment_size() as usize;
     for i in 0..n {
@@ -384,7 +477,7 @@ pub fn seal_all(dek: &Key256, part: u32, header: StreamHeader, plain: &[u8], tra
 }
 
 /// Opens a whole stored stream held in memory; checks every segment, the trailer, and that the
-/// trailer's length and header match the stream's.
+/// trailer's length and header match the stream's. The extension, if any, is not interpreted.
 pub fn open_all(dek: &Key256, part: u32, stored: &[u8]) -> Result<(Vec<u8>, Trailer), CryptoError> {
     let header = StreamHeader::decode(stored)?;
     let layout = header.layout();
@@ -398,7 +491,7 @@ pub fn open_all(dek: &Key256, part: u32, stored: &[u8]) -> Result<(Vec<u8>, Trai
     let opener = StreamOpener::new(dek, part, header);
     let n = layout.segment_count(plain_len);
     let mut out = Vec::with_capacity(plain_len as usize);
-    let mut pos = HEADER_LEN;
+    let mut pos = HEADER_LEN + header.extension_len();
     for i in 0..n {
         let len = layout.stored_segment_len(plain_len, i) as usize;
         let mut buf = stored[pos..pos + len].to_vec();
@@ -427,7 +520,7 @@ mod tests {
         let key = Key256::random();
         let plain: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
         let header = StreamHeader::random(12);
-        let stored = seal_all(&key, 0, header, &plain, &trailer_for(&plain, header));
+        let stored = seal_all(&key, 0, header, &[], &plain, &trailer_for(&plain, header));
         (key, plain, stored)
     }
 
@@ -494,8 +587,8 @@ mod tests {
         let key = Key256::random();
         let plain = vec![9u8; 2 * 4096];
         let (h1, h2) = (StreamHeader::random(12), StreamHeader::random(12));
-        let one = seal_all(&key, 0, h1, &plain, &trailer_for(&plain, h1));
-        let two = seal_all(&key, 0, h2, &plain, &trailer_for(&plain, h2));
+        let one = seal_all(&key, 0, h1, &[], &plain, &trailer_for(&plain, h1));
+        let two = seal_all(&key, 0, h2, &[], &plain, &trailer_for(&plain, h2));
         let mut spliced = one.clone();
         let seg = 4096 + TAG_LEN;
         spliced[HEADER_LEN..HEADER_LEN + seg].copy_from_slice(&two[HEADER_LEN..HEADER_LEN + seg]);
@@ -506,12 +599,41 @@ mod tests {
     fn header_rejects_bad_fields() {
         let good = StreamHeader::random(16).encode();
         assert!(StreamHeader::decode(&good).is_ok());
-        for (pos, val) in [(0, b'X'), (3, 2), (4, 30), (5, 1), (31, 1)] {
+        for (pos, val) in [(0, b'X'), (3, 2), (4, 30), (31, 1)] {
             let mut bad = good;
             bad[pos] = val;
             assert!(StreamHeader::decode(&bad).is_err(), "byte {pos}");
         }
         assert!(StreamHeader::decode(&good[..10]).is_err());
+    }
+
+    #[test]
+    fn extensions_round_trip_and_are_recognisable() {
+        let key = Key256::random();
+        for len in [0usize, 1, 4095, 4096, 20_000] {
+            let plain = vec![3u8; len];
+            let record = vec![0xAA; 700];
+            let ext = build_extension(&record, len as u64, 12);
+            assert_eq!(parse_extension(&ext).expect("parses"), &record[..]);
+            let header = StreamHeader::random(12).with_extension(ext.len());
+            let decoded = StreamHeader::decode(&header.encode()).expect("decodes");
+            assert_eq!(decoded.extension_len(), ext.len());
+            let stored = seal_all(&key, 0, header, &ext, &plain, &trailer_for(&plain, header));
+            assert_eq!(stored.len() as u64, header.layout().stored_len(len as u64));
+            assert_eq!(open_all(&key, 0, &stored).expect("opens").0, plain);
+            // The stored length of an extended object is one no plain object has.
+            assert_eq!(Layout::new(12).plain_len(stored.len() as u64), None, "len {len}");
+            // Must-fail twins: a changed extension length fails every segment; padding must be 0.
+            let mut bad = stored.clone();
+            bad[7] ^= 1;
+            assert!(open_all(&key, 0, &bad).is_err());
+            let mut padded = ext.clone();
+            if padded.len() > 4 + record.len() {
+                *padded.last_mut().expect("non-empty") = 1;
+                assert!(parse_extension(&padded).is_err());
+            }
+        }
+        assert!(parse_extension(&[0, 0, 1, 0, 5]).is_err());
     }
 
     proptest! {

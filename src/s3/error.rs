@@ -41,6 +41,20 @@ pub fn backend(e: BackendError) -> S3Error {
     }
 }
 
+/// A failure to open an object's stored envelope.
+pub fn envelope(e: crate::stored::EnvelopeError) -> S3Error {
+    match e {
+        // Foreign objects (written around the proxy) are never served in any form.
+        crate::stored::EnvelopeError::NotEscrow => {
+            s3_error!(
+                InvalidObjectState,
+                "The object's escrow metadata is missing or unknown; it is not served."
+            )
+        }
+        crate::stored::EnvelopeError::Crypto(e) => crypto(e),
+    }
+}
+
 /// A failure to open an object's envelope.
 pub fn crypto(e: CryptoError) -> S3Error {
     match e {

@@ -12,12 +12,13 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 use super::Proxy;
 use super::error;
 use super::etags::Known;
-use crate::backend::{ByteRange, Metadata};
+use crate::backend::ByteRange;
 use crate::body::{DecryptBody, DecryptPlan, EncryptBody, Expectations, checksum_header, decode_digest};
-use crate::crypto::envelope::{ObjectRecord, open_record, seal_record, unwrap_dek, wrap_dek};
-use crate::crypto::format::{ChecksumAlgorithm, DEFAULT_SEGMENT_LOG2, FORMAT_VERSION, SINGLE_PART, TRAILER_LEN, meta};
-use crate::crypto::segment::{StreamHeader, Trailer, open_trailer};
+use crate::crypto::envelope::ObjectRecord;
+use crate::crypto::format::{ChecksumAlgorithm, HEADER_LEN, SINGLE_PART, TRAILER_LEN};
+use crate::crypto::segment::{Trailer, open_trailer};
 use crate::secret::Key256;
+use crate::stored;
 
 /// Everything known about a stored object before any body byte is read.
 pub(super) struct Opened {
@@ -36,63 +37,63 @@ impl Opened {
 }
 
 impl Proxy {
-    /// Reads an object's envelope and trailer (one suffix-range request) and checks that the
-    /// stored length, the trailer and the sealed record agree.
+    /// Reads an object's envelope and trailer (one suffix-range request; one more when the
+    /// record lives in the header extension) and checks that the stored length, the trailer
+    /// and the sealed record agree.
     pub(super) async fn open(&self, bucket: &str, key: &str) -> S3Result<Opened> {
         let got = self
             .store
             .get_object(bucket, key, Some(ByteRange::Suffix(TRAILER_LEN as u64)), None)
             .await
             .map_err(error::backend)?;
-        let tail = crate::backend::read_small(got.body, TRAILER_LEN).await.map_err(|e| {
-            error::backend(crate::backend::BackendError::Upstream {
-                store: self.store.name().to_string(),
-                message: e.to_string(),
-                retryable: true,
-            })
-        })?;
-        let (dek, record) = self.unseal(bucket, key, &got.head.metadata)?;
-        let trailer = open_trailer(&dek, SINGLE_PART, &tail).map_err(error::crypto)?;
-        let consistent =
-            trailer.header.layout().stored_len(trailer.plain_len) == got.head.size && record.size == trailer.plain_len;
-        if !consistent {
+        let tail = crate::backend::read_small(got.body, TRAILER_LEN)
+            .await
+            .map_err(|e| self.read_failed(e))?;
+        let unwrapped = stored::unwrap(&self.keyring, bucket, key, &got.head.metadata).map_err(error::envelope)?;
+        let trailer = open_trailer(&unwrapped.dek, SINGLE_PART, &tail).map_err(error::crypto)?;
+        let extension = match trailer.header.extension_len() {
+            0 => None,
+            len => {
+                let range = ByteRange::Bounded(HEADER_LEN as u64..(HEADER_LEN + len) as u64);
+                let ext = self
+                    .store
+                    .get_object(bucket, key, Some(range), Some(&got.head.etag))
+                    .await
+                    .map_err(error::backend)?;
+                Some(
+                    crate::backend::read_small(ext.body, len)
+                        .await
+                        .map_err(|e| self.read_failed(e))?,
+                )
+            }
+        };
+        let record = unwrapped
+            .open_record(&trailer, extension.as_deref())
+            .map_err(error::crypto)?;
+        if trailer.header.layout().stored_len(trailer.plain_len) != got.head.size {
             return Err(error::crypto(crate::crypto::CryptoError::Decrypt));
         }
         let opened = Opened {
-            dek,
+            dek: unwrapped.dek,
             record,
             trailer,
             store_etag: got.head.etag,
             last_modified: got.head.last_modified,
         };
-        self.etags.insert(
-            bucket,
-            key,
-            &opened.store_etag,
-            Known {
-                etag: hex::encode(opened.trailer.md5),
-                size: opened.trailer.plain_len,
-            },
-        );
+        let known = Known {
+            etag: hex::encode(opened.trailer.md5),
+            size: opened.trailer.plain_len,
+        };
+        self.etags.insert(bucket, key, &opened.store_etag, known);
         Ok(opened)
     }
 
-    /// Unwraps the DEK and opens the sealed record from stored metadata.
-    fn unseal(&self, bucket: &str, key: &str, metadata: &Metadata) -> S3Result<(Key256, ObjectRecord)> {
-        let field = |name: &str| metadata.get(name).map(String::as_str);
-        let not_ours = || s3_error!(InvalidObjectState, "The object was not written through escrow-proxy.");
-        if field(meta::VERSION) != Some(&FORMAT_VERSION.to_string()) {
-            return Err(not_ours());
-        }
-        let kek_version: u32 = field(meta::KEK).and_then(|v| v.parse().ok()).ok_or_else(not_ours)?;
-        let wrapped = field(meta::DEK).and_then(|v| B64.decode(v).ok()).ok_or_else(not_ours)?;
-        let sealed = field(meta::RECORD)
-            .and_then(|v| B64.decode(v).ok())
-            .ok_or_else(not_ours)?;
-        let kek = self.keyring.kek(kek_version).map_err(error::crypto)?;
-        let dek = unwrap_dek(kek, kek_version, &wrapped, bucket, key).map_err(error::crypto)?;
-        let record = open_record(&dek, &sealed).map_err(error::crypto)?;
-        Ok((dek, record))
+    fn read_failed(&self, e: std::io::Error) -> s3s::S3Error {
+        error::backend(crate::backend::BackendError::Upstream {
+            store: self.store.name().to_string(),
+            message: e.to_string(),
+            retryable: true,
+        })
     }
 
     pub(super) async fn put_object_op(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
@@ -118,25 +119,29 @@ impl Proxy {
                 .collect(),
         };
         let dek = Key256::random();
-        let (kek_version, kek) = self.keyring.active();
-        let mut stored_meta = Metadata::new();
-        stored_meta.insert(meta::VERSION.into(), FORMAT_VERSION.to_string());
-        stored_meta.insert(meta::KEK.into(), kek_version.to_string());
-        stored_meta.insert(
-            meta::DEK.into(),
-            B64.encode(wrap_dek(kek, kek_version, &dek, &input.bucket, &input.key)),
-        );
-        stored_meta.insert(meta::RECORD.into(), B64.encode(seal_record(&dek, &record)));
-
-        let header = StreamHeader::random(DEFAULT_SEGMENT_LOG2);
-        if !header.layout().fits(plain_len) {
+        let sealed = stored::seal(&self.keyring, &input.bucket, &input.key, &dek, &record);
+        if !sealed.header.layout().fits(plain_len) {
             return Err(s3_error!(EntityTooLarge));
         }
-        let (encrypt, outcome) = EncryptBody::new(body, &dek, SINGLE_PART, header, plain_len, expect);
+        let (encrypt, outcome) = EncryptBody::new(
+            body,
+            &dek,
+            SINGLE_PART,
+            sealed.header,
+            sealed.extension,
+            plain_len,
+            expect,
+        );
         let stored_len = encrypt.stored_len();
         let result = self
             .store
-            .put_object(&input.bucket, &input.key, Box::pin(encrypt), stored_len, stored_meta)
+            .put_object(
+                &input.bucket,
+                &input.key,
+                Box::pin(encrypt),
+                stored_len,
+                sealed.metadata,
+            )
             .await;
         let outcome = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
         let (store_etag, digests) = match (result, outcome) {

@@ -1,0 +1,178 @@
+//! The stored envelope of one object: which metadata values carry the wrapped key and the sealed
+//! record, and when the record moves into the stream's header extension instead. Used by the S3
+//! front end and by the offline decryptor, so both read objects the same way.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::backend::Metadata;
+use crate::crypto::CryptoError;
+use crate::crypto::envelope::{ObjectRecord, open_record, seal_record, unwrap_dek, wrap_dek};
+use crate::crypto::format::{DEFAULT_SEGMENT_LOG2, FORMAT_VERSION, meta};
+use crate::crypto::keyring::Keyring;
+use crate::crypto::segment::{StreamHeader, Trailer, build_extension, parse_extension};
+use crate::secret::Key256;
+
+/// User metadata a store is assumed to accept per object, counted as S3 does (bytes of names
+/// and values), with the `x-amz-meta-` prefix counted too, for margin. AWS S3 allows 2 KB.
+pub const METADATA_BUDGET: usize = 2048;
+const META_PREFIX_LEN: usize = "x-amz-meta-".len();
+
+/// Why an object's envelope could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    /// The metadata is not an escrow-proxy envelope of a known version.
+    #[error("the object was not written through escrow-proxy (or its metadata was removed)")]
+    NotEscrow,
+    /// The envelope did not authenticate, or its key is unknown or retired.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+/// What a new object stores besides its content.
+pub struct Sealed {
+    /// Stored metadata.
+    pub metadata: Metadata,
+    /// The stream header (announcing the extension, if any).
+    pub header: StreamHeader,
+    /// The header extension: empty, or the sealed record when it does not fit the metadata.
+    pub extension: Vec<u8>,
+}
+
+/// Seals a new object's envelope: wraps `dek` under the active KEK for `bucket`/`key` and
+/// seals `record`, into the metadata when it fits [`METADATA_BUDGET`], else into the header.
+pub fn seal(keyring: &Keyring, bucket: &str, key: &str, dek: &Key256, record: &ObjectRecord) -> Sealed {
+    let (kek_version, kek) = keyring.active();
+    let mut metadata = Metadata::new();
+    metadata.insert(meta::VERSION.into(), FORMAT_VERSION.to_string());
+    metadata.insert(meta::KEK.into(), kek_version.to_string());
+    metadata.insert(
+        meta::DEK.into(),
+        B64.encode(wrap_dek(kek, kek_version, dek, bucket, key)),
+    );
+    let sealed = seal_record(dek, record);
+    let encoded = B64.encode(&sealed);
+    let header = StreamHeader::random(DEFAULT_SEGMENT_LOG2);
+    let used: usize = metadata.iter().map(|(k, v)| META_PREFIX_LEN + k.len() + v.len()).sum();
+    if used + META_PREFIX_LEN + meta::RECORD.len() + encoded.len() <= METADATA_BUDGET {
+        metadata.insert(meta::RECORD.into(), encoded);
+        return Sealed {
+            metadata,
+            header,
+            extension: Vec::new(),
+        };
+    }
+    let extension = build_extension(&sealed, record.size, DEFAULT_SEGMENT_LOG2);
+    Sealed {
+        metadata,
+        header: header.with_extension(extension.len()),
+        extension,
+    }
+}
+
+/// An object's unwrapped data key, and its sealed record when the metadata carries it.
+pub struct Unwrapped {
+    /// The object's data key.
+    pub dek: Key256,
+    record: Option<Vec<u8>>,
+}
+
+impl Unwrapped {
+    /// Whether the record lives in the header extension (to be read from the object).
+    pub fn record_in_extension(&self) -> bool {
+        self.record.is_none()
+    }
+
+    /// Opens the record, from the metadata or from `extension` (the bytes after the header),
+    /// whichever the trailer's header says holds it; both or neither is a forgery.
+    pub fn open_record(&self, trailer: &Trailer, extension: Option<&[u8]>) -> Result<ObjectRecord, CryptoError> {
+        let in_header = trailer.header.extension_len() > 0;
+        let record = match (&self.record, extension, in_header) {
+            (Some(sealed), None, false) => open_record(&self.dek, sealed)?,
+            (None, Some(ext), true) if ext.len() == trailer.header.extension_len() => {
+                open_record(&self.dek, parse_extension(ext)?)?
+            }
+            _ => return Err(CryptoError::Decrypt),
+        };
+        if record.size != trailer.plain_len {
+            return Err(CryptoError::Decrypt);
+        }
+        Ok(record)
+    }
+}
+
+/// Unwraps the data key of `bucket`/`key` from its stored metadata.
+pub fn unwrap(keyring: &Keyring, bucket: &str, key: &str, metadata: &Metadata) -> Result<Unwrapped, EnvelopeError> {
+    let field = |name: &str| metadata.get(name).map(String::as_str);
+    if field(meta::VERSION) != Some(&FORMAT_VERSION.to_string()) {
+        return Err(EnvelopeError::NotEscrow);
+    }
+    let kek_version: u32 = field(meta::KEK)
+        .and_then(|v| v.parse().ok())
+        .ok_or(EnvelopeError::NotEscrow)?;
+    let wrapped = field(meta::DEK)
+        .and_then(|v| B64.decode(v).ok())
+        .ok_or(EnvelopeError::NotEscrow)?;
+    let record = match field(meta::RECORD) {
+        Some(v) => Some(B64.decode(v).map_err(|_| CryptoError::Decrypt)?),
+        None => None,
+    };
+    let dek = unwrap_dek(keyring.kek(kek_version)?, kek_version, &wrapped, bucket, key)?;
+    Ok(Unwrapped { dek, record })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::segment::seal_all;
+
+    fn record(user_bytes: usize) -> ObjectRecord {
+        ObjectRecord {
+            size: 10,
+            content_type: Some("text/plain".into()),
+            user: [("big".to_string(), "x".repeat(user_bytes))].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn small_records_travel_in_metadata_large_ones_in_the_header() {
+        let ring = Keyring::generate("2026-11-28T00:00:00Z");
+        for (user_bytes, in_header) in [(10, false), (1000, false), (1900, true)] {
+            let dek = Key256::random();
+            let sealed = seal(&ring, "b", "k", &dek, &record(user_bytes));
+            let used: usize = sealed
+                .metadata
+                .iter()
+                .map(|(k, v)| META_PREFIX_LEN + k.len() + v.len())
+                .sum();
+            assert!(used <= METADATA_BUDGET, "{used}");
+            assert_eq!(!sealed.extension.is_empty(), in_header, "{user_bytes}");
+
+            let plain = b"0123456789";
+            let trailer = Trailer {
+                plain_len: 10,
+                md5: [0; 16],
+                checksum: None,
+                header: sealed.header,
+            };
+            let stored = seal_all(&dek, 0, sealed.header, &sealed.extension, plain, &trailer);
+            let ext = in_header.then(|| &stored[32..32 + sealed.extension.len()]);
+            let unwrapped = unwrap(&ring, "b", "k", &sealed.metadata).expect("unwraps");
+            assert_eq!(unwrapped.record_in_extension(), in_header);
+            assert_eq!(unwrapped.open_record(&trailer, ext).expect("opens"), record(user_bytes));
+            // Must-fail twins: the record claimed in both places or neither; a moved object.
+            assert!(unwrapped.open_record(&trailer, Some(&[0u8; 8])).is_err() || in_header);
+            assert!(unwrap(&ring, "b", "other", &sealed.metadata).is_err());
+        }
+    }
+
+    #[test]
+    fn foreign_metadata_is_not_escrow() {
+        let ring = Keyring::generate("2026-11-28T00:00:00Z");
+        assert!(matches!(
+            unwrap(&ring, "b", "k", &Metadata::new()),
+            Err(EnvelopeError::NotEscrow)
+        ));
+    }
+}
