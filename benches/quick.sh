@@ -76,8 +76,13 @@ run() { # label endpoint bucket cacert
 }
 run "direct to s3s-fs       " "$STORE" direct "$WORK/certs/ca.pem"
 c0=$(cpu)
+if [[ -n "${PERF_OUT:-}" ]]; then
+    perf record -e cpu-clock -F 499 -g -p "$PROXY_PID" -o "$PERF_OUT" >/dev/null 2>&1 &
+    PERF_PID=$!
+fi
 run "through escrow-proxy   " "$PROXY" proxied "$WORK/certs/ca.pem"
 c1=$(cpu)
+if [[ -n "${PERF_OUT:-}" ]]; then kill -INT "$PERF_PID"; wait "$PERF_PID" || true; fi
 python3 -c "print(f'proxy CPU: {($c1-$c0)/$TICKS/(2*$SIZE_MIB/1024):.2f} s per GiB moved (PUT+GET)')"
 echo "proxy peak RSS: $(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$PROXY_PID/status)"
 echo "store holds ciphertext only: $(python3 -c "

@@ -76,6 +76,7 @@ per_store!(
     damage_late_in_a_large_object,
     moved_to_another_bucket,
     damaged_empty_object,
+    damaged_header_extension,
 );
 
 /// The fixture: a victim, an identical-content twin and another object of the same length.
@@ -766,6 +767,61 @@ async fn damaged_empty_object(kind: StoreKind) {
         "GET of an empty object without its segment: {outcome:?}"
     );
     assert_eq!(h.get(BUCKET, "empty-twin").await, b"");
+}
+
+/// An object whose sealed record lives in the header extension (its metadata would overflow
+/// S3's 2 KB limit): damage to the record, to the padding, or a second record in the metadata
+/// must all fail.
+async fn damaged_header_extension(kind: StoreKind) {
+    let f = fixture(kind).await;
+    let key = "extended";
+    let data = data_with_marker(LEN);
+    f.h.client
+        .put_object()
+        .bucket(BUCKET)
+        .key(key)
+        .metadata("big", "m".repeat(1900))
+        .body(aws_sdk_s3::primitives::ByteStream::from(data.clone()))
+        .send()
+        .await
+        .expect("put with large metadata");
+    let original = f.h.stored_object(BUCKET, key);
+    assert!(
+        !original.metadata.contains_key("escrow-meta"),
+        "the record moved out of the metadata"
+    );
+    let ext_len = u32::from_be_bytes([0, original.body[5], original.body[6], original.body[7]]) as usize;
+    assert!(ext_len > 1900, "the header announces the extension ({ext_len})");
+    assert_eq!(h_get(&f.h, key).await, data);
+    let record_len = u32::from_be_bytes(original.body[HEADER..HEADER + 4].try_into().expect("4 bytes")) as usize;
+
+    // A flipped byte inside the sealed record.
+    let mut bad = original.clone();
+    flip(&mut bad.body, HEADER + 4 + record_len / 2);
+    f.h.write_stored_object(BUCKET, key, &bad);
+    assert_get_fails(&f.h, key, &data, None, "record byte in the extension").await;
+    assert_head_fails(&f.h, key, "record byte in the extension").await;
+
+    // A non-zero padding byte (when the extension is padded).
+    if ext_len > 4 + record_len {
+        let mut bad = original.clone();
+        flip(&mut bad.body, HEADER + ext_len - 1);
+        f.h.write_stored_object(BUCKET, key, &bad);
+        assert_get_fails(&f.h, key, &data, None, "padding byte in the extension").await;
+    }
+
+    // A record in the metadata as well (taken from another object): claimed twice.
+    let mut bad = original.clone();
+    let other_meta = f.h.stored_object(BUCKET, OTHER).metadata;
+    bad.metadata
+        .insert("escrow-meta".into(), other_meta["escrow-meta"].clone());
+    f.h.write_stored_object(BUCKET, key, &bad);
+    assert_get_fails(&f.h, key, &data, None, "record in metadata and extension").await;
+    assert_head_fails(&f.h, key, "record in metadata and extension").await;
+
+    f.h.write_stored_object(BUCKET, key, &original);
+    assert_eq!(h_get(&f.h, key).await, data, "the restored object reads again");
+    f.others_intact().await;
 }
 
 #[test]

@@ -42,6 +42,7 @@ mod listing;
 mod metadata;
 mod objects;
 mod ranges;
+mod transport;
 mod unsupported;
 
 use common::{Harness, MARKER, StoreKind, data_with_marker};
