@@ -36,7 +36,78 @@ impl Opened {
     }
 }
 
+/// What GET and HEAD have in common: the preconditions and the part or range asked for.
+struct ReadRequest<'a> {
+    sse_c: bool,
+    part_number: Option<i32>,
+    range: Option<&'a Range>,
+    if_match: Option<&'a ETagCondition>,
+    if_none_match: Option<&'a ETagCondition>,
+    if_modified_since: Option<&'a Timestamp>,
+    if_unmodified_since: Option<&'a Timestamp>,
+}
+
+/// Builds a GET or HEAD answer: the object's headers from its record and trailer, then `extra`.
+macro_rules! read_output {
+    ($ty:ident, $opened:expr, $part_number:expr, $checksum:expr, { $($field:ident: $value:expr),* $(,)? }) => {{
+        let record = &$opened.record;
+        let checksum: Checksum = $checksum;
+        $ty {
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some($opened.etag()),
+            last_modified: $opened.last_modified.map(Timestamp::from),
+            metadata: Some(record.user.clone().into_iter().collect()),
+            content_type: record.content_type.clone(),
+            content_encoding: record.content_encoding.clone(),
+            content_disposition: record.content_disposition.clone(),
+            content_language: record.content_language.clone(),
+            cache_control: record.cache_control.clone(),
+            expires: record.expires.as_deref().and_then(parse_http_date),
+            parts_count: $part_number.map(|_| 1),
+            checksum_crc32: checksum.checksum_crc32,
+            checksum_crc32c: checksum.checksum_crc32c,
+            checksum_crc64nvme: checksum.checksum_crc64nvme,
+            checksum_sha1: checksum.checksum_sha1,
+            checksum_sha256: checksum.checksum_sha256,
+            $($field: $value,)*
+            ..Default::default()
+        }
+    }};
+}
+
 impl Proxy {
+    /// Opens the object, evaluates the preconditions, and resolves the part or range asked for
+    /// (`None`: the whole object).
+    async fn prepare_read(
+        &self,
+        bucket: &str,
+        key: &str,
+        read: &ReadRequest<'_>,
+    ) -> S3Result<(Opened, Option<std::ops::Range<u64>>)> {
+        if read.sse_c {
+            return Err(s3_error!(
+                NotImplemented,
+                "SSE-C is not supported through escrow-proxy."
+            ));
+        }
+        let opened = self.open(bucket, key).await?;
+        check_conditions(
+            &opened,
+            read.if_match,
+            read.if_none_match,
+            read.if_modified_since,
+            read.if_unmodified_since,
+        )?;
+        let size = opened.trailer.plain_len;
+        let range = match (read.part_number, read.range) {
+            (Some(_), Some(_)) => return Err(s3_error!(InvalidRequest, "Cannot specify both Range and partNumber.")),
+            (Some(1), None) | (None, None) => None,
+            (Some(_), None) => return Err(invalid_part_number()),
+            (None, Some(range)) => Some(resolve_range(range, size)?),
+        };
+        Ok((opened, range))
+    }
+
     /// Reads an object's envelope and trailer (one suffix-range request; one more when the
     /// record lives in the header extension) and checks that the stored length, the trailer
     /// and the sealed record agree.
@@ -163,109 +234,59 @@ impl Proxy {
                 size: plain_len,
             },
         );
-        let mut output = PutObjectOutput {
+        let c = digests
+            .checksum
+            .as_ref()
+            .map(|(algo, digest)| checksum_dto(*algo, digest))
+            .unwrap_or_default();
+        Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(etag)),
+            checksum_crc32: c.checksum_crc32,
+            checksum_crc32c: c.checksum_crc32c,
+            checksum_crc64nvme: c.checksum_crc64nvme,
+            checksum_sha1: c.checksum_sha1,
+            checksum_sha256: c.checksum_sha256,
             ..Default::default()
-        };
-        if let Some((algo, digest)) = digests.checksum {
-            set_checksum(
-                &mut output.checksum_crc32,
-                &mut output.checksum_crc32c,
-                &mut output.checksum_crc64nvme,
-                &mut output.checksum_sha1,
-                &mut output.checksum_sha256,
-                algo,
-                &digest,
-            );
-        }
-        Ok(S3Response::new(output))
+        }))
     }
 
     pub(super) async fn head_object_op(
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
-        let input = req.input;
-        if input.sse_customer_algorithm.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "SSE-C is not supported through escrow-proxy."
-            ));
-        }
-        let opened = self.open(&input.bucket, &input.key).await?;
-        check_conditions(
-            &opened,
-            input.if_match.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-            input.if_unmodified_since.as_ref(),
-        )?;
+        let i = req.input;
+        let read = ReadRequest {
+            sse_c: i.sse_customer_algorithm.is_some(),
+            part_number: i.part_number,
+            range: i.range.as_ref(),
+            if_match: i.if_match.as_ref(),
+            if_none_match: i.if_none_match.as_ref(),
+            if_modified_since: i.if_modified_since.as_ref(),
+            if_unmodified_since: i.if_unmodified_since.as_ref(),
+        };
+        let (opened, range) = self.prepare_read(&i.bucket, &i.key, &read).await?;
         let size = opened.trailer.plain_len;
-        let (content_length, content_range) = match (input.part_number, &input.range) {
-            (Some(_), Some(_)) => return Err(s3_error!(InvalidRequest, "Cannot specify both Range and partNumber.")),
-            (Some(1), None) | (None, None) => (size, None),
-            (Some(_), None) => return Err(invalid_part_number()),
-            (None, Some(range)) => {
-                let r = resolve_range(range, size)?;
-                (r.end - r.start, Some(content_range(&r, size)))
-            }
-        };
-        let record = &opened.record;
-        let mut output = HeadObjectOutput {
-            accept_ranges: Some("bytes".into()),
-            content_length: Some(content_length as i64),
-            content_range,
-            e_tag: Some(opened.etag()),
-            last_modified: opened.last_modified.map(Timestamp::from),
-            metadata: Some(record.user.clone().into_iter().collect()),
-            content_type: record.content_type.clone(),
-            content_encoding: record.content_encoding.clone(),
-            content_disposition: record.content_disposition.clone(),
-            content_language: record.content_language.clone(),
-            cache_control: record.cache_control.clone(),
-            expires: record.expires.as_deref().and_then(parse_http_date),
-            parts_count: input.part_number.map(|_| 1),
-            ..Default::default()
-        };
-        if wants_checksum(input.checksum_mode.as_ref())
-            && let Some((algo, digest)) = &opened.trailer.checksum
-        {
-            set_checksum(
-                &mut output.checksum_crc32,
-                &mut output.checksum_crc32c,
-                &mut output.checksum_crc64nvme,
-                &mut output.checksum_sha1,
-                &mut output.checksum_sha256,
-                *algo,
-                digest,
-            );
-        }
+        let checksum = response_checksum(&opened, i.checksum_mode.as_ref(), true);
+        let output = read_output!(HeadObjectOutput, opened, i.part_number, checksum, {
+            content_length: Some(range.as_ref().map_or(size, |r| r.end - r.start) as i64),
+            content_range: range.as_ref().map(|r| content_range(r, size)),
+        });
         Ok(S3Response::new(output))
     }
 
     pub(super) async fn get_object_op(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        if input.sse_customer_algorithm.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "SSE-C is not supported through escrow-proxy."
-            ));
-        }
-        let opened = self.open(&input.bucket, &input.key).await?;
-        check_conditions(
-            &opened,
-            input.if_match.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-            input.if_unmodified_since.as_ref(),
-        )?;
-        let size = opened.trailer.plain_len;
-        let range = match (input.part_number, &input.range) {
-            (Some(_), Some(_)) => return Err(s3_error!(InvalidRequest, "Cannot specify both Range and partNumber.")),
-            (Some(1), None) | (None, None) => None,
-            (Some(_), None) => return Err(invalid_part_number()),
-            (None, Some(range)) => Some(resolve_range(range, size)?),
+        let read = ReadRequest {
+            sse_c: input.sse_customer_algorithm.is_some(),
+            part_number: input.part_number,
+            range: input.range.as_ref(),
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
         };
+        let (opened, range) = self.prepare_read(&input.bucket, &input.key, &read).await?;
+        let size = opened.trailer.plain_len;
         let layout = opened.trailer.header.layout();
         let (stored, plan) = match &range {
             Some(r) => {
@@ -309,38 +330,13 @@ impl Proxy {
                 other => error::backend(other),
             })?;
         let body = DecryptBody::new(got.body, &opened.dek, SINGLE_PART, &opened.trailer, &plan);
-        let record = &opened.record;
-        let mut output = GetObjectOutput {
-            accept_ranges: Some("bytes".into()),
+        // S3 returns the object's checksum only with the whole object.
+        let checksum = response_checksum(&opened, input.checksum_mode.as_ref(), range.is_none());
+        let output = read_output!(GetObjectOutput, opened, input.part_number, checksum, {
             body: Some(StreamingBlob::wrap(body)),
             content_length: Some(plan.len as i64),
             content_range: range.as_ref().map(|r| content_range(r, size)),
-            e_tag: Some(opened.etag()),
-            last_modified: opened.last_modified.map(Timestamp::from),
-            metadata: Some(record.user.clone().into_iter().collect()),
-            content_type: record.content_type.clone(),
-            content_encoding: record.content_encoding.clone(),
-            content_disposition: record.content_disposition.clone(),
-            content_language: record.content_language.clone(),
-            cache_control: record.cache_control.clone(),
-            expires: record.expires.as_deref().and_then(parse_http_date),
-            parts_count: input.part_number.map(|_| 1),
-            ..Default::default()
-        };
-        if range.is_none()
-            && wants_checksum(input.checksum_mode.as_ref())
-            && let Some((algo, digest)) = &opened.trailer.checksum
-        {
-            set_checksum(
-                &mut output.checksum_crc32,
-                &mut output.checksum_crc32c,
-                &mut output.checksum_crc64nvme,
-                &mut output.checksum_sha1,
-                &mut output.checksum_sha256,
-                *algo,
-                digest,
-            );
-        }
+        });
         Ok(S3Response::new(output))
     }
 
@@ -651,23 +647,26 @@ fn wants_checksum(mode: Option<&ChecksumMode>) -> bool {
     mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn set_checksum(
-    crc32: &mut Option<String>,
-    crc32c: &mut Option<String>,
-    crc64: &mut Option<String>,
-    sha1: &mut Option<String>,
-    sha256: &mut Option<String>,
-    algo: ChecksumAlgorithm,
-    digest: &[u8],
-) {
+/// A checksum as S3 answers carry it (base64 in the field of its algorithm).
+fn checksum_dto(algo: ChecksumAlgorithm, digest: &[u8]) -> Checksum {
     let value = Some(B64.encode(digest));
+    let mut c = Checksum::default();
     match algo {
-        ChecksumAlgorithm::Crc32 => *crc32 = value,
-        ChecksumAlgorithm::Crc32c => *crc32c = value,
-        ChecksumAlgorithm::Crc64Nvme => *crc64 = value,
-        ChecksumAlgorithm::Sha1 => *sha1 = value,
-        ChecksumAlgorithm::Sha256 => *sha256 = value,
+        ChecksumAlgorithm::Crc32 => c.checksum_crc32 = value,
+        ChecksumAlgorithm::Crc32c => c.checksum_crc32c = value,
+        ChecksumAlgorithm::Crc64Nvme => c.checksum_crc64nvme = value,
+        ChecksumAlgorithm::Sha1 => c.checksum_sha1 = value,
+        ChecksumAlgorithm::Sha256 => c.checksum_sha256 = value,
+    }
+    c
+}
+
+/// The object's stored checksum, when the client asked for it (`x-amz-checksum-mode: ENABLED`)
+/// and the answer carries the whole object.
+fn response_checksum(opened: &Opened, mode: Option<&ChecksumMode>, whole: bool) -> Checksum {
+    match &opened.trailer.checksum {
+        Some((algo, digest)) if whole && wants_checksum(mode) => checksum_dto(*algo, digest),
+        _ => Checksum::default(),
     }
 }
 
