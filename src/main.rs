@@ -120,6 +120,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,aws=warn,hyper=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -207,10 +208,12 @@ async fn serve(file: Option<&Path>, env: &BTreeMap<String, String>) -> anyhow::R
         );
     }
     tracing::info!(endpoint = %running.url(), "serving");
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        () = running.wait() => {}
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; finishing in-flight requests"),
+        _ = terminate.recv() => tracing::info!("terminated; finishing in-flight requests"),
     }
+    running.stop().await;
     Ok(())
 }
 

@@ -17,6 +17,8 @@ use crate::config::Config;
 use crate::crypto::keyring::Keyring;
 use crate::s3::{ClientAuth, Proxy};
 
+/// On stop, connections get this long to finish their requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// A TLS handshake that takes longer than this is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -36,14 +38,9 @@ impl Running {
         format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
     }
 
-    /// Stops accepting, and waits for the accept loop to end.
+    /// Stops accepting, lets in-flight requests finish (up to a grace period), and returns.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.task.await;
-    }
-
-    /// Waits until the accept loop ends (it runs until stopped).
-    pub async fn wait(self) {
         let _ = self.task.await;
     }
 }
@@ -73,6 +70,7 @@ pub async fn start(
     let tls = acceptor.is_some();
     let task = tokio::spawn(async move {
         let http = ConnBuilder::new(TokioExecutor::new());
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
             let (socket, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -89,11 +87,16 @@ pub async fn start(
             let service = service.clone();
             let http = http.clone();
             let acceptor = acceptor.clone();
+            let watcher = graceful.watcher();
             tokio::spawn(async move {
                 let result = match acceptor {
                     Some(acceptor) => {
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
-                            Ok(Ok(tls)) => http.serve_connection(TokioIo::new(tls), service).await,
+                            Ok(Ok(tls)) => {
+                                watcher
+                                    .watch(http.serve_connection(TokioIo::new(tls), service).into_owned())
+                                    .await
+                            }
                             // A failed handshake is the client's problem; note it quietly.
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "tls handshake failed");
@@ -105,7 +108,11 @@ pub async fn start(
                             }
                         }
                     }
-                    None => http.serve_connection(TokioIo::new(socket), service).await,
+                    None => {
+                        watcher
+                            .watch(http.serve_connection(TokioIo::new(socket), service).into_owned())
+                            .await
+                    }
                 };
                 // Clients hang up mid-stream all the time; an aborted body (failed
                 // authentication) ends here too, on purpose.
@@ -113,6 +120,9 @@ pub async fn start(
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
             });
+        }
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+            tracing::warn!("connections still open after the grace period; closing them");
         }
     });
     Ok(Running {
