@@ -10,6 +10,14 @@ use clap::{Parser, Subcommand};
 use escrow_proxy::config::{ClientConfig, Config, env_has_config};
 use escrow_proxy::secret::SecretString;
 
+/// An AWS CLI configuration for the embedded default: path-style addressing, and single-part
+/// uploads up to 5 GB (multipart upload is not served yet).
+const AWS_CLI_CONFIG: &str = "aws-cli.conf";
+/// Where the embedded default keeps everything, relative to the working directory.
+const EMBEDDED_DATA: &str = "data";
+const AWS_CLI_CONFIG_TEXT: &str =
+    "[default]\nregion = us-east-1\ns3 =\n  addressing_style = path\n  multipart_threshold = 5GB\n";
+
 /// Exit code for a configuration the proxy refuses (EX_USAGE).
 const EXIT_BAD_CONFIG: u8 = 64;
 
@@ -186,8 +194,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 async fn serve(file: Option<&Path>, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
     let embedded = file.is_none() && !env_has_config(env);
+    let data = Path::new(EMBEDDED_DATA);
     let config = if embedded {
-        embedded_default(Path::new("data"))?
+        embedded_default(data)?
     } else {
         Config::load(file, env)?
     };
@@ -195,12 +204,15 @@ async fn serve(file: Option<&Path>, env: &BTreeMap<String, String>) -> anyhow::R
     println!("endpoint: {}", running.url());
     if embedded {
         let client = &config.clients[0];
-        let ca = std::fs::canonicalize("data/certs/ca.pem").unwrap_or_else(|_| PathBuf::from("data/certs/ca.pem"));
+        let absolute = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
+        let (ca, aws_config) = (absolute(data.join("certs/ca.pem")), absolute(data.join(AWS_CLI_CONFIG)));
         println!("access_key: {}", client.access_key);
         println!("secret_key: {}", client.secret_key.expose());
         println!("ca_bundle: {}", ca.display());
+        println!("aws_config: {}", aws_config.display());
         println!(
-            "try: AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION=us-east-1 aws --endpoint-url {} --ca-bundle {} s3 mb s3://demo",
+            "try: AWS_CONFIG_FILE={} AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws --endpoint-url {} --ca-bundle {} s3 mb s3://demo",
+            aws_config.display(),
             client.access_key,
             client.secret_key.expose(),
             running.url(),
@@ -223,6 +235,10 @@ fn embedded_default(data: &Path) -> anyhow::Result<Config> {
     let certs = escrow_proxy::tls::DevCertFiles::in_dir(&data.join("certs"));
     if !certs.chain.exists() || !certs.key.exists() {
         escrow_proxy::tls::generate_dev_certs(&data.join("certs"), &[]).context("generating the dev certificate")?;
+    }
+    let aws_config = data.join(AWS_CLI_CONFIG);
+    if !aws_config.exists() {
+        std::fs::write(&aws_config, AWS_CLI_CONFIG_TEXT).with_context(|| aws_config.display().to_string())?;
     }
     let creds = data.join("client-credentials");
     if !creds.exists() {

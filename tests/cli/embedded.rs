@@ -14,11 +14,13 @@ use crate::support::{Serve, mode};
 /// The embedded default's fixed address.
 const EMBEDDED_ADDR: &str = "127.0.0.1:8443";
 /// The lines `serve` prints for the embedded default.
-const PRINTED: &[&str] = &["endpoint", "access_key", "secret_key", "ca_bundle", "try"];
+const PRINTED: &[&str] = &["endpoint", "access_key", "secret_key", "ca_bundle", "aws_config", "try"];
 /// The bucket the printed `try:` command creates.
 const TRY_BUCKET: &str = "demo";
 const KEY: &str = "notes/hello.bin";
-const OBJECT_SIZE: usize = 200 * 1024 + 7;
+/// Above the AWS CLI's default multipart threshold (8 MiB): the printed `aws_config` keeps it
+/// single-part.
+const OBJECT_SIZE: usize = 12 * 1024 * 1024 + 7;
 
 #[test]
 fn embedded_default_serves_and_keeps_its_data() {
@@ -58,7 +60,13 @@ fn embedded_default_serves_and_keeps_its_data() {
     }
     let (access_key, secret_key) = (first.printed("access_key"), first.printed("secret_key"));
     let try_line = first.printed("try");
-    for part in [access_key, secret_key, first.endpoint(), first.printed("ca_bundle")] {
+    for part in [
+        access_key,
+        secret_key,
+        first.endpoint(),
+        first.printed("ca_bundle"),
+        first.printed("aws_config"),
+    ] {
         assert!(try_line.contains(part), "try: line lacks {part:?}: {try_line}");
     }
     assert!(
@@ -169,6 +177,7 @@ impl AwsCli {
             ])
             .args(["s3", "cp", from, to]);
         self.isolated(cmd)
+            .env("AWS_CONFIG_FILE", serve.printed("aws_config"))
             .env("AWS_ACCESS_KEY_ID", &creds.0)
             .env("AWS_SECRET_ACCESS_KEY", &creds.1)
             .env("AWS_DEFAULT_REGION", "us-east-1")
