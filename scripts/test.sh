@@ -14,8 +14,9 @@ cargo fmt --all --check
 echo "==> cargo clippy --all-targets --locked -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
-echo "==> cargo nextest run --locked --no-fail-fast"
-cargo nextest run --locked --no-fail-fast
-
 echo "==> cargo test --doc --locked"
 cargo test --doc --locked
+
+# Last, so the run closes on the test runner's real summary.
+echo "==> cargo nextest run --locked --no-fail-fast"
+cargo nextest run --locked --no-fail-fast

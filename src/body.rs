@@ -185,6 +185,7 @@ impl<S> EncryptBody<S> {
         let message = format!("upload refused: {failure:?}");
         *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(failure));
         self.input = None;
+        self.outbox.clear();
         self.done = true;
         io::Error::other(message)
     }

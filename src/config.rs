@@ -4,7 +4,7 @@
 //!
 //! Environment: `ESCROW_<SECTION>__<KEY>` sets `[section] key`, e.g. `ESCROW_SERVER__LISTEN`,
 //! `ESCROW_PRIMARY__SECRET_KEY_FILE`, `ESCROW_CLIENTS__0__ACCESS_KEY` (array index as a path
-//! segment). Values are read as TOML when they parse as a bool or integer, as strings otherwise.
+//! segment). Values are strings, except `true`/`false` for boolean settings.
 //! Environment values override the file.
 
 use std::collections::BTreeMap;
@@ -17,6 +17,8 @@ use crate::secret::SecretString;
 
 /// Prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "ESCROW_";
+/// Settings whose environment values are booleans; every other value is a string.
+const BOOL_KEYS: &[&str] = &["path_style"];
 /// Separator of path segments in environment variable names.
 const ENV_SEPARATOR: &str = "__";
 
@@ -141,7 +143,7 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawClient {
     access_key: Option<String>,
-    secret_key: Option<String>,
+    secret_key: Option<SecretString>,
     secret_key_file: Option<PathBuf>,
 }
 
@@ -154,7 +156,7 @@ struct RawStore {
     endpoint: Option<String>,
     region: Option<String>,
     access_key: Option<String>,
-    secret_key: Option<String>,
+    secret_key: Option<SecretString>,
     secret_key_file: Option<PathBuf>,
     path_style: Option<bool>,
     ca_file: Option<PathBuf>,
@@ -387,7 +389,7 @@ fn store(
 fn secret(
     at: &str,
     name: &str,
-    inline: Option<String>,
+    inline: Option<SecretString>,
     file: Option<PathBuf>,
     problems: &mut Vec<String>,
 ) -> Option<SecretString> {
@@ -396,9 +398,13 @@ fn secret(
             problems.push(format!("{at}: set {name} or {name}_file, not both"));
             None
         }
-        (Some(v), None) if !v.is_empty() => Some(SecretString::new(v)),
+        (Some(v), None) if !v.expose().is_empty() => Some(v),
         (None, Some(path)) => match crate::keys::read_secret_file(&path) {
-            Ok(v) => Some(SecretString::new(v.trim_end_matches(['\n', '\r']).to_string())),
+            Ok(mut v) => {
+                let secret = SecretString::new(v.trim_end_matches(['\n', '\r']).to_string());
+                zeroize::Zeroize::zeroize(&mut v);
+                Some(secret)
+            }
             Err(e) => {
                 problems.push(format!("{at}.{name}_file: {e}"));
                 None
@@ -418,13 +424,17 @@ fn overlay_env(table: &mut toml::Table, env: &BTreeMap<String, String>, problems
             continue;
         };
         let segments: Vec<String> = path.split(ENV_SEPARATOR).map(str::to_lowercase).collect();
-        let parsed = match value.parse::<i64>() {
-            Ok(i) => toml::Value::Integer(i),
-            Err(_) => match value.as_str() {
-                "true" => toml::Value::Boolean(true),
-                "false" => toml::Value::Boolean(false),
-                _ => toml::Value::String(value.clone()),
-            },
+        // Values stay strings (a numeric secret must not become an integer), except for the
+        // settings that are booleans.
+        let is_bool = segments.last().is_some_and(|k| BOOL_KEYS.contains(&k.as_str()));
+        let parsed = match (is_bool, value.as_str()) {
+            (true, "true") => toml::Value::Boolean(true),
+            (true, "false") => toml::Value::Boolean(false),
+            (true, _) => {
+                problems.push(format!("{name}: expected true or false"));
+                continue;
+            }
+            (false, _) => toml::Value::String(value.clone()),
         };
         if let Err(e) = set_path(table, &segments, parsed) {
             problems.push(format!("{name}: {e}"));
@@ -495,6 +505,28 @@ mod tests {
         assert_eq!(cfg.clients[0].access_key, "app");
         assert!(matches!(cfg.primary, StoreConfig::S3(ref s) if s.path_style));
         assert!(cfg.server.tls.is_none());
+    }
+
+    #[test]
+    fn numeric_env_secrets_stay_strings() {
+        let base = [
+            ("ESCROW_CLIENTS__0__ACCESS_KEY", "app"),
+            ("ESCROW_CLIENTS__0__SECRET_KEY", "83920174"),
+            ("ESCROW_PRIMARY__TYPE", "fs"),
+            ("ESCROW_PRIMARY__PATH", "p"),
+            ("ESCROW_KEYS__KEYRING", "k"),
+            ("ESCROW_KEYS__ROOT_KEY_FILE", "r"),
+        ];
+        let cfg = Config::load(None, &env(&base)).expect("valid");
+        assert_eq!(cfg.clients[0].secret_key.expose(), "83920174");
+        // A bad boolean is reported by name, without echoing anything secret.
+        let mut bad = base.to_vec();
+        bad.push(("ESCROW_PRIMARY__PATH_STYLE", "yes"));
+        let err = Config::load(None, &env(&bad)).unwrap_err().to_string();
+        assert!(
+            err.contains("ESCROW_PRIMARY__PATH_STYLE") && !err.contains("83920174"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -16,8 +16,8 @@ use crate::crypto::CryptoError;
 use crate::crypto::envelope::ObjectRecord;
 use crate::crypto::format::{HEADER_LEN, SINGLE_PART, TRAILER_LEN};
 use crate::crypto::keyring::Keyring;
-use crate::crypto::segment::{Trailer, open_trailer};
-use crate::stored::{self, EnvelopeError, Unwrapped};
+use crate::crypto::segment::Trailer;
+use crate::stored::{self, EnvelopeError};
 
 /// Why an offline decryption failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,26 +55,6 @@ pub fn read_metadata_file(path: &Path) -> Result<Metadata, DecryptError> {
         .collect())
 }
 
-/// Unwraps the DEK and opens the trailer; says how long the header extension is.
-fn open_envelope(
-    keyring: &Keyring,
-    bucket: &str,
-    key: &str,
-    metadata: &Metadata,
-    tail: &[u8],
-    stored_len: u64,
-) -> Result<(Unwrapped, Trailer), DecryptError> {
-    let unwrapped = stored::unwrap(keyring, bucket, key, metadata).map_err(|e| match e {
-        EnvelopeError::NotEscrow => DecryptError::Metadata(e.to_string()),
-        EnvelopeError::Crypto(c) => DecryptError::Crypto(c),
-    })?;
-    let trailer = open_trailer(&unwrapped.dek, SINGLE_PART, tail)?;
-    if trailer.header.layout().stored_len(trailer.plain_len) != stored_len {
-        return Err(CryptoError::Decrypt.into());
-    }
-    Ok((unwrapped, trailer))
-}
-
 /// Decrypts a whole stored object held in a file into `out`, streaming. The file is either the
 /// raw stored object (as any S3 store returns it; `metadata` required) or an object file of the
 /// fs store (metadata inside; `metadata` may be omitted).
@@ -99,7 +79,7 @@ pub async fn decrypt_file(
     }
     let mut file = tokio::fs::File::open(stored).await?;
     let tail = read_at(&mut file, offset + len - TRAILER_LEN as u64, TRAILER_LEN).await?;
-    let (unwrapped, trailer) = open_envelope(keyring, bucket, key, metadata, &tail, len)?;
+    let (unwrapped, trailer) = stored::open_tail(keyring, bucket, key, metadata, &tail, len).map_err(envelope)?;
     let extension = match trailer.header.extension_len() {
         0 => None,
         n => Some(read_at(&mut file, offset + HEADER_LEN as u64, n).await?),
@@ -126,26 +106,24 @@ pub async fn decrypt_from_store(
     key: &str,
     out: &mut (dyn Write + Send),
 ) -> Result<ObjectRecord, DecryptError> {
-    // The trailer comes last: read it first, with the metadata, by a suffix range.
-    let tail = store
-        .get_object(bucket, key, Some(ByteRange::Suffix(TRAILER_LEN as u64)), None)
+    let opened = stored::open(store, keyring, bucket, key).await.map_err(|e| match e {
+        stored::OpenError::Store(e) => DecryptError::Store(e),
+        stored::OpenError::Envelope(e) => envelope(e),
+    })?;
+    let stored_len = opened.trailer.header.layout().stored_len(opened.trailer.plain_len);
+    let range = ByteRange::Bounded(0..stored_len - TRAILER_LEN as u64);
+    let got = store
+        .get_object(bucket, key, Some(range), Some(&opened.store_etag))
         .await?;
-    let (etag, len) = (tail.head.etag.clone(), tail.head.size);
-    let tail_bytes = crate::backend::read_small(tail.body, TRAILER_LEN).await?;
-    let (unwrapped, trailer) = open_envelope(keyring, bucket, key, &tail.head.metadata, &tail_bytes, len)?;
-    let extension = match trailer.header.extension_len() {
-        0 => None,
-        n => {
-            let range = ByteRange::Bounded(HEADER_LEN as u64..(HEADER_LEN + n) as u64);
-            let ext = store.get_object(bucket, key, Some(range), Some(&etag)).await?;
-            Some(crate::backend::read_small(ext.body, n).await?)
-        }
-    };
-    let record = unwrapped.open_record(&trailer, extension.as_deref())?;
-    let range = ByteRange::Bounded(0..len - TRAILER_LEN as u64);
-    let got = store.get_object(bucket, key, Some(range), Some(&etag)).await?;
-    decrypt_stream(&unwrapped.dek, &trailer, got.body, out).await?;
-    Ok(record)
+    decrypt_stream(&opened.dek, &opened.trailer, got.body, out).await?;
+    Ok(opened.record)
+}
+
+fn envelope(e: EnvelopeError) -> DecryptError {
+    match e {
+        EnvelopeError::NotEscrow => DecryptError::Metadata(e.to_string()),
+        EnvelopeError::Crypto(c) => DecryptError::Crypto(c),
+    }
 }
 
 async fn decrypt_stream(

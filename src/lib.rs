@@ -57,15 +57,15 @@ pub enum RunError {
     Unsupported(&'static str),
 }
 
-/// Opens (or, on first start, creates) the root key and the keyring.
+/// Opens the root key and the keyring; on a first start (neither exists) creates them.
 pub fn open_keyring(config: &Config) -> Result<Keyring, RunError> {
-    let (root, created_root) = keys::load_or_create_root_key(&config.keys.root_key_file)?;
-    if created_root {
-        tracing::info!(path = %config.keys.root_key_file.display(), "created a new root key (0600); back it up");
-    }
-    let (keyring, created) = keys::load_or_create_keyring(&config.keys.keyring, &root)?;
+    let (keyring, created) = keys::load_or_init(&config.keys.root_key_file, &config.keys.keyring)?;
     if created {
-        tracing::info!(path = %config.keys.keyring.display(), "created a new keyring");
+        tracing::warn!(
+            root_key = %config.keys.root_key_file.display(),
+            keyring = %config.keys.keyring.display(),
+            "first start: created a new root key and keyring (0600); back both up, they are the only way to read the data"
+        );
     }
     Ok(keyring)
 }

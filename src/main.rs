@@ -284,20 +284,47 @@ fn open_keys(
     if !keyring.exists() {
         bail!("{}: no keyring here", keyring.display());
     }
-    let (root_key, _) = escrow_proxy::keys::load_or_create_root_key(&root)?;
-    let (ring, _) = escrow_proxy::keys::load_or_create_keyring(&keyring, &root_key)?;
+    let root_key = escrow_proxy::keys::load_root_key(&root)?;
+    let ring = escrow_proxy::keys::load_keyring(&keyring, &root_key)?;
     Ok((ring, keyring, root_key))
 }
 
 async fn decrypt(args: DecryptArgs, env: &BTreeMap<String, String>) -> anyhow::Result<()> {
     let (ring, _, _) = open_keys(&args.keys, env)?;
-    let mut out: Box<dyn std::io::Write + Send> = if args.out == Path::new("-") {
-        Box::new(std::io::BufWriter::new(std::io::stdout()))
-    } else {
-        Box::new(std::io::BufWriter::new(
-            std::fs::File::create(&args.out).with_context(|| args.out.display().to_string())?,
-        ))
-    };
+    if args.out == Path::new("-") {
+        let mut out = std::io::BufWriter::new(std::io::stdout());
+        return decrypt_into(&args, env, &ring, &mut out).await;
+    }
+    // Plaintext goes to a private temp file, renamed into place only when every segment
+    // authenticated: a failed decryption leaves no partial plaintext behind.
+    let tmp = args.out.with_extension("partial");
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+    }
+    .with_context(|| tmp.display().to_string())?;
+    let mut out = std::io::BufWriter::new(file);
+    let result = decrypt_into(&args, env, &ring, &mut out).await;
+    drop(out);
+    match result {
+        Ok(()) => std::fs::rename(&tmp, &args.out).with_context(|| args.out.display().to_string()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+async fn decrypt_into(
+    args: &DecryptArgs,
+    env: &BTreeMap<String, String>,
+    ring: &escrow_proxy::crypto::keyring::Keyring,
+    out: &mut (dyn std::io::Write + Send),
+) -> anyhow::Result<()> {
     match &args.object {
         Some(object) => {
             let metadata = args
@@ -305,8 +332,7 @@ async fn decrypt(args: DecryptArgs, env: &BTreeMap<String, String>) -> anyhow::R
                 .as_deref()
                 .map(escrow_proxy::decrypt::read_metadata_file)
                 .transpose()?;
-            escrow_proxy::decrypt::decrypt_file(&ring, &args.bucket, &args.key, metadata.as_ref(), object, &mut out)
-                .await?;
+            escrow_proxy::decrypt::decrypt_file(ring, &args.bucket, &args.key, metadata.as_ref(), object, out).await?;
         }
         None => {
             let config = Config::load(args.keys.config.as_deref(), env)
@@ -316,8 +342,9 @@ async fn decrypt(args: DecryptArgs, env: &BTreeMap<String, String>) -> anyhow::R
                 (WhichStore::Mirror, Some(m)) => escrow_proxy::build_store("mirror", &m.store)?,
                 (WhichStore::Mirror, None) => bail!("the configuration has no [mirror]"),
             };
-            escrow_proxy::decrypt::decrypt_from_store(&ring, store.as_ref(), &args.bucket, &args.key, &mut out).await?;
+            escrow_proxy::decrypt::decrypt_from_store(ring, store.as_ref(), &args.bucket, &args.key, out).await?;
         }
     }
+    out.flush()?;
     Ok(())
 }

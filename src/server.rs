@@ -56,7 +56,7 @@ pub async fn start(
         None => None,
     };
     let service = {
-        let mut builder = S3ServiceBuilder::new(Proxy::new(store, keyring));
+        let mut builder = S3ServiceBuilder::new(Proxy::new(store, keyring, config.server.region.clone()));
         builder.set_auth(ClientAuth::new(&config.clients));
         builder.build()
     };

@@ -5,12 +5,14 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use crate::backend::Metadata;
+use std::time::SystemTime;
+
+use crate::backend::{BackendError, ByteRange, Metadata, ObjectStore, read_small};
 use crate::crypto::CryptoError;
 use crate::crypto::envelope::{ObjectRecord, open_record, seal_record, unwrap_dek, wrap_dek};
-use crate::crypto::format::{DEFAULT_SEGMENT_LOG2, FORMAT_VERSION, meta};
+use crate::crypto::format::{DEFAULT_SEGMENT_LOG2, FORMAT_VERSION, HEADER_LEN, SINGLE_PART, TRAILER_LEN, meta};
 use crate::crypto::keyring::Keyring;
-use crate::crypto::segment::{StreamHeader, Trailer, build_extension, parse_extension};
+use crate::crypto::segment::{StreamHeader, Trailer, build_extension, open_trailer, parse_extension};
 use crate::secret::Key256;
 
 /// User metadata a store is assumed to accept per object, counted as S3 does (bytes of names
@@ -27,6 +29,92 @@ pub enum EnvelopeError {
     /// The envelope did not authenticate, or its key is unknown or retired.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+}
+
+/// Why a stored object could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The store failed or said no.
+    #[error(transparent)]
+    Store(#[from] BackendError),
+    /// The envelope is foreign, forged, or under a missing key.
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+}
+
+impl From<CryptoError> for OpenError {
+    fn from(e: CryptoError) -> Self {
+        Self::Envelope(EnvelopeError::Crypto(e))
+    }
+}
+
+/// Everything known about a stored object before any of its content is read.
+pub struct Opened {
+    /// The object's data key.
+    pub dek: Key256,
+    /// The sealed record, opened.
+    pub record: ObjectRecord,
+    /// The trailer: plaintext length, MD5, checksum, the stream header.
+    pub trailer: Trailer,
+    /// The store's ETag of this version (pins later reads to it).
+    pub store_etag: String,
+    /// The store's modification time.
+    pub last_modified: Option<SystemTime>,
+}
+
+/// Opens `bucket`/`key` in `store`: one suffix-range read for the metadata and trailer, one
+/// more when the record lives in the header extension. Checks that the stored length, the
+/// trailer and the record agree.
+pub async fn open(store: &dyn ObjectStore, keyring: &Keyring, bucket: &str, key: &str) -> Result<Opened, OpenError> {
+    let got = store
+        .get_object(bucket, key, Some(ByteRange::Suffix(TRAILER_LEN as u64)), None)
+        .await?;
+    let tail = read_small(got.body, TRAILER_LEN)
+        .await
+        .map_err(|e| read_failed(store, e))?;
+    let (unwrapped, trailer) = open_tail(keyring, bucket, key, &got.head.metadata, &tail, got.head.size)?;
+    let extension = match trailer.header.extension_len() {
+        0 => None,
+        len => {
+            let range = ByteRange::Bounded(HEADER_LEN as u64..(HEADER_LEN + len) as u64);
+            let ext = store.get_object(bucket, key, Some(range), Some(&got.head.etag)).await?;
+            Some(read_small(ext.body, len).await.map_err(|e| read_failed(store, e))?)
+        }
+    };
+    let record = unwrapped.open_record(&trailer, extension.as_deref())?;
+    Ok(Opened {
+        dek: unwrapped.dek,
+        record,
+        trailer,
+        store_etag: got.head.etag,
+        last_modified: got.head.last_modified,
+    })
+}
+
+fn read_failed(store: &dyn ObjectStore, e: std::io::Error) -> BackendError {
+    BackendError::Upstream {
+        store: store.name().to_string(),
+        message: e.to_string(),
+        retryable: true,
+    }
+}
+
+/// Unwraps the data key from `metadata`, opens the trailer `tail` and checks it against the
+/// stored length: the first step of every read, from a store or from a file.
+pub fn open_tail(
+    keyring: &Keyring,
+    bucket: &str,
+    key: &str,
+    metadata: &Metadata,
+    tail: &[u8],
+    stored_len: u64,
+) -> Result<(Unwrapped, Trailer), EnvelopeError> {
+    let unwrapped = unwrap(keyring, bucket, key, metadata)?;
+    let trailer = open_trailer(&unwrapped.dek, SINGLE_PART, tail)?;
+    if trailer.header.layout().stored_len(trailer.plain_len) != stored_len {
+        return Err(CryptoError::Decrypt.into());
+    }
+    Ok((unwrapped, trailer))
 }
 
 /// What a new object stores besides its content.
@@ -78,11 +166,6 @@ pub struct Unwrapped {
 }
 
 impl Unwrapped {
-    /// Whether the record lives in the header extension (to be read from the object).
-    pub fn record_in_extension(&self) -> bool {
-        self.record.is_none()
-    }
-
     /// Opens the record, from the metadata or from `extension` (the bytes after the header),
     /// whichever the trailer's header says holds it; both or neither is a forgery.
     pub fn open_record(&self, trailer: &Trailer, extension: Option<&[u8]>) -> Result<ObjectRecord, CryptoError> {
@@ -159,7 +242,6 @@ mod tests {
             let stored = seal_all(&dek, 0, sealed.header, &sealed.extension, plain, &trailer);
             let ext = in_header.then(|| &stored[32..32 + sealed.extension.len()]);
             let unwrapped = unwrap(&ring, "b", "k", &sealed.metadata).expect("unwraps");
-            assert_eq!(unwrapped.record_in_extension(), in_header);
             assert_eq!(unwrapped.open_record(&trailer, ext).expect("opens"), record(user_bytes));
             // Must-fail twins: the record claimed in both places or neither; a moved object.
             assert!(unwrapped.open_record(&trailer, Some(&[0u8; 8])).is_err() || in_header);

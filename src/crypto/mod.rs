@@ -11,8 +11,8 @@
 //! 2. A wrapped DEK is bound (AEAD associated data) to the format version, the bucket, the object
 //!    key and the KEK version: moving it to another object or relabelling its version fails.
 //! 3. Content is sealed in segments with AES-256-GCM under a key derived (HKDF-SHA256) from the
-//!    DEK and the part number. The nonce is `prefix(7) ‖ segment index (u32 BE) ‖ last flag`, so a
-//!    reordered, dropped, duplicated or truncated segment fails to open; the 16-byte stream header
+//!    DEK, the stream header's random salt and the part number. The nonce is `prefix(7) ‖ segment index (u32 BE) ‖ last flag`, so a
+//!    reordered, dropped, duplicated or truncated segment fails to open; the 32-byte stream header
 //!    is the associated data of every segment, so header tampering fails too.
 //! 4. A nonce never repeats under one key: each stream key is fresh (fresh DEK per object,
 //!    distinct derivation per part) and the index increases within the stream.

@@ -207,7 +207,8 @@ impl Layout {
     }
 
     /// Stored byte range of the trailer.
-    pub fn trailer_range(&self, plain_len: u64) -> Range<u64> {
+    #[cfg(test)]
+    fn trailer_range(&self, plain_len: u64) -> Range<u64> {
         let end = self.stored_len(plain_len);
         end - TRAILER_LEN as u64..end
     }
@@ -433,11 +434,6 @@ impl StreamOpener {
         }
     }
 
-    /// The stream's layout.
-    pub fn layout(&self) -> Layout {
-        self.header.layout()
-    }
-
     /// Opens segment `index` in place (`buf` = ciphertext ‖ tag); `last` says whether the
     /// caller expects it to be the stream's final segment.
     pub fn open_segment<'a>(&self, index: u64, last: bool, buf: &'a mut [u8]) -> Result<&'a mut [u8], CryptoError> {
@@ -478,7 +474,9 @@ pub fn seal_all(
 
 /// Opens a whole stored stream held in memory; checks every segment, the trailer, and that the
 /// trailer's length and header match the stream's. The extension, if any, is not interpreted.
-pub fn open_all(dek: &Key256, part: u32, stored: &[u8]) -> Result<(Vec<u8>, Trailer), CryptoError> {
+/// (Reads in the proxy stream instead: `body::DecryptBody`.)
+#[cfg(test)]
+pub(crate) fn open_all(dek: &Key256, part: u32, stored: &[u8]) -> Result<(Vec<u8>, Trailer), CryptoError> {
     let header = StreamHeader::decode(stored)?;
     let layout = header.layout();
     let plain_len = layout

@@ -3,10 +3,12 @@
 //!
 //! Writes (`put`, `delete`, bucket changes) go to both stores; a body is encrypted once and the
 //! same ciphertext is streamed to both through a bounded tee. This version implements
-//! `write = "sync"` strictly: a write is acknowledged only when both stores have it, and if
-//! either fails the other's upload is aborted, so a failed write leaves neither store changed
-//! (the client sees an error and may retry). Acknowledging with one store plus a durable repair
-//! record is not built yet.
+//! `write = "sync"` strictly: a write is acknowledged only when both stores have it. If either
+//! fails while the body is still flowing, the other's upload is aborted too, so neither store
+//! changes. A store can still fail after the other has committed (an error answer to the last
+//! byte, or a failed delete): the client gets an error, the stores differ until the client
+//! retries, and the split is logged at error level. Repair records, which would close that gap,
+//! are not built yet.
 //!
 //! Reads (`get`, `head`, listings) go to the configured first store and fail over to the other
 //! on errors that say the store is unreachable or broken (connection failures, timeouts, 5xx,
@@ -49,6 +51,16 @@ impl Mirror {
             ReadMode::Primary => [&self.primary, &self.mirror],
             ReadMode::Mirror => [&self.mirror, &self.primary],
         }
+    }
+
+    /// A write that one store committed and the other did not: the stores now differ.
+    fn log_split(&self, op: &str, bucket: &str, key: &str) {
+        tracing::error!(
+            op,
+            bucket,
+            key,
+            "mirror: one store has the change, the other failed; stores differ until a retry"
+        );
     }
 
     /// Runs a read on the first store, and on the second if the first is down.
@@ -172,6 +184,9 @@ impl ObjectStore for Mirror {
             .put_object(bucket, key, receiver_stream(rx_a), len, metadata);
         let put_b = self.mirror.put_object(bucket, key, receiver_stream(rx_b), len, meta_b);
         let ((), a, b) = tokio::join!(pump, put_a, put_b);
+        if a.is_ok() != b.is_ok() {
+            self.log_split("put", bucket, key);
+        }
         // A body error is the client's: report it as such whichever store saw it first.
         match (a, b) {
             (Ok(etag), Ok(_)) => Ok(etag),
@@ -199,6 +214,9 @@ impl ObjectStore for Mirror {
             self.primary.delete_object(bucket, key),
             self.mirror.delete_object(bucket, key)
         );
+        if a.is_ok() != b.is_ok() {
+            self.log_split("delete", bucket, key);
+        }
         both(a, b)
     }
 

@@ -97,7 +97,7 @@ impl Proxy {
             .head_bucket(&req.input.bucket)
             .await
             .map_err(error::backend)?;
-        let region = req.region.map(|r| r.as_str().to_string()).filter(|r| r != "us-east-1");
+        let region = Some(self.region.clone()).filter(|r| r != "us-east-1");
         Ok(S3Response::new(GetBucketLocationOutput {
             location_constraint: region.map(BucketLocationConstraint::from),
         }))

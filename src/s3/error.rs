@@ -41,6 +41,14 @@ pub fn backend(e: BackendError) -> S3Error {
     }
 }
 
+/// A failure to open a stored object.
+pub fn open(e: crate::stored::OpenError) -> S3Error {
+    match e {
+        crate::stored::OpenError::Store(e) => backend(e),
+        crate::stored::OpenError::Envelope(e) => envelope(e),
+    }
+}
+
 /// A failure to open an object's stored envelope.
 pub fn envelope(e: crate::stored::EnvelopeError) -> S3Error {
     match e {

@@ -25,15 +25,17 @@ use crate::crypto::keyring::Keyring;
 pub struct Proxy {
     store: Arc<dyn ObjectStore>,
     keyring: Arc<Keyring>,
+    region: String,
     etags: EtagCache,
 }
 
 impl Proxy {
-    /// A proxy over `store`, sealing with `keyring`.
-    pub fn new(store: Arc<dyn ObjectStore>, keyring: Arc<Keyring>) -> Self {
+    /// A proxy over `store`, sealing with `keyring`, answering as `region` (`[server] region`).
+    pub fn new(store: Arc<dyn ObjectStore>, keyring: Arc<Keyring>, region: String) -> Self {
         Self {
             store,
             keyring,
+            region,
             etags: EtagCache::default(),
         }
     }

@@ -15,25 +15,15 @@ use super::etags::Known;
 use crate::backend::ByteRange;
 use crate::body::{DecryptBody, DecryptPlan, EncryptBody, Expectations, checksum_header, decode_digest};
 use crate::crypto::envelope::ObjectRecord;
-use crate::crypto::format::{ChecksumAlgorithm, HEADER_LEN, SINGLE_PART, TRAILER_LEN};
-use crate::crypto::segment::{Trailer, open_trailer};
+use crate::crypto::format::{ChecksumAlgorithm, SINGLE_PART, TRAILER_LEN};
 use crate::secret::Key256;
 use crate::stored;
 
-/// Everything known about a stored object before any body byte is read.
-pub(super) struct Opened {
-    pub dek: Key256,
-    pub record: ObjectRecord,
-    pub trailer: Trailer,
-    pub store_etag: String,
-    pub last_modified: Option<SystemTime>,
-}
+use crate::stored::Opened;
 
-impl Opened {
-    /// The client-visible ETag.
-    fn etag(&self) -> ETag {
-        ETag::Strong(hex::encode(self.trailer.md5))
-    }
+/// The client-visible ETag of an opened object.
+fn client_etag(opened: &Opened) -> ETag {
+    ETag::Strong(hex::encode(opened.trailer.md5))
 }
 
 /// What GET and HEAD have in common: the preconditions and the part or range asked for.
@@ -54,7 +44,7 @@ macro_rules! read_output {
         let checksum: Checksum = $checksum;
         $ty {
             accept_ranges: Some("bytes".into()),
-            e_tag: Some($opened.etag()),
+            e_tag: Some(client_etag(&$opened)),
             last_modified: $opened.last_modified.map(Timestamp::from),
             metadata: Some(record.user.clone().into_iter().collect()),
             content_type: record.content_type.clone(),
@@ -108,49 +98,11 @@ impl Proxy {
         Ok((opened, range))
     }
 
-    /// Reads an object's envelope and trailer (one suffix-range request; one more when the
-    /// record lives in the header extension) and checks that the stored length, the trailer
-    /// and the sealed record agree.
+    /// Opens an object (see [`stored::open`]) and remembers its client ETag for listings.
     pub(super) async fn open(&self, bucket: &str, key: &str) -> S3Result<Opened> {
-        let got = self
-            .store
-            .get_object(bucket, key, Some(ByteRange::Suffix(TRAILER_LEN as u64)), None)
+        let opened = stored::open(self.store.as_ref(), &self.keyring, bucket, key)
             .await
-            .map_err(error::backend)?;
-        let tail = crate::backend::read_small(got.body, TRAILER_LEN)
-            .await
-            .map_err(|e| self.read_failed(e))?;
-        let unwrapped = stored::unwrap(&self.keyring, bucket, key, &got.head.metadata).map_err(error::envelope)?;
-        let trailer = open_trailer(&unwrapped.dek, SINGLE_PART, &tail).map_err(error::crypto)?;
-        let extension = match trailer.header.extension_len() {
-            0 => None,
-            len => {
-                let range = ByteRange::Bounded(HEADER_LEN as u64..(HEADER_LEN + len) as u64);
-                let ext = self
-                    .store
-                    .get_object(bucket, key, Some(range), Some(&got.head.etag))
-                    .await
-                    .map_err(error::backend)?;
-                Some(
-                    crate::backend::read_small(ext.body, len)
-                        .await
-                        .map_err(|e| self.read_failed(e))?,
-                )
-            }
-        };
-        let record = unwrapped
-            .open_record(&trailer, extension.as_deref())
-            .map_err(error::crypto)?;
-        if trailer.header.layout().stored_len(trailer.plain_len) != got.head.size {
-            return Err(error::crypto(crate::crypto::CryptoError::Decrypt));
-        }
-        let opened = Opened {
-            dek: unwrapped.dek,
-            record,
-            trailer,
-            store_etag: got.head.etag,
-            last_modified: got.head.last_modified,
-        };
+            .map_err(error::open)?;
         let known = Known {
             etag: hex::encode(opened.trailer.md5),
             size: opened.trailer.plain_len,
@@ -159,16 +111,14 @@ impl Proxy {
         Ok(opened)
     }
 
-    fn read_failed(&self, e: std::io::Error) -> s3s::S3Error {
-        error::backend(crate::backend::BackendError::Upstream {
-            store: self.store.name().to_string(),
-            message: e.to_string(),
-            retryable: true,
-        })
-    }
-
     pub(super) async fn put_object_op(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let plain_len = declared_length(&req)?;
+        if plain_len > MAX_PUT_SIZE {
+            return Err(s3_error!(
+                EntityTooLarge,
+                "Your proposed upload exceeds the maximum allowed object size."
+            ));
+        }
         let expect = expectations(&req)?;
         let input = req.input;
         refuse_unsafe_put(&input)?;
@@ -191,9 +141,6 @@ impl Proxy {
         };
         let dek = Key256::random();
         let sealed = stored::seal(&self.keyring, &input.bucket, &input.key, &dek, &record);
-        if !sealed.header.layout().fits(plain_len) {
-            return Err(s3_error!(EntityTooLarge));
-        }
         let (encrypt, outcome) = EncryptBody::new(
             body,
             &dek,
@@ -401,6 +348,9 @@ impl Proxy {
     }
 }
 
+/// S3's largest single PUT (5 GiB); larger objects need multipart upload.
+const MAX_PUT_SIZE: u64 = 5 << 30;
+
 /// Deletes in flight at once for DeleteObjects.
 const DELETE_CONCURRENCY: usize = 16;
 
@@ -567,7 +517,7 @@ fn check_conditions(
     if_modified_since: Option<&Timestamp>,
     if_unmodified_since: Option<&Timestamp>,
 ) -> S3Result<()> {
-    let etag = opened.etag();
+    let etag = client_etag(opened);
     let matches = |c: &ETagCondition| match c {
         ETagCondition::Any => true,
         ETagCondition::ETag(e) => e.value() == etag.value(),
