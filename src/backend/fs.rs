@@ -236,7 +236,7 @@ impl ObjectStore for FsStore {
     async fn create_bucket(&self, bucket: &str) -> BackendResult<()> {
         let dir = self
             .bucket_dir(bucket)
-            .ok_or_else(|| invalid_input("invalid bucket name"))?;
+            .ok_or(BackendError::InvalidArgument("invalid bucket name"))?;
         match fs::create_dir(&dir).await {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -359,7 +359,7 @@ impl Resume {
     }
 
     fn decode(token: &str) -> BackendResult<Self> {
-        let bad = || BackendError::from(invalid_input("invalid continuation token"));
+        let bad = || BackendError::InvalidArgument("invalid continuation token");
         let (tag, rest) = token.split_at_checked(1).ok_or_else(bad)?;
         let value = String::from_utf8(hex::decode(rest).map_err(|_| bad())?).map_err(|_| bad())?;
         match tag {
@@ -793,7 +793,10 @@ mod tests {
     async fn bucket_names_cannot_escape_root() {
         let (_d, s) = store();
         for bad in ["..", ".tmp", "../x", "a/b", "ab", "UPPER", "-abc", "abc.", "a..b", ""] {
-            assert!(matches!(s.create_bucket(bad).await, Err(BackendError::Io(_))), "{bad}");
+            assert!(
+                matches!(s.create_bucket(bad).await, Err(BackendError::InvalidArgument(_))),
+                "{bad}"
+            );
             assert!(
                 matches!(s.head_bucket(bad).await, Err(BackendError::NoSuchBucket)),
                 "{bad}"
@@ -922,6 +925,9 @@ mod tests {
             continuation_token: Some("x12".into()),
             ..q(10)
         };
-        assert!(matches!(s.list_objects("bkt", &bad).await, Err(BackendError::Io(_))));
+        assert!(matches!(
+            s.list_objects("bkt", &bad).await,
+            Err(BackendError::InvalidArgument(_))
+        ));
     }
 }

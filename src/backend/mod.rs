@@ -49,6 +49,9 @@ pub enum BackendError {
     /// The requested byte range lies outside the stored object.
     #[error("invalid range")]
     InvalidRange,
+    /// The store refused an argument of the client's (a bucket name, a continuation token).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
     /// The request's body stream failed (the client went away or its data failed a check).
     /// Nothing was stored.
     #[error("request body failed: {0}")]

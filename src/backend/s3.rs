@@ -202,6 +202,9 @@ impl S3Store {
             (Some("BucketNotEmpty"), _) => BackendError::BucketNotEmpty,
             (Some("PreconditionFailed"), _) | (_, 412) => BackendError::PreconditionFailed,
             (Some("InvalidRange"), _) | (_, 416) => BackendError::InvalidRange,
+            // The client's own argument, passed through (a continuation token, a bucket name).
+            (Some("InvalidArgument"), 400) => BackendError::InvalidArgument("refused by the store"),
+            (Some("InvalidBucketName"), 400) => BackendError::InvalidArgument("invalid bucket name"),
             (Some("NotFound") | None, 404) => match missing {
                 Missing::Bucket => BackendError::NoSuchBucket,
                 Missing::Key => BackendError::NoSuchKey,

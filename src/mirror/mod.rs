@@ -91,6 +91,7 @@ fn is_outage(e: &BackendError) -> bool {
         | BackendError::BucketNotEmpty
         | BackendError::PreconditionFailed
         | BackendError::InvalidRange
+        | BackendError::InvalidArgument(_)
         | BackendError::Body(_) => false,
     }
 }

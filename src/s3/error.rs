@@ -17,6 +17,7 @@ pub fn backend(e: BackendError) -> S3Error {
         BackendError::BucketNotEmpty => s3_error!(BucketNotEmpty),
         BackendError::PreconditionFailed => s3_error!(PreconditionFailed),
         BackendError::InvalidRange => s3_error!(InvalidRange),
+        BackendError::InvalidArgument(what) => S3Error::with_message(S3ErrorCode::InvalidArgument, what),
         // The client's body failed; the caller normally maps the precise cause first.
         BackendError::Body(_) => s3_error!(IncompleteBody),
         // The store is down or refused: 503 tells clients a retry may work; the rest is ours.

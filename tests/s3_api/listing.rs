@@ -7,7 +7,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::types::EncodingType;
 
-use crate::common::{Harness, MARKER, StoreKind, data_with_marker, etag_of, url_decode};
+use crate::common::{ErrorExt, Harness, MARKER, StoreKind, data_with_marker, etag_of, url_decode};
 use crate::{BUCKET, harness};
 
 per_store!(listing_v2, listing_v1, listing_url_encoding);
@@ -84,6 +84,18 @@ fn prefixes_of(p: &[aws_sdk_s3::types::CommonPrefix]) -> Vec<String> {
 async fn listing_v2(kind: StoreKind) {
     let (h, expected) = listing_fixture(kind).await;
     let c = &h.client;
+
+    // A continuation token the store never issued is the client's error (400), not ours.
+    if kind == StoreKind::Fs {
+        let err = c
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .continuation_token("not-a-token")
+            .send()
+            .await
+            .expect_err("a forged continuation token is refused");
+        assert_eq!(err.http_status(), 400, "{}", err.describe());
+    }
     let page_keys: Vec<String> = (0..25).map(|i| format!("page/key-{i:02}")).collect();
 
     // max-keys 7 with continuation tokens: 7, 7, 7, 4.
