@@ -98,6 +98,9 @@ pub fn crypto(e: CryptoError) -> S3Error {
     }
 }
 
+/// How s3s 0.14's aws-chunked decoder names a chunk whose signature does not verify.
+const CHUNK_SIGNATURE_MISMATCH: &str = "SignatureMismatch";
+
 /// Why an upload body was refused.
 pub fn body(f: BodyFailure) -> S3Error {
     match f {
@@ -122,6 +125,15 @@ pub fn body(f: BodyFailure) -> S3Error {
             ),
         ),
         // The aws-chunked decoder or the connection failed; s3s's message names the cause.
+        // A chunk signature that does not verify is a signature error, as on AWS. s3s does not
+        // export its aws-chunked error type, so its message is the only way to tell; anything
+        // unrecognised stays a 400.
+        BodyFailure::Client(message) if message.contains(CHUNK_SIGNATURE_MISMATCH) => {
+            s3_error!(
+                SignatureDoesNotMatch,
+                "A chunk signature of the request body does not match."
+            )
+        }
         BodyFailure::Client(message) => {
             tracing::info!(%message, "client body failed");
             s3_error!(IncompleteBody, "The request body could not be read.")

@@ -37,6 +37,7 @@ macro_rules! per_store {
 mod auth;
 mod buckets;
 mod checksums;
+mod chunked;
 mod conditionals;
 mod listing;
 mod metadata;
