@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use std::time::SystemTime;
 
-use crate::backend::{BackendError, ByteRange, Metadata, ObjectStore, read_small};
+use crate::backend::{BackendError, ByteRange, ByteStream, Metadata, ObjectStore, read_small};
 use crate::crypto::CryptoError;
 use crate::crypto::envelope::{ObjectRecord, open_record, seal_record, unwrap_dek, wrap_dek};
 use crate::crypto::format::{DEFAULT_SEGMENT_LOG2, FORMAT_VERSION, HEADER_LEN, SINGLE_PART, TRAILER_LEN, meta};
@@ -89,6 +89,86 @@ pub async fn open(store: &dyn ObjectStore, keyring: &Keyring, bucket: &str, key:
         store_etag: got.head.etag,
         last_modified: got.head.last_modified,
     })
+}
+
+/// Up to this stored size, a whole-object read is one store request: the object is read into
+/// memory and the trailer taken from its end. Larger objects stream, and their trailer is read
+/// first with a second, suffix-range request. Bounds memory per request to this much.
+pub const ONE_REQUEST_MAX: u64 = 1 << 20;
+
+/// Opens `bucket`/`key` for reading all of it: returns what [`open`] does, plus the stored
+/// stream from its first byte (header, extension, segments; anything after the last segment is
+/// never read). Small objects take one store request, larger ones two, both pinned to one
+/// version by the store ETag.
+pub async fn open_whole(
+    store: &dyn ObjectStore,
+    keyring: &Keyring,
+    bucket: &str,
+    key: &str,
+) -> Result<(Opened, ByteStream), OpenError> {
+    let got = store.get_object(bucket, key, None, None).await?;
+    let (size, etag) = (got.head.size, got.head.etag.clone());
+    if size > ONE_REQUEST_MAX {
+        // The trailer comes last: read it first, from the same version, then stream the body.
+        let tail = store
+            .get_object(bucket, key, Some(ByteRange::Suffix(TRAILER_LEN as u64)), Some(&etag))
+            .await?;
+        let tail = read_small(tail.body, TRAILER_LEN)
+            .await
+            .map_err(|e| read_failed(store, e))?;
+        let (unwrapped, trailer) = open_tail(keyring, bucket, key, &got.head.metadata, &tail, size)?;
+        let extension = match trailer.header.extension_len() {
+            0 => None,
+            len => {
+                let range = ByteRange::Bounded(HEADER_LEN as u64..(HEADER_LEN + len) as u64);
+                let ext = store.get_object(bucket, key, Some(range), Some(&etag)).await?;
+                Some(read_small(ext.body, len).await.map_err(|e| read_failed(store, e))?)
+            }
+        };
+        let record = unwrapped.open_record(&trailer, extension.as_deref())?;
+        let opened = Opened {
+            dek: unwrapped.dek,
+            record,
+            trailer,
+            store_etag: etag,
+            last_modified: got.head.last_modified,
+        };
+        return Ok((opened, got.body));
+    }
+    // Invariant: `size` is at most ONE_REQUEST_MAX (1 MiB), far below usize::MAX.
+    let all = read_small(got.body, size as usize)
+        .await
+        .map_err(|e| read_failed(store, e))?;
+    if (all.len() as u64) != size || all.len() < HEADER_LEN + TRAILER_LEN {
+        return Err(CryptoError::Format("stored object shorter than its length").into());
+    }
+    let (unwrapped, trailer) = open_tail(
+        keyring,
+        bucket,
+        key,
+        &got.head.metadata,
+        &all[all.len() - TRAILER_LEN..],
+        size,
+    )?;
+    let extension = match trailer.header.extension_len() {
+        0 => None,
+        len => Some(
+            all.get(HEADER_LEN..HEADER_LEN + len)
+                .ok_or(CryptoError::Format("short extension"))?,
+        ),
+    };
+    let record = unwrapped.open_record(&trailer, extension)?;
+    let opened = Opened {
+        dek: unwrapped.dek,
+        record,
+        trailer,
+        store_etag: etag,
+        last_modified: got.head.last_modified,
+    };
+    let body: ByteStream = Box::pin(futures::stream::once(futures::future::ready(Ok(bytes::Bytes::from(
+        all,
+    )))));
+    Ok((opened, body))
 }
 
 fn read_failed(store: &dyn ObjectStore, e: std::io::Error) -> BackendError {

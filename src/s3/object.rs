@@ -12,7 +12,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 use super::Proxy;
 use super::error;
 use super::etags::Known;
-use crate::backend::ByteRange;
+use crate::backend::{ByteRange, ByteStream};
 use crate::body::{DecryptBody, DecryptPlan, EncryptBody, Expectations, checksum_header, decode_digest};
 use crate::crypto::envelope::ObjectRecord;
 use crate::crypto::format::{ChecksumAlgorithm, SINGLE_PART, TRAILER_LEN};
@@ -73,14 +73,25 @@ impl Proxy {
         bucket: &str,
         key: &str,
         read: &ReadRequest<'_>,
-    ) -> S3Result<(Opened, Option<std::ops::Range<u64>>)> {
+        want_body: bool,
+    ) -> S3Result<(Opened, Option<std::ops::Range<u64>>, Option<ByteStream>)> {
         if read.sse_c {
             return Err(s3_error!(
                 NotImplemented,
                 "SSE-C is not supported through escrow-proxy."
             ));
         }
-        let opened = self.open(bucket, key).await?;
+        // A GET of the whole object opens it with its body: one store request for small objects.
+        let whole = want_body && read.range.is_none() && matches!(read.part_number, None | Some(1));
+        let (opened, body) = if whole {
+            let (opened, body) = stored::open_whole(self.store.as_ref(), &self.keyring, bucket, key)
+                .await
+                .map_err(error::open)?;
+            self.remember(bucket, key, &opened);
+            (opened, Some(body))
+        } else {
+            (self.open(bucket, key).await?, None)
+        };
         check_conditions(
             &opened,
             read.if_match,
@@ -95,7 +106,7 @@ impl Proxy {
             (Some(_), None) => return Err(invalid_part_number()),
             (None, Some(range)) => Some(resolve_range(range, size)?),
         };
-        Ok((opened, range))
+        Ok((opened, range, body))
     }
 
     /// Opens an object (see [`stored::open`]) and remembers its client ETag for listings.
@@ -103,12 +114,17 @@ impl Proxy {
         let opened = stored::open(self.store.as_ref(), &self.keyring, bucket, key)
             .await
             .map_err(error::open)?;
+        self.remember(bucket, key, &opened);
+        Ok(opened)
+    }
+
+    /// Caches an opened object's client ETag and size for listings.
+    fn remember(&self, bucket: &str, key: &str, opened: &Opened) {
         let known = Known {
             etag: hex::encode(opened.trailer.md5),
             size: opened.trailer.plain_len,
         };
         self.etags.insert(bucket, key, &opened.store_etag, known);
-        Ok(opened)
     }
 
     pub(super) async fn put_object_op(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
@@ -211,7 +227,7 @@ impl Proxy {
             if_modified_since: i.if_modified_since.as_ref(),
             if_unmodified_since: i.if_unmodified_since.as_ref(),
         };
-        let (opened, range) = self.prepare_read(&i.bucket, &i.key, &read).await?;
+        let (opened, range, _) = self.prepare_read(&i.bucket, &i.key, &read, false).await?;
         let size = opened.trailer.plain_len;
         let checksum = response_checksum(&opened, i.checksum_mode.as_ref(), true);
         let output = read_output!(HeadObjectOutput, opened, i.part_number, checksum, {
@@ -232,7 +248,7 @@ impl Proxy {
             if_modified_since: input.if_modified_since.as_ref(),
             if_unmodified_since: input.if_unmodified_since.as_ref(),
         };
-        let (opened, range) = self.prepare_read(&input.bucket, &input.key, &read).await?;
+        let (opened, range, whole) = self.prepare_read(&input.bucket, &input.key, &read, true).await?;
         let size = opened.trailer.plain_len;
         let layout = opened.trailer.header.layout();
         let (stored, plan) = match &range {
@@ -260,23 +276,28 @@ impl Proxy {
                 (0..layout.stored_len(size) - TRAILER_LEN as u64, plan)
             }
         };
-        // Same object as the trailer came from, or PreconditionFailed (it was overwritten).
-        let got = self
-            .store
-            .get_object(
-                &input.bucket,
-                &input.key,
-                Some(ByteRange::Bounded(stored)),
-                Some(&opened.store_etag),
-            )
-            .await
-            .map_err(|e| match e {
-                crate::backend::BackendError::PreconditionFailed => {
-                    s3_error!(ServiceUnavailable, "The object changed while it was being read; retry.")
-                }
-                other => error::backend(other),
-            })?;
-        let body = DecryptBody::new(got.body, &opened.dek, SINGLE_PART, &opened.trailer, &plan);
+        let stored_body = match whole {
+            Some(body) => body,
+            // Same object as the trailer came from, or PreconditionFailed (it was overwritten).
+            None => {
+                self.store
+                    .get_object(
+                        &input.bucket,
+                        &input.key,
+                        Some(ByteRange::Bounded(stored)),
+                        Some(&opened.store_etag),
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        crate::backend::BackendError::PreconditionFailed => {
+                            s3_error!(ServiceUnavailable, "The object changed while it was being read; retry.")
+                        }
+                        other => error::backend(other),
+                    })?
+                    .body
+            }
+        };
+        let body = DecryptBody::new(stored_body, &opened.dek, SINGLE_PART, &opened.trailer, &plan);
         // S3 returns the object's checksum only with the whole object.
         let checksum = response_checksum(&opened, input.checksum_mode.as_ref(), range.is_none());
         let output = read_output!(GetObjectOutput, opened, input.part_number, checksum, {
