@@ -15,8 +15,6 @@ use std::task::{Context, Poll, ready};
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use s3s::crypto::Checksum as _;
-use tokio::sync::oneshot;
-use tokio_util::sync::PollSender;
 
 use crate::crypto::format::{ChecksumAlgorithm, HEADER_LEN, TAG_LEN};
 use crate::crypto::segment::{Layout, StreamHeader, StreamOpener, StreamSealer, Trailer, seal_trailer};
@@ -128,11 +126,8 @@ pub struct EncryptBody<S> {
     segments: u64,
     received: u64,
     segment: Vec<u8>,
-    /// Chunks on their way to the hashing thread: MD5 (the slowest step, ~0.6 GB/s per core)
-    /// runs on another core, in parallel with sealing and sending. Closed when the input ends.
-    hash_tx: Option<PollSender<Bytes>>,
-    /// The hashing thread's digests, once `hash_tx` is closed.
-    hashed: Option<oneshot::Receiver<Hashes>>,
+    md5: Option<s3s::crypto::Md5>,
+    hasher: Option<Hasher>,
     expect: Expectations,
     outbox: VecDeque<Bytes>,
     outcome: Outcome,
@@ -158,7 +153,6 @@ impl<S> EncryptBody<S> {
         );
         let layout = header.layout();
         let outcome: Outcome = Arc::new(Mutex::new(None));
-        let (hash_tx, hashed) = spawn_hasher(expect.algorithm);
         let body = Self {
             input: Some(input),
             sealer: StreamSealer::new(dek, part, header),
@@ -169,8 +163,8 @@ impl<S> EncryptBody<S> {
             segments: layout.segment_count(plain_len),
             received: 0,
             segment: Vec::with_capacity(layout.segment_size() as usize + TAG_LEN),
-            hash_tx: Some(hash_tx),
-            hashed: Some(hashed),
+            md5: Some(s3s::crypto::Md5::new()),
+            hasher: expect.algorithm.map(Hasher::new),
             expect,
             outbox: [Bytes::copy_from_slice(&header.encode()), Bytes::from(extension)]
                 .into_iter()
@@ -191,8 +185,6 @@ impl<S> EncryptBody<S> {
         let message = format!("upload refused: {failure:?}");
         *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(failure));
         self.input = None;
-        self.hash_tx = None;
-        self.hashed = None;
         self.outbox.clear();
         self.done = true;
         io::Error::other(message)
@@ -229,14 +221,19 @@ impl<S> EncryptBody<S> {
         self.outbox.push_back(Bytes::from(buf));
     }
 
-    /// The input ended and was hashed: check the digests, then seal the last segment and the
-    /// trailer.
-    fn finish(&mut self, (md5, computed): Hashes) -> Result<(), BodyFailure> {
+    /// The input ended: check lengths and digests, then seal the last segment and the trailer.
+    fn finish(&mut self) -> Result<(), BodyFailure> {
+        if self.received != self.plain_len {
+            return Err(BodyFailure::Incomplete);
+        }
+        // Invariant: `finish` runs once; both hashers are present until then.
+        let md5: [u8; 16] = self.md5.take().expect("md5 present until finish").finalize();
         if self.expect.md5.is_some_and(|want| want != md5) {
             return Err(BodyFailure::BadDigest);
         }
-        let checksum = match (self.expect.algorithm, computed) {
-            (Some(algo), Some(got)) => {
+        let checksum = match (self.expect.algorithm, self.hasher.take()) {
+            (Some(algo), Some(hasher)) => {
+                let got = hasher.finalize();
                 let want = match (&self.expect.digest, &self.expect.trailer) {
                     (Some(d), _) => Some(d.clone()),
                     (None, Some(trailers)) => {
@@ -296,78 +293,33 @@ where
                 return Poll::Ready(None);
             }
             let Some(input) = this.input.as_mut() else {
-                // The input ended: wait for the hashing thread, then check and seal the end.
-                let Some(hashed) = this.hashed.as_mut() else {
-                    return Poll::Ready(None);
-                };
-                let hashes = ready!(Pin::new(hashed).poll(cx));
-                this.hashed = None;
-                this.done = true;
-                let result = hashes.map_err(|_| hashing_stopped()).and_then(|h| this.finish(h));
-                if let Err(failure) = result {
-                    return Poll::Ready(Some(Err(this.fail(failure))));
-                }
-                continue;
+                return Poll::Ready(None);
             };
-            // Room in the hashing queue first, so a chunk taken from the input can be hashed.
-            if let Some(tx) = this.hash_tx.as_mut()
-                && ready!(tx.poll_reserve(cx)).is_err()
-            {
-                return Poll::Ready(Some(Err(this.fail(hashing_stopped()))));
-            }
             match ready!(Pin::new(input).poll_next(cx)) {
                 Some(Ok(chunk)) => {
                     if this.received + chunk.len() as u64 > this.plain_len {
                         return Poll::Ready(Some(Err(this.fail(BodyFailure::TooLong))));
                     }
-                    if let Some(tx) = this.hash_tx.as_mut()
-                        && tx.send_item(chunk.clone()).is_err()
-                    {
-                        return Poll::Ready(Some(Err(this.fail(hashing_stopped()))));
+                    if let Some(md5) = this.md5.as_mut() {
+                        md5.update(&chunk);
+                    }
+                    if let Some(h) = this.hasher.as_mut() {
+                        h.update(&chunk);
                     }
                     this.absorb(&chunk);
                 }
                 Some(Err(e)) => return Poll::Ready(Some(Err(this.fail(BodyFailure::Client(e.to_string()))))),
                 None => {
                     this.input = None;
-                    // Closing the queue lets the hashing thread finish its digests.
-                    this.hash_tx = None;
-                    if this.received != this.plain_len {
-                        return Poll::Ready(Some(Err(this.fail(BodyFailure::Incomplete))));
+                    this.done = true;
+                    if let Err(failure) = this.finish() {
+                        this.outbox.clear();
+                        return Poll::Ready(Some(Err(this.fail(failure))));
                     }
                 }
             }
         }
     }
-}
-
-/// MD5 of the plaintext and the client checksum (if asked for), computed by the hashing thread.
-type Hashes = ([u8; 16], Option<Vec<u8>>);
-
-/// Chunks queued for the hashing thread at most: bounds the memory of a fast client.
-const HASH_QUEUE_CHUNKS: usize = 16;
-
-/// Starts the thread that hashes an upload's plaintext chunks in order.
-fn spawn_hasher(algorithm: Option<ChecksumAlgorithm>) -> (PollSender<Bytes>, oneshot::Receiver<Hashes>) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE_CHUNKS);
-    let (done_tx, done_rx) = oneshot::channel();
-    tokio::task::spawn_blocking(move || {
-        let mut md5 = s3s::crypto::Md5::new();
-        let mut other = algorithm.map(Hasher::new);
-        while let Some(chunk) = rx.blocking_recv() {
-            md5.update(&chunk);
-            if let Some(h) = other.as_mut() {
-                h.update(&chunk);
-            }
-        }
-        // The upload may have been dropped meanwhile; then nobody waits for the digests.
-        let _ = done_tx.send((md5.finalize(), other.map(Hasher::finalize)));
-    });
-    (PollSender::new(tx), done_rx)
-}
-
-fn hashing_stopped() -> BodyFailure {
-    BodyFailure::Client("the hashing thread stopped".into())
 }
 
 // === impl DecryptBody ===
