@@ -77,7 +77,7 @@ run() { # label endpoint bucket cacert
 run "direct to s3s-fs       " "$STORE" direct "$WORK/certs/ca.pem"
 c0=$(cpu)
 if [[ -n "${PERF_OUT:-}" ]]; then
-    perf record -e cpu-clock -F 499 -g -p "$PROXY_PID" -o "$PERF_OUT" >/dev/null 2>&1 &
+    perf record -e cpu-clock -F 1999 -g -p "$PROXY_PID" -o "$PERF_OUT" >/dev/null 2>&1 &
     PERF_PID=$!
 fi
 run "through escrow-proxy   " "$PROXY" proxied "$WORK/certs/ca.pem"
