@@ -1,0 +1,585 @@
+use super::*;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::dto as s3dto;
+use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
+use tokio::net::TcpListener;
+
+const AK: &str = "test-access-key";
+const SK: &str = "test-secret-key-which-must-not-leak";
+
+/// PUTs to `fail-500`, over all test servers (only `failed_put_is_not_retried` makes them).
+static FAILED_PUTS: std::sync::LazyLock<Arc<std::sync::atomic::AtomicUsize>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// s3s-fs plus what AWS does and s3s-fs 0.14.1 does not: `If-Match` on GET, `NoSuchBucket`
+/// on GET and PUT in a missing bucket (s3s-fs creates it on PUT), `BucketNotEmpty` (s3s-fs deletes recursively) and
+/// `encoding-type=url` in listings (with `+` for a space, as S3 writes it). It also fails
+/// HeadBucket on `broken-bucket` and PUT to `fail-500` with a 500 (counting those PUTs), to test
+/// error mapping and retries. It refuses any PUT that is not a plain body with a length.
+struct AwsLike(
+    s3s_fs::FileSystem,
+    std::path::PathBuf,
+    Arc<std::sync::atomic::AtomicUsize>,
+);
+
+#[async_trait]
+impl S3 for AwsLike {
+    async fn list_buckets(
+        &self,
+        req: S3Request<s3dto::ListBucketsInput>,
+    ) -> S3Result<S3Response<s3dto::ListBucketsOutput>> {
+        self.0.list_buckets(req).await
+    }
+    async fn create_bucket(
+        &self,
+        req: S3Request<s3dto::CreateBucketInput>,
+    ) -> S3Result<S3Response<s3dto::CreateBucketOutput>> {
+        self.0.create_bucket(req).await
+    }
+    async fn head_bucket(
+        &self,
+        req: S3Request<s3dto::HeadBucketInput>,
+    ) -> S3Result<S3Response<s3dto::HeadBucketOutput>> {
+        if req.input.bucket == "broken-bucket" {
+            return Err(s3_error!(InternalError));
+        }
+        self.0.head_bucket(req).await
+    }
+    async fn delete_bucket(
+        &self,
+        req: S3Request<s3dto::DeleteBucketInput>,
+    ) -> S3Result<S3Response<s3dto::DeleteBucketOutput>> {
+        let dir = self.1.join(&req.input.bucket);
+        if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(s3_error!(BucketNotEmpty));
+        }
+        self.0.delete_bucket(req).await
+    }
+    async fn put_object(&self, req: S3Request<s3dto::PutObjectInput>) -> S3Result<S3Response<s3dto::PutObjectOutput>> {
+        // The store must only ever see plain bodies with an exact length (Alibaba OSS).
+        let h = &req.headers;
+        let chunked = h
+            .get("content-encoding")
+            .is_some_and(|v| v.as_bytes().starts_with(b"aws-chunked"))
+            || ["x-amz-decoded-content-length", "x-amz-trailer", "transfer-encoding"]
+                .iter()
+                .any(|n| h.contains_key(*n))
+            || h.get("x-amz-content-sha256")
+                .is_some_and(|v| v.as_bytes().starts_with(b"STREAMING-"));
+        if chunked || !h.contains_key("content-length") || req.input.checksum_algorithm.is_some() {
+            return Err(s3_error!(InvalidRequest, "not a plain body"));
+        }
+        if !self.1.join(&req.input.bucket).is_dir() {
+            return Err(s3_error!(NoSuchBucket));
+        }
+        if req.input.key == "fail-500" {
+            self.2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Err(s3_error!(InternalError));
+        }
+        self.0.put_object(req).await
+    }
+    async fn head_object(
+        &self,
+        req: S3Request<s3dto::HeadObjectInput>,
+    ) -> S3Result<S3Response<s3dto::HeadObjectOutput>> {
+        self.0.head_object(req).await
+    }
+    async fn delete_object(
+        &self,
+        req: S3Request<s3dto::DeleteObjectInput>,
+    ) -> S3Result<S3Response<s3dto::DeleteObjectOutput>> {
+        self.0.delete_object(req).await
+    }
+    async fn get_object(&self, req: S3Request<s3dto::GetObjectInput>) -> S3Result<S3Response<s3dto::GetObjectOutput>> {
+        if !self.1.join(&req.input.bucket).is_dir() {
+            return Err(s3_error!(NoSuchBucket));
+        }
+        let if_match = req.input.if_match.clone();
+        let resp = self.0.get_object(req).await?;
+        if let Some(s3dto::ETagCondition::ETag(expected)) = if_match
+            && !resp.output.e_tag.as_ref().is_some_and(|t| t.strong_cmp(&expected))
+        {
+            return Err(s3_error!(PreconditionFailed));
+        }
+        Ok(resp)
+    }
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<s3dto::ListObjectsV2Input>,
+    ) -> S3Result<S3Response<s3dto::ListObjectsV2Output>> {
+        let url = req
+            .input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == s3dto::EncodingType::URL);
+        let mut resp = self.0.list_objects_v2(req).await?;
+        if url {
+            let out = &mut resp.output;
+            for o in out.contents.iter_mut().flatten() {
+                o.key = o.key.as_deref().map(url_encode);
+            }
+            for p in out.common_prefixes.iter_mut().flatten() {
+                p.prefix = p.prefix.as_deref().map(url_encode);
+            }
+        }
+        Ok(resp)
+    }
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b' ' => "+".to_owned(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Starts an s3s-fs server on 127.0.0.1:0; returns a store pointed at it and the data dir.
+async fn server() -> (S3Store, tempfile::TempDir) {
+    let (endpoint, dir) = server_endpoint().await;
+    (store(&endpoint), dir)
+}
+
+async fn server_endpoint() -> (String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = s3s_fs::FileSystem::new(dir.path()).unwrap();
+    let mut builder = s3s::service::S3ServiceBuilder::new(AwsLike(fs, dir.path().to_owned(), Arc::clone(&FAILED_PUTS)));
+    builder.set_auth(s3s::auth::SimpleAuth::from_single(AK, SK));
+    let service = builder.build();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let _ = ConnBuilder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(socket), service)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}"), dir)
+}
+
+fn cfg(endpoint: &str) -> S3StoreConfig {
+    S3StoreConfig {
+        endpoint: Some(endpoint.to_owned()),
+        region: "us-east-1".to_owned(),
+        access_key: AK.to_owned(),
+        secret_key: SecretString::new(SK.to_owned()),
+        path_style: true,
+        ca_file: None,
+    }
+}
+
+fn store(endpoint: &str) -> S3Store {
+    S3Store::new("primary", &cfg(endpoint)).unwrap()
+}
+
+fn body(chunks: Vec<&'static [u8]>) -> ByteStream {
+    Box::pin(futures::stream::iter(
+        chunks.into_iter().map(|c| Ok(Bytes::from_static(c))),
+    ))
+}
+
+async fn put(s: &S3Store, key: &str, data: &[u8], metadata: Metadata) -> String {
+    let b: ByteStream = Box::pin(futures::stream::iter([Ok(Bytes::copy_from_slice(data))]));
+    s.put_object("bkt", key, b, data.len() as u64, metadata).await.unwrap()
+}
+
+async fn read(s: &S3Store, key: &str, range: Option<ByteRange>) -> BackendResult<(ObjectHead, Vec<u8>)> {
+    let got = s.get_object("bkt", key, range, None).await?;
+    let chunks: Vec<Bytes> = got.body.try_collect().await?;
+    Ok((got.head, chunks.concat()))
+}
+
+#[tokio::test]
+async fn object_round_trip_ranges_and_conditions() {
+    let (s, _dir) = server().await;
+    s.create_bucket("bkt").await.unwrap();
+    let data: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    let meta: Metadata = [
+        ("escrow-v".to_owned(), "1".to_owned()),
+        ("wrapped-dek".to_owned(), "AbC+/=".to_owned()),
+    ]
+    .into();
+    let etag = put(&s, "dir/obj one", &data, meta.clone()).await;
+    assert_eq!(etag, hex::encode(<md5::Md5 as md5::Digest>::digest(&data)));
+
+    let (head, got) = read(&s, "dir/obj one", None).await.unwrap();
+    assert_eq!((head.size, &head.etag, &head.metadata), (300_000, &etag, &meta));
+    assert!(head.last_modified.is_some());
+    assert_eq!(got, data);
+    let head = s.head_object("bkt", "dir/obj one").await.unwrap();
+    assert_eq!((head.size, &head.etag, &head.metadata), (300_000, &etag, &meta));
+
+    let (head, got) = read(&s, "dir/obj one", Some(ByteRange::Bounded(1000..70_000)))
+        .await
+        .unwrap();
+    assert_eq!((head.size, got.as_slice()), (300_000, &data[1000..70_000]));
+    let (_, got) = read(&s, "dir/obj one", Some(ByteRange::Bounded(299_990..400_000)))
+        .await
+        .unwrap();
+    assert_eq!(got, &data[299_990..], "end clamped");
+    let (_, got) = read(&s, "dir/obj one", Some(ByteRange::Suffix(7))).await.unwrap();
+    assert_eq!(got, &data[299_993..]);
+    for bad in [
+        ByteRange::Bounded(300_000..300_001),
+        ByteRange::Bounded(5..5),
+        ByteRange::Suffix(0),
+    ] {
+        assert!(matches!(
+            read(&s, "dir/obj one", Some(bad)).await,
+            Err(BackendError::InvalidRange)
+        ));
+    }
+
+    assert!(s.get_object("bkt", "dir/obj one", None, Some(&etag)).await.is_ok());
+    let r = s
+        .get_object("bkt", "dir/obj one", None, Some("00000000000000000000000000000000"))
+        .await;
+    assert!(matches!(r, Err(BackendError::PreconditionFailed)), "{:?}", r.err());
+
+    s.delete_object("bkt", "dir/obj one").await.unwrap();
+    s.delete_object("bkt", "dir/obj one").await.unwrap();
+    assert!(matches!(
+        s.head_object("bkt", "dir/obj one").await,
+        Err(BackendError::NoSuchKey)
+    ));
+    assert!(matches!(
+        read(&s, "dir/obj one", None).await,
+        Err(BackendError::NoSuchKey)
+    ));
+    assert!(matches!(
+        s.get_object("nope", "k", None, None).await,
+        Err(BackendError::NoSuchBucket)
+    ));
+    let r = s.put_object("nope", "k", body(vec![b"x"]), 1, Metadata::new()).await;
+    assert!(matches!(r, Err(BackendError::NoSuchBucket)), "{r:?}");
+}
+
+#[tokio::test]
+async fn failing_body_stores_nothing() {
+    let (s, dir) = server().await;
+    s.create_bucket("bkt").await.unwrap();
+    put(&s, "k", b"old", Metadata::new()).await;
+
+    let chunk = Bytes::from(vec![1u8; 100_000]);
+    let failing: ByteStream = Box::pin(futures::stream::iter([
+        Ok(chunk.clone()),
+        Ok(chunk),
+        Err(io::Error::other("client went away")),
+    ]));
+    let r = s.put_object("bkt", "k", failing, 1_000_000, Metadata::new()).await;
+    assert!(
+        matches!(&r, Err(BackendError::Body(e)) if e.to_string() == "client went away"),
+        "{r:?}"
+    );
+    let r = s.put_object("bkt", "new", body(vec![b"ab"]), 3, Metadata::new()).await;
+    assert!(
+        matches!(&r, Err(BackendError::Body(e)) if e.kind() == io::ErrorKind::UnexpectedEof),
+        "{r:?}"
+    );
+    let r = s
+        .put_object("bkt", "new", body(vec![b"ab", b"cd"]), 3, Metadata::new())
+        .await;
+    assert!(
+        matches!(&r, Err(BackendError::Body(e)) if e.kind() == io::ErrorKind::InvalidData),
+        "{r:?}"
+    );
+
+    assert_eq!(read(&s, "k", None).await.unwrap().1, b"old");
+    assert!(matches!(
+        s.head_object("bkt", "new").await,
+        Err(BackendError::NoSuchKey)
+    ));
+    // Give the server a moment to see the aborted connections, then look at its files.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let bucket_files: Vec<_> = std::fs::read_dir(dir.path().join("bkt"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(bucket_files, ["k"], "only the old object remains");
+}
+
+async fn list_all(s: &S3Store, mut q: ListQuery) -> Vec<(Vec<String>, Vec<String>)> {
+    let mut pages = Vec::new();
+    loop {
+        let page = s.list_objects("bkt", &q).await.unwrap();
+        pages.push((
+            page.objects.iter().map(|o| o.key.clone()).collect(),
+            page.common_prefixes,
+        ));
+        if !page.is_truncated {
+            return pages;
+        }
+        q.continuation_token = page.next_continuation_token;
+    }
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[tokio::test]
+async fn listing() {
+    let (s, _dir) = server().await;
+    s.create_bucket("bkt").await.unwrap();
+    for key in ["a/1", "a/2", "a/b/3", "a0", "b c+d%41&<x>", "c/1", "c/2", "d"] {
+        put(&s, key, key.as_bytes(), Metadata::new()).await;
+    }
+    let q = |max_keys| ListQuery {
+        max_keys,
+        ..ListQuery::default()
+    };
+    let all = strs(&["a/1", "a/2", "a/b/3", "a0", "b c+d%41&<x>", "c/1", "c/2", "d"]);
+    let pages = list_all(&s, q(3)).await;
+    assert_eq!(pages.len(), 3);
+    assert_eq!(pages.into_iter().flat_map(|p| p.0).collect::<Vec<_>>(), all);
+    let page = s.list_objects("bkt", &q(1)).await.unwrap();
+    // (s3s-fs lists no ETags.)
+    assert_eq!((page.objects[0].size, page.objects[0].metadata.is_none()), (3, true));
+
+    let d = ListQuery {
+        delimiter: Some("/".into()),
+        max_keys: 1000,
+        ..ListQuery::default()
+    };
+    assert_eq!(
+        list_all(&s, d.clone()).await,
+        [(strs(&["a0", "b c+d%41&<x>", "d"]), strs(&["a/", "c/"]))]
+    );
+    let paged: Vec<_> = list_all(
+        &s,
+        ListQuery {
+            max_keys: 2,
+            ..d.clone()
+        },
+    )
+    .await;
+    let keys: Vec<String> = paged.iter().flat_map(|p| p.0.clone()).collect();
+    let prefixes: Vec<String> = paged.iter().flat_map(|p| p.1.clone()).collect();
+    assert_eq!(
+        (keys, prefixes),
+        (strs(&["a0", "b c+d%41&<x>", "d"]), strs(&["a/", "c/"]))
+    );
+    let p = ListQuery {
+        prefix: Some("a/".into()),
+        ..d.clone()
+    };
+    assert_eq!(list_all(&s, p).await, [(strs(&["a/1", "a/2"]), strs(&["a/b/"]))]);
+    let sa = ListQuery {
+        start_after: Some("c/1".into()),
+        ..q(1000)
+    };
+    assert_eq!(list_all(&s, sa).await, [(strs(&["c/2", "d"]), vec![])]);
+    // An empty delimiter is no delimiter (s3s-fs would treat `delimiter=` as one).
+    let ed = ListQuery {
+        delimiter: Some(String::new()),
+        ..q(1000)
+    };
+    assert_eq!(list_all(&s, ed).await[0].0, all);
+    assert!(matches!(
+        s.list_objects("nope", &q(10)).await,
+        Err(BackendError::NoSuchBucket)
+    ));
+}
+
+#[tokio::test]
+async fn buckets_and_errors() {
+    let (endpoint, _dir) = server_endpoint().await;
+    let s = store(&endpoint);
+    s.create_bucket("b-two").await.unwrap();
+    s.create_bucket("a-one").await.unwrap();
+    assert!(matches!(
+        s.create_bucket("a-one").await,
+        Err(BackendError::BucketAlreadyExists)
+    ));
+    let names: Vec<_> = s.list_buckets().await.unwrap().into_iter().map(|b| b.name).collect();
+    assert_eq!(names, ["a-one", "b-two"]);
+    s.head_bucket("a-one").await.unwrap();
+    assert!(matches!(s.head_bucket("zzz").await, Err(BackendError::NoSuchBucket)));
+
+    let b: ByteStream = Box::pin(futures::stream::iter([Ok(Bytes::from_static(b"x"))]));
+    s.put_object("a-one", "k", b, 1, Metadata::new()).await.unwrap();
+    assert!(matches!(
+        s.delete_bucket("a-one").await,
+        Err(BackendError::BucketNotEmpty)
+    ));
+    s.delete_object("a-one", "k").await.unwrap();
+    s.delete_bucket("a-one").await.unwrap();
+    assert!(matches!(
+        s.delete_bucket("a-one").await,
+        Err(BackendError::NoSuchBucket)
+    ));
+
+    // 5xx is retryable; nothing secret in any message.
+    let r = s.head_bucket("broken-bucket").await;
+    assert!(
+        matches!(&r, Err(BackendError::Upstream { retryable: true, .. })),
+        "{r:?}"
+    );
+    // Wrong credentials: a 403 is not retryable.
+    let cfg = S3StoreConfig {
+        secret_key: SecretString::new("wrong-secret".into()),
+        ..cfg(&endpoint)
+    };
+    let r = S3Store::new("primary", &cfg).unwrap().head_bucket("b-two").await;
+    assert!(
+        matches!(&r, Err(BackendError::Upstream { retryable: false, .. })),
+        "{r:?}"
+    );
+    let msg = format!("{r:?}");
+    assert!(
+        msg.contains("403") && !msg.contains("wrong-secret") && !msg.contains(SK),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn failed_put_is_not_retried() {
+    let (s, _dir) = server().await;
+    s.create_bucket("bkt").await.unwrap();
+    let r = s
+        .put_object("bkt", "fail-500", body(vec![b"abc"]), 3, Metadata::new())
+        .await;
+    assert!(
+        matches!(&r, Err(BackendError::Upstream { retryable: true, .. })),
+        "{r:?}"
+    );
+    assert_eq!(FAILED_PUTS.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Reads are retried by the SDK (3 attempts): HeadBucket on the broken bucket still fails.
+    assert!(s.head_bucket("bkt").await.is_ok());
+}
+
+#[tokio::test]
+async fn unreachable_store_is_retryable() {
+    // Bind then drop a listener: the port is (almost certainly) closed now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = store(&format!("http://127.0.0.1:{port}"));
+    let r = s.head_bucket("bkt").await;
+    assert!(
+        matches!(&r, Err(BackendError::Upstream { retryable: true, .. })),
+        "{r:?}"
+    );
+    let r = s.put_object("bkt", "k", body(vec![b"x"]), 1, Metadata::new()).await;
+    assert!(
+        matches!(&r, Err(BackendError::Upstream { retryable: true, .. })),
+        "{r:?}"
+    );
+}
+
+/// An https store whose certificate chains to a private CA: trusted only through `ca_file`.
+#[tokio::test]
+async fn https_with_private_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use rustls::pki_types::PrivateKeyDer;
+
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+    let dir = tempfile::tempdir().unwrap();
+    let fs = s3s_fs::FileSystem::new(dir.path()).unwrap();
+    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+    builder.set_auth(s3s::auth::SimpleAuth::from_single(AK, SK));
+    let service = builder.build();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (service, acceptor) = (service.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let _ = ConnBuilder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let endpoint = format!("https://{addr}");
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+
+    let trusted = S3Store::new(
+        "primary",
+        &S3StoreConfig {
+            ca_file: Some(ca_path),
+            ..cfg(&endpoint)
+        },
+    )
+    .unwrap();
+    trusted.create_bucket("bkt").await.unwrap();
+    let etag = trusted
+        .put_object("bkt", "k", body(vec![b"over tls"]), 8, Metadata::new())
+        .await
+        .unwrap();
+    assert_eq!(etag, hex::encode(<md5::Md5 as md5::Digest>::digest(b"over tls")));
+
+    let untrusted = store(&endpoint);
+    let r = untrusted.head_bucket("bkt").await;
+    assert!(
+        matches!(
+            &r,
+            Err(BackendError::Upstream { retryable: false, message, .. })
+                if message.contains("UnknownIssuer")
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn bad_ca_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, "not a certificate").unwrap();
+    let cfg = S3StoreConfig {
+        ca_file: Some(path),
+        ..cfg("https://127.0.0.1:1")
+    };
+    assert!(matches!(
+        S3Store::new("primary", &cfg),
+        Err(BackendError::Upstream { retryable: false, .. })
+    ));
+}
+
+#[test]
+fn helpers() {
+    assert_eq!(content_range_total("bytes 0-9/300000"), Some(300_000));
+    assert_eq!(content_range_total("bytes */300"), Some(300));
+    assert_eq!(content_range_total("bytes 0-9/*"), None);
+    assert_eq!(
+        url_decode("b+c%2Bd%2541%26%3Cx%3E/%C3%A9").as_deref(),
+        Some("b c+d%41&<x>/é")
+    );
+    assert_eq!(url_decode("%4"), None);
+    assert_eq!(url_decode("%FF"), None);
+    assert_eq!(strip_quotes("\"abc\""), "abc");
+}
