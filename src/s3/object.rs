@@ -1,6 +1,7 @@
-//! Object operations: PUT encrypts while streaming to the store; GET and HEAD read the trailer
-//! (one suffix-range request) for everything a client sees before the body, then stream and
-//! decrypt only the segments asked for.
+//! Object operations: PUT encrypts while streaming to the store. HEAD and ranged GETs read the
+//! trailer (one suffix-range request) for everything a client sees before the body, then stream
+//! and decrypt only the segments asked for; a whole-object GET reads small objects in one request
+//! (`stored::open_whole`).
 
 use std::time::SystemTime;
 
@@ -17,9 +18,7 @@ use crate::body::{DecryptBody, DecryptPlan, EncryptBody, Expectations, checksum_
 use crate::crypto::envelope::ObjectRecord;
 use crate::crypto::format::{ChecksumAlgorithm, SINGLE_PART, TRAILER_LEN};
 use crate::secret::Key256;
-use crate::stored;
-
-use crate::stored::Opened;
+use crate::stored::{self, Opened};
 
 /// The client-visible ETag of an opened object.
 fn client_etag(opened: &Opened) -> ETag {
@@ -37,7 +36,8 @@ struct ReadRequest<'a> {
     if_unmodified_since: Option<&'a Timestamp>,
 }
 
-/// Builds a GET or HEAD answer: the object's headers from its record and trailer, then `extra`.
+/// Builds a GET or HEAD answer: the object's headers from its record and trailer, then the
+/// fields given in braces.
 macro_rules! read_output {
     ($ty:ident, $opened:expr, $part_number:expr, $checksum:expr, { $($field:ident: $value:expr),* $(,)? }) => {{
         let record = &$opened.record;
