@@ -4,10 +4,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use aws_sdk_s3::error::DisplayErrorContext;
-use aws_sdk_s3::primitives::ByteStream;
 use sha2::{Digest as _, Sha256};
 
+use crate::common::shared::{self, Vanished};
 use crate::common::{self, Checksums};
 use crate::support::{ACCESS_KEY, SECRET_KEY};
 
@@ -35,38 +34,17 @@ impl S3 {
 
     /// CreateBucket, which must succeed.
     pub fn create_bucket(&self, bucket: &str) {
-        self.rt
-            .block_on(self.client.create_bucket().bucket(bucket).send())
-            .unwrap_or_else(|e| panic!("create bucket {bucket}: {}", DisplayErrorContext(&e)));
+        self.rt.block_on(common::create_bucket(&self.client, bucket));
     }
 
     /// PutObject, which must succeed.
     pub fn put(&self, bucket: &str, key: &str, data: &[u8]) {
-        let put = self
-            .client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(ByteStream::from(data.to_vec()))
-            .send();
-        self.rt
-            .block_on(put)
-            .unwrap_or_else(|e| panic!("put {bucket}/{key}: {}", DisplayErrorContext(&e)));
+        self.rt.block_on(common::put_object(&self.client, bucket, key, data));
     }
 
     /// GetObject's whole body, which must arrive.
     pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
-        self.rt.block_on(async {
-            let got = self
-                .client
-                .get_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("get {bucket}/{key}: {}", DisplayErrorContext(&e)));
-            got.body.collect().await.expect("read body").to_vec()
-        })
+        self.rt.block_on(common::get_object(&self.client, bucket, key))
     }
 }
 
@@ -121,31 +99,11 @@ impl FsObject {
     }
 }
 
-/// Asserts no file under `dir` contains `needle`; returns how many files were scanned.
+/// Asserts no file under `dir` contains `needle` (the servers are stopped: every file must be
+/// readable); returns how many files were scanned.
 pub fn assert_no_file_contains(dir: &Path, needle: &[u8], what: &str) -> usize {
-    let mut files = Vec::new();
-    walk(dir, &mut files);
-    for file in &files {
-        let bytes = fs::read(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
-        assert!(
-            common::find(&bytes, needle).is_none(),
-            "{what}: {} contains the plaintext marker",
-            file.display()
-        );
-    }
-    files.len()
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries {
-        let path = entry.expect("read_dir entry").path();
-        if path.is_dir() {
-            walk(&path, out);
-        } else if path.is_file() {
-            out.push(path);
-        }
-    }
+    let scanned = shared::assert_files_lack(dir, needle, Vanished::Fail, |file| {
+        format!("{what}: {} contains the plaintext marker", file.display())
+    });
+    scanned.files
 }

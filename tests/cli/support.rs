@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::client::{Cmd, Ran};
+use crate::common::shared::tail;
+pub use crate::common::shared::toml_str;
 use crate::objects::S3;
 
 /// The binary under test.
@@ -158,18 +160,12 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("--- escrow-proxy serve stderr ---\n{}", tail(&self.stderr_log));
+            eprintln!(
+                "--- escrow-proxy serve stderr ---\n{}",
+                tail(&self.stderr_log, STDERR_TAIL_BYTES)
+            );
         }
     }
-}
-
-fn tail(path: &Path) -> String {
-    let mut bytes = Vec::new();
-    if let Ok(mut f) = fs::File::open(path) {
-        let _ = f.read_to_end(&mut bytes);
-    }
-    let start = bytes.len().saturating_sub(STDERR_TAIL_BYTES);
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
 // === a proxy's files ===
@@ -271,12 +267,6 @@ impl Setup {
             self.root_key.clone(),
         ]
     }
-}
-
-/// A TOML basic string holding `path`.
-pub fn toml_str(path: &Path) -> String {
-    let s = path.to_str().expect("utf-8 tempdir path");
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// Permission bits of a file.

@@ -34,12 +34,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64_URL};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use md5::{Digest as _, Md5};
-use s3s::auth::SimpleAuth;
 use s3s::dto;
-use s3s::service::S3ServiceBuilder;
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 use sha2::Sha256;
 use tempfile::TempDir;
@@ -48,6 +44,11 @@ use escrow_proxy::backend::s3::S3StoreConfig;
 use escrow_proxy::config::{ClientConfig, Config, KeysConfig, ServerConfig, StoreConfig, TlsFiles};
 use escrow_proxy::secret::SecretString;
 use escrow_proxy::server::Running;
+
+#[path = "../shared/mod.rs"]
+pub mod shared;
+
+use shared::Vanished;
 
 /// The access key S3 clients sign with (the proxy's only `[[clients]]` entry).
 pub const ACCESS_KEY: &str = "AKIAESCROWHARNESS01";
@@ -267,25 +268,12 @@ impl Harness {
 
     /// Creates a bucket through the proxy.
     pub async fn create_bucket(&self, bucket: &str) {
-        self.client
-            .create_bucket()
-            .bucket(bucket)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("create bucket {bucket}: {}", DisplayErrorContext(&e)));
+        create_bucket(&self.client, bucket).await;
     }
 
     /// Uploads `data` with `client`; returns the ETag the proxy answered.
     pub async fn put_with(&self, client: &Client, bucket: &str, key: &str, data: &[u8]) -> String {
-        let out = client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(ByteStream::from(data.to_vec()))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("put {bucket}/{key} ({} bytes): {}", data.len(), DisplayErrorContext(&e)));
-        out.e_tag().expect("PutObject answers an ETag").to_string()
+        put_object(client, bucket, key, data).await
     }
 
     /// Uploads `data` with the plain client.
@@ -295,14 +283,7 @@ impl Harness {
 
     /// Downloads a whole object with `client`.
     pub async fn get_with(&self, client: &Client, bucket: &str, key: &str) -> Vec<u8> {
-        let out = client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("get {bucket}/{key}: {}", DisplayErrorContext(&e)));
-        out.body.collect().await.expect("read GET body").to_vec()
+        get_object(client, bucket, key).await
     }
 
     /// Downloads a whole object with the plain client.
@@ -314,33 +295,22 @@ impl Harness {
 
     /// Every file under the store's directory.
     pub fn stored_files(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        walk(&self.store_dir, &mut out);
-        out.sort();
-        out
+        shared::files_under(&self.store_dir)
     }
 
     /// Asserts that no stored file contains `needle`; `what` names it in the failure. Returns
     /// how many bytes were scanned.
     pub fn assert_store_lacks(&self, needle: &[u8], what: &str) -> u64 {
         assert!(!needle.is_empty(), "empty needle");
-        let mut scanned = 0;
-        for file in self.stored_files() {
-            let bytes = match std::fs::read(&file) {
-                Ok(bytes) => bytes,
-                // Removed between listing and reading (a temp file renamed into place).
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => panic!("read {}: {e}", file.display()),
-            };
-            scanned += bytes.len() as u64;
-            assert!(
-                find(&bytes, needle).is_none(),
+        // A file removed between listing and reading (a temp file renamed into place) is skipped.
+        let scanned = shared::assert_files_lack(&self.store_dir, needle, Vanished::Skip, |file| {
+            format!(
                 "{what} IN THE STORE IN CLEAR: {} contains {:?}",
                 file.display(),
                 String::from_utf8_lossy(needle)
-            );
-        }
-        scanned
+            )
+        });
+        scanned.bytes
     }
 
     /// Asserts that no stored file contains `marker`, and that the store is not empty (so the
@@ -505,34 +475,52 @@ pub fn sdk_client(endpoint: &str, ca_pem: &[u8], access_key: &str, secret_key: &
     Client::from_conf(config)
 }
 
-/// Starts s3s-fs over `root` on `127.0.0.1:0` in the current runtime.
+// === client calls that must succeed ===
+
+/// CreateBucket with `client`.
+pub async fn create_bucket(client: &Client, bucket: &str) {
+    client
+        .create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create bucket {bucket}: {}", DisplayErrorContext(&e)));
+}
+
+/// PutObject of `data` (a plain body) with `client`; returns the ETag the proxy answered.
+pub async fn put_object(client: &Client, bucket: &str, key: &str, data: &[u8]) -> String {
+    let out = client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(data.to_vec()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put {bucket}/{key} ({} bytes): {}", data.len(), DisplayErrorContext(&e)));
+    out.e_tag().expect("PutObject answers an ETag").to_string()
+}
+
+/// GetObject's whole body with `client`.
+pub async fn get_object(client: &Client, bucket: &str, key: &str) -> Vec<u8> {
+    let out = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("get {bucket}/{key}: {}", DisplayErrorContext(&e)));
+    out.body.collect().await.expect("read GET body").to_vec()
+}
+
+/// Starts s3s-fs (behind [`AwsLike`]) over `root` on `127.0.0.1:0` in the current runtime.
 async fn start_s3s_fs(root: &Path) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs FileSystem::new");
-    let service = {
-        let mut b = S3ServiceBuilder::new(AwsLike {
-            fs,
-            root: root.to_path_buf(),
-        });
-        b.set_auth(SimpleAuth::from_single(UPSTREAM_ACCESS_KEY, UPSTREAM_SECRET_KEY));
-        b.build()
+    let aws_like = AwsLike {
+        fs,
+        root: root.to_path_buf(),
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind s3s-fs");
-    let addr = listener.local_addr().expect("s3s-fs address");
-    let task = tokio::spawn(async move {
-        let http = ConnBuilder::new(TokioExecutor::new());
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                continue;
-            };
-            let conn = http
-                .serve_connection(TokioIo::new(socket), service.clone())
-                .into_owned();
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-        }
-    });
-    (addr, task)
+    let (addr, accept) = shared::bind_s3_server(aws_like, UPSTREAM_ACCESS_KEY, UPSTREAM_SECRET_KEY).await;
+    (addr, tokio::spawn(accept))
 }
 
 /// s3s-fs with the few AWS behaviours that s3s-fs 0.14.1 lacks and the proxy relies on from its
@@ -675,17 +663,7 @@ fn s3_url_encode(s: &str) -> String {
 /// `len` random bytes with [`MARKER`] planted at the start, every 16 KiB and at the end (as far
 /// as it fits).
 pub fn data_with_marker(len: usize) -> Vec<u8> {
-    let mut data = vec![0u8; len];
-    rand::fill(&mut data[..]);
-    let mut at = 0;
-    while at + MARKER.len() <= len {
-        data[at..at + MARKER.len()].copy_from_slice(MARKER);
-        at += MARKER_EVERY;
-    }
-    if len >= MARKER.len() {
-        data[len - MARKER.len()..].copy_from_slice(MARKER);
-    }
-    data
+    shared::random_with_marker(len, MARKER, MARKER_EVERY)
 }
 
 /// Hex MD5.
@@ -706,37 +684,6 @@ pub fn b64(bytes: &[u8]) -> String {
 /// Decodes standard base64.
 pub fn unb64(s: &str) -> Vec<u8> {
     B64.decode(s).expect("valid base64")
-}
-
-/// Where `needle` first occurs in `haystack`.
-pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    let first = *needle.first()?;
-    let mut from = 0;
-    while let Some(i) = haystack[from..].iter().position(|&b| b == first) {
-        let at = from + i;
-        if haystack.len() - at < needle.len() {
-            return None;
-        }
-        if &haystack[at..at + needle.len()] == needle {
-            return Some(at);
-        }
-        from = at + 1;
-    }
-    None
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, out);
-        } else if path.is_file() {
-            out.push(path);
-        }
-    }
 }
 
 // === stored layout ===

@@ -8,19 +8,20 @@
 //! The child process is killed (by its pid, via [`Child::kill`]) when the harness drops.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use s3s::auth::SimpleAuth;
-use s3s::service::S3ServiceBuilder;
 use tempfile::TempDir;
 
 use crate::client::Cmd;
+use shared::{Vanished, tail, toml_str};
+
+#[path = "../shared/mod.rs"]
+#[allow(dead_code)] // The in-process harness and the command-line tests use more of it.
+mod shared;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_escrow-proxy");
@@ -159,7 +160,7 @@ impl Proxy {
                 panic!(
                     "escrow-proxy serve did not become ready: {why}; exit: {status:?}\n\
                      --- proxy stderr ---\n{}",
-                    tail(&stderr_log)
+                    tail(&stderr_log, STDERR_TAIL_BYTES)
                 );
             }
         };
@@ -195,35 +196,23 @@ impl Proxy {
     /// [`MARKER`]. `at_least` bytes must be stored (so the scan is not vacuous while objects
     /// exist); pass 0 after deletes.
     pub fn assert_store_ciphertext_only(&self, at_least: u64) {
-        let mut files = Vec::new();
-        walk(&self.store_dir, &mut files);
-        let mut total = 0;
-        for file in &files {
-            let bytes = match fs::read(file) {
-                Ok(bytes) => bytes,
-                // Gone between listing and reading (e.g. a temp file renamed into place).
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => panic!("read {}: {e}", file.display()),
-            };
-            total += bytes.len() as u64;
-            assert!(
-                !contains(&bytes, MARKER.as_bytes()),
-                "PLAINTEXT IN STORE: {} contains the plaintext marker",
-                file.display()
-            );
-        }
+        // A file gone between listing and reading (e.g. a temp file renamed into place) is skipped.
+        let scanned = shared::assert_files_lack(&self.store_dir, MARKER.as_bytes(), Vanished::Skip, |file| {
+            format!("PLAINTEXT IN STORE: {} contains the plaintext marker", file.display())
+        });
         assert!(
-            total >= at_least,
-            "store {} holds {total} bytes in {} files, expected at least {at_least}: \
+            scanned.bytes >= at_least,
+            "store {} holds {} bytes in {} files, expected at least {at_least}: \
              did the objects reach the store at all?",
             self.store_dir.display(),
-            files.len()
+            scanned.bytes,
+            scanned.files
         );
     }
 
     /// The proxy's stderr so far (its last few KiB).
     pub fn stderr_tail(&self) -> String {
-        tail(&self.stderr_log)
+        tail(&self.stderr_log, STDERR_TAIL_BYTES)
     }
 }
 
@@ -284,78 +273,12 @@ fn start_s3s_fs(root: &Path) -> (tokio::runtime::Runtime, u16) {
         .build()
         .expect("tokio runtime");
     let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs FileSystem::new");
-    let service = {
-        let mut b = S3ServiceBuilder::new(fs);
-        b.set_auth(SimpleAuth::from_single(UPSTREAM_ACCESS_KEY, UPSTREAM_SECRET_KEY));
-        b.build()
-    };
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind s3s-fs listener");
-    let port = listener.local_addr().expect("s3s-fs local addr").port();
-    rt.spawn(async move {
-        let http = ConnBuilder::new(TokioExecutor::new());
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                continue;
-            };
-            let conn = http
-                .serve_connection(TokioIo::new(socket), service.clone())
-                .into_owned();
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-        }
-    });
-    (rt, port)
+    let (addr, accept) = rt.block_on(shared::bind_s3_server(fs, UPSTREAM_ACCESS_KEY, UPSTREAM_SECRET_KEY));
+    rt.spawn(accept);
+    (rt, addr.port())
 }
 
 /// Random bytes with [`MARKER`] planted every 64 KiB (and at both ends).
 pub fn plaintext(size: usize) -> Vec<u8> {
-    const EVERY: usize = 64 * 1024;
-    let mut data = vec![0u8; size];
-    rand::fill(&mut data[..]);
-    let marker = MARKER.as_bytes();
-    let mut at = 0;
-    while at + marker.len() <= size {
-        data[at..at + marker.len()].copy_from_slice(marker);
-        at += EVERY;
-    }
-    if size >= marker.len() {
-        data[size - marker.len()..].copy_from_slice(marker);
-    }
-    data
-}
-
-/// A TOML basic string holding `path`.
-fn toml_str(path: &Path) -> String {
-    let s = path.to_str().expect("utf-8 tempdir path");
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries {
-        let path = entry.expect("read_dir entry").path();
-        if path.is_dir() {
-            walk(&path, out);
-        } else if path.is_file() {
-            out.push(path);
-        }
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn tail(path: &Path) -> String {
-    let mut bytes = Vec::new();
-    if let Ok(mut f) = fs::File::open(path) {
-        let _ = f.read_to_end(&mut bytes);
-    }
-    let start = bytes.len().saturating_sub(STDERR_TAIL_BYTES);
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
+    shared::random_with_marker(size, MARKER.as_bytes(), 64 * 1024)
 }

@@ -66,7 +66,7 @@ async fn auth_failures(kind: StoreKind) {
     let resp = http.get(&url).send().await.expect("unsigned GET");
     assert_eq!(resp.status().as_u16(), 403, "unsigned GET");
     assert!(
-        common::find(&resp.bytes().await.unwrap(), MARKER).is_none(),
+        common::shared::find(&resp.bytes().await.unwrap(), MARKER).is_none(),
         "unsigned GET leaked plaintext"
     );
     let resp = http
@@ -133,7 +133,7 @@ async fn presigned_urls(kind: StoreKind) {
         let tampered = String::from_utf8(tampered).expect("ascii");
         let resp = http.get(&tampered).send().await.expect("tampered GET");
         assert_eq!(resp.status().as_u16(), 403, "{label} tampered signature");
-        assert!(common::find(&resp.bytes().await.unwrap(), MARKER).is_none());
+        assert!(common::shared::find(&resp.bytes().await.unwrap(), MARKER).is_none());
 
         // Another key under the same signature.
         let other = url.replacen("/shared?", "/other?", 1);
@@ -151,7 +151,7 @@ async fn presigned_urls(kind: StoreKind) {
         .await;
         let resp = http.get(&expired).send().await.expect("expired GET");
         assert_eq!(resp.status().as_u16(), 403, "{label} expired presigned URL");
-        assert!(common::find(&resp.bytes().await.unwrap(), MARKER).is_none());
+        assert!(common::shared::find(&resp.bytes().await.unwrap(), MARKER).is_none());
 
         // Presigned PUT.
         let key = format!("uploaded/{label}");
