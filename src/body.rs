@@ -16,8 +16,8 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use s3s::crypto::Checksum as _;
 
-use crate::crypto::format::{ChecksumAlgorithm, HEADER_LEN, TAG_LEN};
-use crate::crypto::segment::{Layout, StreamHeader, StreamOpener, StreamSealer, Trailer, seal_trailer};
+use crate::crypto::format::{ChecksumAlgorithm, HEADER_LEN, TAG_LEN, TRAILER_LEN};
+use crate::crypto::segment::{Layout, StreamHeader, StreamOpener, StreamSealer, Trailer, open_trailer, seal_trailer};
 use crate::secret::Key256;
 
 /// A boxed error from a client body stream (s3s yields these).
@@ -324,29 +324,27 @@ where
 
 // === impl DecryptBody ===
 
-/// Decrypts stored segments `first..=last` of a stream back into plaintext, dropping `skip`
-/// bytes at the start and yielding exactly `len` bytes. With `header_first`, the input starts
-/// with the stream's header, which must equal the one the trailer pinned.
+/// Decrypts stored streams back into plaintext: for each [`Piece`] in turn, optionally the
+/// stream's header (which must equal the pinned one) and extension, then segments
+/// `first..=last`, dropping `skip` bytes at the start and yielding exactly `len` bytes, then
+/// optionally the stream's trailer (which must open and agree). A single-part object is one
+/// piece; a multipart object's read is one piece per part it touches, over one stored range.
 pub struct DecryptBody<S> {
     input: S,
-    opener: StreamOpener,
-    layout: Layout,
-    plain_len: u64,
-    segments: u64,
-    next: u64,
-    last: u64,
-    skip: usize,
-    remaining: u64,
-    header: Option<[u8; HEADER_LEN]>,
-    /// Extension bytes still to skip after the header (verified when the record was opened).
-    skip_extension: usize,
+    dek: Key256,
+    pieces: VecDeque<Piece>,
+    current: Option<Current>,
     buf: BytesMut,
     done: bool,
 }
 
-/// Which plaintext bytes a [`DecryptBody`] produces.
+/// One stream's share of a read.
 #[derive(Debug, Clone)]
-pub struct DecryptPlan {
+pub struct Piece {
+    /// The stream's part number (0 for a single-part object).
+    pub part: u32,
+    /// The stream's header, as its trailer or the manifest pins it.
+    pub header: StreamHeader,
     /// Plaintext length of the whole stream.
     pub plain_len: u64,
     /// First segment in the input.
@@ -357,30 +355,80 @@ pub struct DecryptPlan {
     pub skip: u64,
     /// Plaintext bytes to yield.
     pub len: u64,
-    /// Whether the input starts with the stream header.
+    /// Whether the input starts with the stream header (and extension).
     pub header_first: bool,
+    /// Whether the stream's trailer follows its last segment in the input, to be checked.
+    pub trailer_after: bool,
+}
+
+impl Piece {
+    /// The piece reading plaintext `range` of a stream of `plain_len` bytes, and the stored
+    /// bytes (relative to the stream's start) it consumes. `range` may be empty only for an
+    /// empty stream. With `header_first` the input starts at the stream's first byte; with
+    /// `trailer_after` (only when `range` reaches the end) it runs through the trailer.
+    pub fn new(
+        part: u32,
+        header: StreamHeader,
+        plain_len: u64,
+        range: std::ops::Range<u64>,
+        header_first: bool,
+        trailer_after: bool,
+    ) -> (Self, std::ops::Range<u64>) {
+        let layout = header.layout();
+        let (first_segment, last_segment, skip, len, mut stored) = if plain_len == 0 {
+            let start = (HEADER_LEN + header.extension_len()) as u64;
+            (0, 0, 0, 0, start..start + TAG_LEN as u64)
+        } else {
+            let span = layout.locate(plain_len, range.clone());
+            (span.first_segment, span.last_segment, span.skip, span.len, span.stored)
+        };
+        if header_first {
+            stored.start = 0;
+        }
+        if trailer_after {
+            assert_eq!(range.end, plain_len, "a trailer follows only the end of the stream");
+            stored.end = layout.stored_len(plain_len);
+        }
+        let piece = Self {
+            part,
+            header,
+            plain_len,
+            first_segment,
+            last_segment,
+            skip,
+            len,
+            header_first,
+            trailer_after,
+        };
+        (piece, stored)
+    }
+}
+
+/// The piece being decrypted.
+struct Current {
+    opener: StreamOpener,
+    layout: Layout,
+    piece: Piece,
+    segments: u64,
+    next: u64,
+    skip: usize,
+    remaining: u64,
+    /// The header still to check at the start of the input.
+    header: Option<[u8; HEADER_LEN]>,
+    /// Extension bytes still to skip after the header (verified when the record was opened).
+    skip_extension: usize,
+    /// Whether all segments of the piece have been yielded.
+    segments_done: bool,
 }
 
 impl<S> DecryptBody<S> {
-    /// Decrypts `input` (stored bytes as `plan` describes) of the stream pinned by `trailer`.
-    pub fn new(input: S, dek: &Key256, part: u32, trailer: &Trailer, plan: &DecryptPlan) -> Self {
-        let layout = trailer.header.layout();
+    /// Decrypts `input`: the stored bytes the `pieces` describe, back to back.
+    pub fn new(input: S, dek: &Key256, pieces: Vec<Piece>) -> Self {
         Self {
             input,
-            opener: StreamOpener::new(dek, part, trailer.header),
-            layout,
-            plain_len: plan.plain_len,
-            segments: layout.segment_count(plan.plain_len),
-            next: plan.first_segment,
-            last: plan.last_segment,
-            skip: plan.skip as usize,
-            remaining: plan.len,
-            header: plan.header_first.then(|| trailer.header.encode()),
-            skip_extension: if plan.header_first {
-                trailer.header.extension_len()
-            } else {
-                0
-            },
+            dek: dek.clone(),
+            pieces: pieces.into(),
+            current: None,
             buf: BytesMut::new(),
             done: false,
         }
@@ -395,46 +443,94 @@ impl<S> DecryptBody<S> {
         )
     }
 
-    /// Opens the next segment if the buffer holds all of it.
+    /// Opens the next segment (or checks the next header or trailer) if the buffer holds all of
+    /// it. `None`: more input needed, or (with `done` set) the end.
     fn next_plaintext(&mut self) -> Option<Result<Bytes, io::Error>> {
-        if let Some(header) = self.header {
-            if self.buf.len() < HEADER_LEN {
+        loop {
+            let Some(cur) = self.current.as_mut() else {
+                match self.pieces.pop_front() {
+                    Some(piece) => {
+                        let layout = piece.header.layout();
+                        self.current = Some(Current {
+                            opener: StreamOpener::new(&self.dek, piece.part, piece.header),
+                            layout,
+                            segments: layout.segment_count(piece.plain_len),
+                            next: piece.first_segment,
+                            skip: piece.skip as usize,
+                            remaining: piece.len,
+                            header: piece.header_first.then(|| piece.header.encode()),
+                            skip_extension: if piece.header_first {
+                                piece.header.extension_len()
+                            } else {
+                                0
+                            },
+                            segments_done: false,
+                            piece,
+                        });
+                        continue;
+                    }
+                    None => {
+                        self.done = true;
+                        return None;
+                    }
+                }
+            };
+            if let Some(header) = cur.header {
+                if self.buf.len() < HEADER_LEN {
+                    return None;
+                }
+                if self.buf.split_to(HEADER_LEN)[..] != header[..] {
+                    return Some(Err(self.fail("stream header differs from the one pinned for it")));
+                }
+                cur.header = None;
+            }
+            if cur.skip_extension > 0 {
+                if self.buf.len() < cur.skip_extension {
+                    return None;
+                }
+                let _ = self.buf.split_to(cur.skip_extension);
+                cur.skip_extension = 0;
+            }
+            if cur.segments_done {
+                // Only the trailer is left (pieces without one are dropped when their segments end).
+                if self.buf.len() < TRAILER_LEN {
+                    return None;
+                }
+                let sealed = self.buf.split_to(TRAILER_LEN);
+                let agrees = open_trailer(&self.dek, cur.piece.part, &sealed)
+                    .is_ok_and(|t| t.plain_len == cur.piece.plain_len && t.header == cur.piece.header);
+                if !agrees {
+                    return Some(Err(self.fail("part trailer did not authenticate")));
+                }
+                self.current = None;
+                continue;
+            }
+            let want = cur.layout.stored_segment_len(cur.piece.plain_len, cur.next) as usize;
+            if self.buf.len() < want {
                 return None;
             }
-            if self.buf.split_to(HEADER_LEN)[..] != header[..] {
-                return Some(Err(self.fail("stream header differs from the one its trailer pins")));
+            let mut segment = self.buf.split_to(want);
+            let last = cur.next + 1 == cur.segments;
+            if cur.opener.open_segment(cur.next, last, &mut segment).is_err() {
+                return Some(Err(self.fail("segment did not authenticate")));
             }
-            self.header = None;
-        }
-        if self.skip_extension > 0 {
-            if self.buf.len() < self.skip_extension {
-                return None;
+            segment.truncate(want - TAG_LEN);
+            let mut plain = segment.freeze();
+            plain = plain.slice(cur.skip.min(plain.len())..);
+            cur.skip = 0;
+            if plain.len() as u64 > cur.remaining {
+                plain.truncate(cur.remaining as usize);
             }
-            let _ = self.buf.split_to(self.skip_extension);
-            self.skip_extension = 0;
+            cur.remaining -= plain.len() as u64;
+            cur.next += 1;
+            if cur.next > cur.piece.last_segment || cur.remaining == 0 {
+                cur.segments_done = true;
+                if !cur.piece.trailer_after {
+                    self.current = None;
+                }
+            }
+            return Some(Ok(plain));
         }
-        let want = self.layout.stored_segment_len(self.plain_len, self.next) as usize;
-        if self.buf.len() < want {
-            return None;
-        }
-        let mut segment = self.buf.split_to(want);
-        let last = self.next + 1 == self.segments;
-        if self.opener.open_segment(self.next, last, &mut segment).is_err() {
-            return Some(Err(self.fail("segment did not authenticate")));
-        }
-        segment.truncate(want - TAG_LEN);
-        let mut plain = segment.freeze();
-        plain = plain.slice(self.skip.min(plain.len())..);
-        self.skip = 0;
-        if plain.len() as u64 > self.remaining {
-            plain.truncate(self.remaining as usize);
-        }
-        self.remaining -= plain.len() as u64;
-        self.next += 1;
-        if self.next > self.last || self.remaining == 0 {
-            self.done = true;
-        }
-        Some(Ok(plain))
     }
 }
 
@@ -453,6 +549,9 @@ where
             }
             if let Some(item) = this.next_plaintext() {
                 return Poll::Ready(Some(item));
+            }
+            if this.done {
+                return Poll::Ready(None);
             }
             match ready!(Pin::new(&mut this.input).poll_next(cx)) {
                 Some(Ok(chunk)) => this.buf.extend_from_slice(&chunk),
@@ -598,10 +697,10 @@ mod tests {
         let plain: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 256) as u8).collect();
         let (stored, _, dek) = encrypt(&plain, 3000, Expectations::default()).await;
         let stored = stored.expect("encrypts");
-        let layout = Layout::new(12);
-        let trailer =
-            crate::crypto::segment::open_trailer(&dek, 0, &stored[stored.len() - crate::crypto::format::TRAILER_LEN..])
-                .expect("trailer");
+        let trailer = open_trailer(&dek, 0, &stored[stored.len() - TRAILER_LEN..]).expect("trailer");
+        let read = |range: std::ops::Range<u64>, header_first: bool, trailer_after: bool| {
+            Piece::new(0, trailer.header, 20_000, range, header_first, trailer_after)
+        };
         for (a, b) in [
             (0u64, 20_000u64),
             (0, 1),
@@ -609,56 +708,85 @@ mod tests {
             (19_999, 20_000),
             (5000, 12_000),
         ] {
-            let span = layout.locate(20_000, a..b);
-            let input = chunks(&stored[span.stored.start as usize..span.stored.end as usize], 999);
-            let plan = DecryptPlan {
-                plain_len: 20_000,
-                first_segment: span.first_segment,
-                last_segment: span.last_segment,
-                skip: span.skip,
-                len: span.len,
-                header_first: false,
-            };
-            let out: Vec<Bytes> = DecryptBody::new(input, &dek, 0, &trailer, &plan)
+            let (piece, span) = read(a..b, false, false);
+            let input = chunks(&stored[span.start as usize..span.end as usize], 999);
+            let out: Vec<Bytes> = DecryptBody::new(input, &dek, vec![piece])
                 .try_collect()
                 .await
                 .expect("decrypts");
             assert_eq!(out.concat(), &plain[a as usize..b as usize]);
         }
-        // Whole stream with header; then a flipped byte in the middle must error, never yield it.
-        let whole = &stored[..stored.len() - crate::crypto::format::TRAILER_LEN];
-        let plan = DecryptPlan {
-            plain_len: 20_000,
-            first_segment: 0,
-            last_segment: 4,
-            skip: 0,
-            len: 20_000,
-            header_first: true,
-        };
-        let out: Vec<Bytes> = DecryptBody::new(chunks(whole, 4096), &dek, 0, &trailer, &plan)
+        // Whole stream with header and trailer; then a flipped byte anywhere must error.
+        let (piece, span) = read(0..20_000, true, true);
+        assert_eq!(span, 0..stored.len() as u64);
+        let out: Vec<Bytes> = DecryptBody::new(chunks(&stored, 4096), &dek, vec![piece.clone()])
             .try_collect()
             .await
             .expect("decrypts");
         assert_eq!(out.concat(), plain);
-        let mut bad = whole.to_vec();
-        bad[10_000] ^= 1;
-        let mut s = DecryptBody::new(chunks(&bad, 4096), &dek, 0, &trailer, &plan);
-        let mut good_bytes = 0;
-        let mut failed = false;
-        while let Some(item) = s.next().await {
-            match item {
-                Ok(b) => good_bytes += b.len(),
-                Err(_) => failed = true,
+        for at in [10, 10_000, stored.len() - 50] {
+            let mut bad = stored.to_vec();
+            bad[at] ^= 1;
+            let mut s = DecryptBody::new(chunks(&bad, 4096), &dek, vec![piece.clone()]);
+            let mut good_bytes = 0;
+            let mut failed = false;
+            while let Some(item) = s.next().await {
+                match item {
+                    Ok(b) => good_bytes += b.len(),
+                    Err(_) => failed = true,
+                }
             }
+            assert!(failed, "flip at {at}");
+            assert!(good_bytes < at.max(1), "flip at {at}");
         }
-        assert!(failed);
-        assert!(good_bytes < 10_000);
         // Truncated input errors.
-        let mut s = DecryptBody::new(chunks(&whole[..whole.len() - 10], 4096), &dek, 0, &trailer, &plan);
+        let mut s = DecryptBody::new(chunks(&stored[..stored.len() - 10], 4096), &dek, vec![piece]);
         let mut failed = false;
         while let Some(item) = s.next().await {
             failed |= item.is_err();
         }
         assert!(failed);
+    }
+
+    #[tokio::test]
+    async fn several_streams_read_back_to_back() {
+        // Two parts of one object (parts 1 and 2 under one DEK), read across the boundary.
+        let dek = Key256::random();
+        let mut stored = Vec::new();
+        let mut headers = Vec::new();
+        let mut plain = Vec::new();
+        for (part, len) in [(1u32, 9000usize), (2, 5000)] {
+            let data: Vec<u8> = (0..len).map(|i| (i as u32 * part) as u8).collect();
+            let header = StreamHeader::random(12);
+            let (body, _) = EncryptBody::new(
+                chunks(&data, 777),
+                &dek,
+                part,
+                header,
+                Vec::new(),
+                len as u64,
+                Expectations::default(),
+            );
+            let out: Vec<Bytes> = body.try_collect().await.expect("encrypts");
+            stored.extend_from_slice(&out.concat());
+            headers.push(header);
+            plain.extend_from_slice(&data);
+        }
+        let (p1, s1) = Piece::new(1, headers[0], 9000, 8000..9000, false, true);
+        let (p2, s2) = Piece::new(2, headers[1], 5000, 0..100, true, false);
+        let first_len = headers[0].layout().stored_len(9000);
+        let range = s1.start as usize..first_len as usize + s2.end as usize;
+        let out: Vec<Bytes> =
+            DecryptBody::new(chunks(&stored[range.clone()], 1000), &dek, vec![p1.clone(), p2.clone()])
+                .try_collect()
+                .await
+                .expect("decrypts");
+        assert_eq!(out.concat(), &plain[8000..9100]);
+        // Must-fail twin: the parts' keys swapped (a reordered object).
+        let (q1, _) = Piece::new(2, headers[0], 9000, 8000..9000, false, true);
+        let res: Result<Vec<Bytes>, io::Error> = DecryptBody::new(chunks(&stored[range], 1000), &dek, vec![q1, p2])
+            .try_collect()
+            .await;
+        assert!(res.is_err());
     }
 }

@@ -11,13 +11,13 @@ use futures::TryStreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::backend::{ByteRange, Metadata, ObjectStore};
-use crate::body::{DecryptBody, DecryptPlan};
+use crate::body::{DecryptBody, Piece};
 use crate::crypto::CryptoError;
 use crate::crypto::envelope::ObjectRecord;
-use crate::crypto::format::{HEADER_LEN, SINGLE_PART, TRAILER_LEN};
+use crate::crypto::format::{HEADER_LEN, TRAILER_LEN, meta};
 use crate::crypto::keyring::Keyring;
-use crate::crypto::segment::Trailer;
-use crate::stored::{self, EnvelopeError};
+use crate::crypto::manifest::{LEN_SUFFIX, Manifest};
+use crate::stored::{self, EnvelopeError, Opened, Shape};
 
 /// Why an offline decryption failed.
 #[derive(Debug, thiserror::Error)]
@@ -78,17 +78,40 @@ pub async fn decrypt_file(
         return Err(CryptoError::Format("object too short").into());
     }
     let mut file = tokio::fs::File::open(stored).await?;
-    let tail = read_at(&mut file, offset + len - TRAILER_LEN as u64, TRAILER_LEN).await?;
-    let (unwrapped, trailer) = stored::open_tail(keyring, bucket, key, metadata, &tail, len).map_err(envelope)?;
-    let extension = match trailer.header.extension_len() {
-        0 => None,
-        n => Some(read_at(&mut file, offset + HEADER_LEN as u64, n).await?),
+    let unwrapped = stored::unwrap(keyring, bucket, key, metadata).map_err(envelope)?;
+    let (record, shape) = if metadata.contains_key(meta::PARTS) {
+        let last = read_at(&mut file, offset + len - LEN_SUFFIX as u64, LEN_SUFFIX).await?;
+        let need = Manifest::tail_len(&last)?;
+        if need as u64 > len {
+            return Err(CryptoError::Format("object too short").into());
+        }
+        let tail = read_at(&mut file, offset + len - need as u64, need).await?;
+        let manifest = unwrapped.open_manifest(metadata, &tail, len)?;
+        (manifest.record.clone(), Shape::Multipart(manifest))
+    } else {
+        let tail = read_at(&mut file, offset + len - TRAILER_LEN as u64, TRAILER_LEN).await?;
+        let trailer = unwrapped.open_trailer(&tail, len)?;
+        let extension = match trailer.header.extension_len() {
+            0 => None,
+            n => Some(read_at(&mut file, offset + HEADER_LEN as u64, n).await?),
+        };
+        (
+            unwrapped.open_record(&trailer, extension.as_deref())?,
+            Shape::Single(trailer),
+        )
     };
-    let record = unwrapped.open_record(&trailer, extension.as_deref())?;
-    file.seek(std::io::SeekFrom::Start(offset)).await?;
-    let body = tokio_util::io::ReaderStream::new(file.take(len - TRAILER_LEN as u64));
-    decrypt_stream(&unwrapped.dek, &trailer, Box::pin(body), out).await?;
-    Ok(record)
+    let opened = Opened {
+        dek: unwrapped.dek,
+        record,
+        shape,
+        store_etag: String::new(),
+        last_modified: None,
+    };
+    let (range, pieces) = opened.read(None);
+    file.seek(std::io::SeekFrom::Start(offset + range.start)).await?;
+    let body = tokio_util::io::ReaderStream::new(file.take(range.end - range.start));
+    decrypt_stream(&opened.dek, pieces, Box::pin(body), out).await?;
+    Ok(opened.record)
 }
 
 async fn read_at(file: &mut tokio::fs::File, at: u64, len: usize) -> std::io::Result<Vec<u8>> {
@@ -106,16 +129,17 @@ pub async fn decrypt_from_store(
     key: &str,
     out: &mut (dyn Write + Send),
 ) -> Result<ObjectRecord, DecryptError> {
-    let opened = stored::open(store, keyring, bucket, key).await.map_err(|e| match e {
-        stored::OpenError::Store(e) => DecryptError::Store(e),
-        stored::OpenError::Envelope(e) => envelope(e),
-    })?;
-    let stored_len = opened.trailer.header.layout().stored_len(opened.trailer.plain_len);
-    let range = ByteRange::Bounded(0..stored_len - TRAILER_LEN as u64);
+    let opened = stored::open(store, keyring, bucket, key, stored::TAIL_HINT)
+        .await
+        .map_err(|e| match e {
+            stored::OpenError::Store(e) => DecryptError::Store(e),
+            stored::OpenError::Envelope(e) => envelope(e),
+        })?;
+    let (range, pieces) = opened.read(None);
     let got = store
-        .get_object(bucket, key, Some(range), Some(&opened.store_etag))
+        .get_object(bucket, key, Some(ByteRange::Bounded(range)), Some(&opened.store_etag))
         .await?;
-    decrypt_stream(&opened.dek, &opened.trailer, got.body, out).await?;
+    decrypt_stream(&opened.dek, pieces, got.body, out).await?;
     Ok(opened.record)
 }
 
@@ -128,20 +152,11 @@ fn envelope(e: EnvelopeError) -> DecryptError {
 
 async fn decrypt_stream(
     dek: &crate::secret::Key256,
-    trailer: &Trailer,
+    pieces: Vec<Piece>,
     body: crate::backend::ByteStream,
     out: &mut (dyn Write + Send),
 ) -> Result<(), DecryptError> {
-    let layout = trailer.header.layout();
-    let plan = DecryptPlan {
-        plain_len: trailer.plain_len,
-        first_segment: 0,
-        last_segment: layout.segment_count(trailer.plain_len) - 1,
-        skip: 0,
-        len: trailer.plain_len,
-        header_first: true,
-    };
-    let mut plain = DecryptBody::new(body, dek, SINGLE_PART, trailer, &plan);
+    let mut plain = DecryptBody::new(body, dek, pieces);
     while let Some(chunk) = plain.try_next().await? {
         out.write_all(&chunk)?;
     }

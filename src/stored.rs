@@ -5,13 +5,18 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use std::ops::Range;
 use std::time::SystemTime;
 
-use crate::backend::{BackendError, ByteRange, ByteStream, Metadata, ObjectStore, read_small};
+use crate::backend::{BackendError, ByteRange, ByteStream, Metadata, ObjectHead, ObjectStore, read_small};
+use crate::body::Piece;
 use crate::crypto::CryptoError;
 use crate::crypto::envelope::{ObjectRecord, open_record, seal_record, unwrap_dek, wrap_dek};
-use crate::crypto::format::{DEFAULT_SEGMENT_LOG2, FORMAT_VERSION, HEADER_LEN, SINGLE_PART, TRAILER_LEN, meta};
+use crate::crypto::format::{
+    ChecksumAlgorithm, DEFAULT_SEGMENT_LOG2, FORMAT_VERSION, HEADER_LEN, SINGLE_PART, TRAILER_LEN, meta,
+};
 use crate::crypto::keyring::Keyring;
+use crate::crypto::manifest::{self, Manifest};
 use crate::crypto::segment::{StreamHeader, Trailer, build_extension, open_trailer, parse_extension};
 use crate::secret::Key256;
 
@@ -54,41 +59,137 @@ pub struct Opened {
     pub dek: Key256,
     /// The sealed record, opened.
     pub record: ObjectRecord,
-    /// The trailer: plaintext length, MD5, checksum, the stream header.
-    pub trailer: Trailer,
+    /// Single part (a trailer) or multipart (a manifest).
+    pub shape: Shape,
     /// The store's ETag of this version (pins later reads to it).
     pub store_etag: String,
     /// The store's modification time.
     pub last_modified: Option<SystemTime>,
 }
 
-/// Opens `bucket`/`key` in `store`: one suffix-range read for the metadata and trailer, one
-/// more when the record lives in the header extension. Checks that the stored length, the
-/// trailer and the record agree.
-pub async fn open(store: &dyn ObjectStore, keyring: &Keyring, bucket: &str, key: &str) -> Result<Opened, OpenError> {
+/// How an object's content is laid out.
+pub enum Shape {
+    /// One stream; its trailer: plaintext length, MD5, checksum, the stream header.
+    Single(Trailer),
+    /// Part streams followed by the manifest.
+    Multipart(Manifest),
+}
+
+impl Opened {
+    /// Plaintext length.
+    pub fn size(&self) -> u64 {
+        self.record.size
+    }
+
+    /// The client-visible ETag, without quotes: the plaintext MD5, or the multipart form.
+    pub fn etag(&self) -> String {
+        match &self.shape {
+            Shape::Single(trailer) => hex::encode(trailer.md5),
+            Shape::Multipart(manifest) => manifest.etag(),
+        }
+    }
+
+    /// The client's checksum of the whole object, when it sent one with a single-part upload.
+    pub fn checksum(&self) -> Option<&(ChecksumAlgorithm, Vec<u8>)> {
+        match &self.shape {
+            Shape::Single(trailer) => trailer.checksum.as_ref(),
+            Shape::Multipart(_) => None,
+        }
+    }
+
+    /// Number of parts of a multipart object.
+    pub fn parts_count(&self) -> Option<usize> {
+        match &self.shape {
+            Shape::Single(_) => None,
+            Shape::Multipart(manifest) => Some(manifest.parts.len()),
+        }
+    }
+
+    /// The plaintext range of part `number` (a single-part object's only part is 1).
+    pub fn part_range(&self, number: u32) -> Option<Range<u64>> {
+        match &self.shape {
+            Shape::Single(_) => (number == 1).then_some(0..self.size()),
+            Shape::Multipart(manifest) => {
+                let index = manifest.parts.iter().position(|p| p.number == number)?;
+                Some(manifest.part_range(index).0)
+            }
+        }
+    }
+
+    /// What to read for plaintext `range` (`None`: all of it, which may be empty): the stored
+    /// byte range, and how to decrypt it.
+    pub fn read(&self, range: Option<Range<u64>>) -> (Range<u64>, Vec<Piece>) {
+        match &self.shape {
+            Shape::Single(trailer) => {
+                let size = trailer.plain_len;
+                let (whole, range) = match range {
+                    Some(r) => (false, r),
+                    None => (true, 0..size),
+                };
+                let (piece, stored) = Piece::new(SINGLE_PART, trailer.header, size, range, whole, false);
+                (stored, vec![piece])
+            }
+            Shape::Multipart(manifest) => {
+                let range = range.unwrap_or(0..manifest.record.size);
+                let slices = if range.is_empty() {
+                    // An empty object: its one (empty) part, whole.
+                    vec![manifest::PartSlice {
+                        index: 0,
+                        stored_start: 0,
+                        range: 0..0,
+                    }]
+                } else {
+                    manifest.locate(range)
+                };
+                let last = slices.len() - 1;
+                let mut stored = 0..0;
+                let mut pieces = Vec::with_capacity(slices.len());
+                for (k, slice) in slices.into_iter().enumerate() {
+                    let part = &manifest.parts[slice.index];
+                    let whole_part = slice.range == (0..part.plain_len);
+                    let (piece, span) = Piece::new(
+                        part.number,
+                        part.header,
+                        part.plain_len,
+                        slice.range,
+                        k > 0 || whole_part,
+                        k < last || whole_part,
+                    );
+                    if k == 0 {
+                        stored.start = slice.stored_start + span.start;
+                    }
+                    stored.end = slice.stored_start + span.end;
+                    pieces.push(piece);
+                }
+                (stored, pieces)
+            }
+        }
+    }
+}
+
+/// Suffix bytes read first when opening an object for a HEAD or GET: the whole trailer of a
+/// single-part object, and the manifest of a multipart one of up to about 200 parts.
+pub const TAIL_HINT: u64 = 16 << 10;
+
+/// Opens `bucket`/`key` in `store`: one suffix-range read of `hint` bytes (at least the
+/// trailer) for the metadata and the end of the object, one more when the record lives in the
+/// header extension or a manifest is longer than `hint`. Checks that the stored length and
+/// everything sealed agree.
+pub async fn open(
+    store: &dyn ObjectStore,
+    keyring: &Keyring,
+    bucket: &str,
+    key: &str,
+    hint: u64,
+) -> Result<Opened, OpenError> {
+    let hint = hint.max(TRAILER_LEN as u64);
     let got = store
-        .get_object(bucket, key, Some(ByteRange::Suffix(TRAILER_LEN as u64)), None)
+        .get_object(bucket, key, Some(ByteRange::Suffix(hint)), None)
         .await?;
-    let tail = read_small(got.body, TRAILER_LEN)
+    let tail = read_small(got.body, hint as usize)
         .await
         .map_err(|e| read_failed(store, e))?;
-    let (unwrapped, trailer) = open_tail(keyring, bucket, key, &got.head.metadata, &tail, got.head.size)?;
-    let extension = match trailer.header.extension_len() {
-        0 => None,
-        len => {
-            let range = ByteRange::Bounded(HEADER_LEN as u64..(HEADER_LEN + len) as u64);
-            let ext = store.get_object(bucket, key, Some(range), Some(&got.head.etag)).await?;
-            Some(read_small(ext.body, len).await.map_err(|e| read_failed(store, e))?)
-        }
-    };
-    let record = unwrapped.open_record(&trailer, extension.as_deref())?;
-    Ok(Opened {
-        dek: unwrapped.dek,
-        record,
-        trailer,
-        store_etag: got.head.etag,
-        last_modified: got.head.last_modified,
-    })
+    finish_open(store, keyring, bucket, key, &got.head, Have::Suffix(tail)).await
 }
 
 /// Up to this stored size, a whole-object read is one store request: the object is read into
@@ -97,9 +198,8 @@ pub async fn open(store: &dyn ObjectStore, keyring: &Keyring, bucket: &str, key:
 pub const ONE_REQUEST_MAX: u64 = 1 << 20;
 
 /// Opens `bucket`/`key` for reading all of it: returns what [`open`] does, plus the stored
-/// stream from its first byte (header, extension, segments; anything after the last segment is
-/// never read). Small objects take one store request, larger ones two, both pinned to one
-/// version by the store ETag.
+/// object from its first byte (the reader stops after the last part it needs). Small objects
+/// take one store request, larger ones two, both pinned to one version by the store ETag.
 pub async fn open_whole(
     store: &dyn ObjectStore,
     keyring: &Keyring,
@@ -107,68 +207,122 @@ pub async fn open_whole(
     key: &str,
 ) -> Result<(Opened, ByteStream), OpenError> {
     let got = store.get_object(bucket, key, None, None).await?;
-    let (size, etag) = (got.head.size, got.head.etag.clone());
+    let size = got.head.size;
     if size > ONE_REQUEST_MAX {
-        // The trailer comes last: read it first, from the same version, then stream the body.
+        // The end comes last: read it first, from the same version, then stream the body.
         let tail = store
-            .get_object(bucket, key, Some(ByteRange::Suffix(TRAILER_LEN as u64)), Some(&etag))
+            .get_object(bucket, key, Some(ByteRange::Suffix(TAIL_HINT)), Some(&got.head.etag))
             .await?;
-        let tail = read_small(tail.body, TRAILER_LEN)
+        let tail = read_small(tail.body, TAIL_HINT as usize)
             .await
             .map_err(|e| read_failed(store, e))?;
-        let (unwrapped, trailer) = open_tail(keyring, bucket, key, &got.head.metadata, &tail, size)?;
-        let extension = match trailer.header.extension_len() {
-            0 => None,
-            len => {
-                let range = ByteRange::Bounded(HEADER_LEN as u64..(HEADER_LEN + len) as u64);
-                let ext = store.get_object(bucket, key, Some(range), Some(&etag)).await?;
-                Some(read_small(ext.body, len).await.map_err(|e| read_failed(store, e))?)
-            }
-        };
-        let record = unwrapped.open_record(&trailer, extension.as_deref())?;
-        let opened = Opened {
-            dek: unwrapped.dek,
-            record,
-            trailer,
-            store_etag: etag,
-            last_modified: got.head.last_modified,
-        };
+        let opened = finish_open(store, keyring, bucket, key, &got.head, Have::Suffix(tail)).await?;
         return Ok((opened, got.body));
     }
     // Invariant: `size` is at most ONE_REQUEST_MAX (1 MiB), far below usize::MAX.
     let all = read_small(got.body, size as usize)
         .await
         .map_err(|e| read_failed(store, e))?;
-    if (all.len() as u64) != size || all.len() < HEADER_LEN + TRAILER_LEN {
+    if (all.len() as u64) != size {
         return Err(CryptoError::Format("stored object shorter than its length").into());
     }
-    let (unwrapped, trailer) = open_tail(
-        keyring,
-        bucket,
-        key,
-        &got.head.metadata,
-        &all[all.len() - TRAILER_LEN..],
-        size,
-    )?;
-    let extension = match trailer.header.extension_len() {
-        0 => None,
-        len => Some(
-            all.get(HEADER_LEN..HEADER_LEN + len)
-                .ok_or(CryptoError::Format("short extension"))?,
-        ),
-    };
-    let record = unwrapped.open_record(&trailer, extension)?;
-    let opened = Opened {
-        dek: unwrapped.dek,
-        record,
-        trailer,
-        store_etag: etag,
-        last_modified: got.head.last_modified,
-    };
+    let opened = finish_open(store, keyring, bucket, key, &got.head, Have::All(&all)).await?;
     let body: ByteStream = Box::pin(futures::stream::once(futures::future::ready(Ok(bytes::Bytes::from(
         all,
     )))));
     Ok((opened, body))
+}
+
+/// What has been read of an object: all of it, or a suffix.
+enum Have<'a> {
+    All(&'a [u8]),
+    Suffix(Vec<u8>),
+}
+
+impl Have<'_> {
+    fn suffix(&self) -> &[u8] {
+        match self {
+            Have::All(all) => all,
+            Have::Suffix(tail) => tail,
+        }
+    }
+}
+
+/// Reads stored bytes `range` of the version `head` describes: from memory when `have` holds
+/// them, else with one more (pinned) request.
+async fn fetch(
+    store: &dyn ObjectStore,
+    bucket: &str,
+    key: &str,
+    head: &ObjectHead,
+    have: &Have<'_>,
+    range: Range<u64>,
+) -> Result<Vec<u8>, OpenError> {
+    let short = || OpenError::from(CryptoError::Format("stored object shorter than its length"));
+    let suffix = have.suffix();
+    let suffix_start = head.size.checked_sub(suffix.len() as u64).ok_or_else(short)?;
+    if range.start >= suffix_start && range.end <= head.size {
+        let at = (range.start - suffix_start) as usize..(range.end - suffix_start) as usize;
+        return Ok(suffix[at].to_vec());
+    }
+    let len = (range.end - range.start) as usize;
+    let got = store
+        .get_object(bucket, key, Some(ByteRange::Bounded(range)), Some(&head.etag))
+        .await?;
+    let bytes = read_small(got.body, len).await.map_err(|e| read_failed(store, e))?;
+    if bytes.len() != len {
+        return Err(short());
+    }
+    Ok(bytes)
+}
+
+/// Opens an object from its metadata and what has been read of its end, fetching the header
+/// extension or the rest of a long manifest when needed.
+async fn finish_open(
+    store: &dyn ObjectStore,
+    keyring: &Keyring,
+    bucket: &str,
+    key: &str,
+    head: &ObjectHead,
+    have: Have<'_>,
+) -> Result<Opened, OpenError> {
+    let size = head.size;
+    let unwrapped = unwrap(keyring, bucket, key, &head.metadata)?;
+    let (record, shape) = if head.metadata.contains_key(meta::PARTS) {
+        let need = Manifest::tail_len(have.suffix())? as u64;
+        let tail = fetch(store, bucket, key, head, &have, size.saturating_sub(need)..size).await?;
+        let manifest = unwrapped.open_manifest(&head.metadata, &tail, size)?;
+        (manifest.record.clone(), Shape::Multipart(manifest))
+    } else {
+        let suffix = have.suffix();
+        let tail = suffix
+            .get(suffix.len().saturating_sub(TRAILER_LEN)..)
+            .ok_or(CryptoError::Format("short trailer"))?;
+        let trailer = unwrapped.open_trailer(tail, size)?;
+        let extension = match trailer.header.extension_len() {
+            0 => None,
+            len => Some(
+                fetch(
+                    store,
+                    bucket,
+                    key,
+                    head,
+                    &have,
+                    HEADER_LEN as u64..(HEADER_LEN + len) as u64,
+                )
+                .await?,
+            ),
+        };
+        let record = unwrapped.open_record(&trailer, extension.as_deref())?;
+        (record, Shape::Single(trailer))
+    };
+    Ok(Opened {
+        dek: unwrapped.dek,
+        record,
+        shape,
+        store_etag: head.etag.clone(),
+        last_modified: head.last_modified,
+    })
 }
 
 fn read_failed(store: &dyn ObjectStore, e: std::io::Error) -> BackendError {
@@ -177,24 +331,6 @@ fn read_failed(store: &dyn ObjectStore, e: std::io::Error) -> BackendError {
         message: e.to_string(),
         retryable: true,
     }
-}
-
-/// Unwraps the data key from `metadata`, opens the trailer `tail` and checks it against the
-/// stored length: the first step of every read, from a store or from a file.
-pub fn open_tail(
-    keyring: &Keyring,
-    bucket: &str,
-    key: &str,
-    metadata: &Metadata,
-    tail: &[u8],
-    stored_len: u64,
-) -> Result<(Unwrapped, Trailer), EnvelopeError> {
-    let unwrapped = unwrap(keyring, bucket, key, metadata)?;
-    let trailer = open_trailer(&unwrapped.dek, SINGLE_PART, tail)?;
-    if trailer.header.layout().stored_len(trailer.plain_len) != stored_len {
-        return Err(CryptoError::Decrypt.into());
-    }
-    Ok((unwrapped, trailer))
 }
 
 /// What a new object stores besides its content.
@@ -210,19 +346,11 @@ pub struct Sealed {
 /// Seals a new object's envelope: wraps `dek` under the active KEK for `bucket`/`key` and
 /// seals `record`, into the metadata when it fits [`METADATA_BUDGET`], else into the header.
 pub fn seal(keyring: &Keyring, bucket: &str, key: &str, dek: &Key256, record: &ObjectRecord) -> Sealed {
-    let (kek_version, kek) = keyring.active();
-    let mut metadata = Metadata::new();
-    metadata.insert(meta::VERSION.into(), FORMAT_VERSION.to_string());
-    metadata.insert(meta::KEK.into(), kek_version.to_string());
-    metadata.insert(
-        meta::DEK.into(),
-        B64.encode(wrap_dek(kek, kek_version, dek, bucket, key)),
-    );
+    let mut metadata = key_metadata(keyring, bucket, key, dek);
     let sealed = seal_record(dek, record);
     let encoded = B64.encode(&sealed);
     let header = StreamHeader::random(DEFAULT_SEGMENT_LOG2);
-    let used: usize = metadata.iter().map(|(k, v)| META_PREFIX_LEN + k.len() + v.len()).sum();
-    if used + META_PREFIX_LEN + meta::RECORD.len() + encoded.len() <= METADATA_BUDGET {
+    if fits_metadata(&metadata, &encoded) {
         metadata.insert(meta::RECORD.into(), encoded);
         return Sealed {
             metadata,
@@ -238,6 +366,25 @@ pub fn seal(keyring: &Keyring, bucket: &str, key: &str, dek: &Key256, record: &O
     }
 }
 
+/// Whether the sealed record `encoded` fits beside `metadata` within [`METADATA_BUDGET`].
+pub fn fits_metadata(metadata: &Metadata, encoded: &str) -> bool {
+    let used: usize = metadata.iter().map(|(k, v)| META_PREFIX_LEN + k.len() + v.len()).sum();
+    used + META_PREFIX_LEN + meta::RECORD.len() + encoded.len() <= METADATA_BUDGET
+}
+
+/// The metadata that carries `dek`, wrapped under the active KEK for `bucket`/`key`.
+pub fn key_metadata(keyring: &Keyring, bucket: &str, key: &str, dek: &Key256) -> Metadata {
+    let (kek_version, kek) = keyring.active();
+    let mut metadata = Metadata::new();
+    metadata.insert(meta::VERSION.into(), FORMAT_VERSION.to_string());
+    metadata.insert(meta::KEK.into(), kek_version.to_string());
+    metadata.insert(
+        meta::DEK.into(),
+        B64.encode(wrap_dek(kek, kek_version, dek, bucket, key)),
+    );
+    metadata
+}
+
 /// An object's unwrapped data key, and its sealed record when the metadata carries it.
 pub struct Unwrapped {
     /// The object's data key.
@@ -246,6 +393,27 @@ pub struct Unwrapped {
 }
 
 impl Unwrapped {
+    /// Opens a single-part object's trailer `tail` and checks it against the stored length.
+    pub fn open_trailer(&self, tail: &[u8], stored_len: u64) -> Result<Trailer, CryptoError> {
+        let trailer = open_trailer(&self.dek, SINGLE_PART, tail)?;
+        if trailer.header.layout().stored_len(trailer.plain_len) != stored_len {
+            return Err(CryptoError::Decrypt);
+        }
+        Ok(trailer)
+    }
+
+    /// Opens a multipart object's manifest `tail` (exactly the manifest and its length) and
+    /// checks it against the stored length and the metadata's part count.
+    pub fn open_manifest(&self, metadata: &Metadata, tail: &[u8], stored_len: u64) -> Result<Manifest, CryptoError> {
+        let manifest = Manifest::open(&self.dek, tail, stored_len)?;
+        let count = metadata.get(meta::PARTS).and_then(|v| v.parse::<usize>().ok());
+        // The record lives in the manifest; one in the metadata too is a forgery.
+        if self.record.is_some() || count != Some(manifest.parts.len()) {
+            return Err(CryptoError::Decrypt);
+        }
+        Ok(manifest)
+    }
+
     /// Opens the record, from the metadata or from `extension` (the bytes after the header),
     /// whichever the trailer's header says holds it; both or neither is a forgery.
     pub fn open_record(&self, trailer: &Trailer, extension: Option<&[u8]>) -> Result<ObjectRecord, CryptoError> {

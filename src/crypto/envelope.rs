@@ -9,6 +9,7 @@
 //!   multipart part is uploaded again.
 //! - Trailer key = HKDF-SHA256(ikm = DEK, salt = none, info = "escrow-proxy trailer-key" ‖ part).
 //! - Record key = HKDF-SHA256(ikm = DEK, salt = none, info = "escrow-proxy meta-key").
+//! - Manifest key = HKDF-SHA256(ikm = DEK, salt = none, info = "escrow-proxy manifest-key").
 //! - Sealed record = `nonce(12) ‖ AES-256-GCM(record key, nonce, JSON, "escrow-proxy meta-record")`.
 
 use std::collections::BTreeMap;
@@ -83,6 +84,11 @@ pub fn trailer_key(dek: &Key256, part: u32) -> Key256 {
     let mut info = label::TRAILER_KEY.to_vec();
     info.extend_from_slice(&part.to_be_bytes());
     derive(dek, None, &info)
+}
+
+/// The key of a multipart object's manifest.
+pub fn manifest_key(dek: &Key256) -> Key256 {
+    derive(dek, None, label::MANIFEST_KEY)
 }
 
 fn record_key(dek: &Key256) -> Key256 {

@@ -47,6 +47,9 @@ pub mod meta {
     pub const DEK: &str = "escrow-dek";
     /// Sealed object metadata record, base64.
     pub const RECORD: &str = "escrow-meta";
+    /// Number of parts of a multipart object, decimal: says the body ends in a manifest. A hint
+    /// only: the manifest itself is authenticated.
+    pub const PARTS: &str = "escrow-parts";
 }
 
 /// HKDF `info` labels and AEAD associated-data labels.
@@ -65,6 +68,10 @@ pub mod label {
     pub const TRAILER_AAD: &[u8] = b"escrow-proxy trailer";
     /// AAD prefix of a KEK sealed by the root key; followed by the KEK version, u32 BE.
     pub const KEK_SEAL: &[u8] = b"escrow-proxy kek-seal";
+    /// HKDF info of a multipart object's manifest key.
+    pub const MANIFEST_KEY: &[u8] = b"escrow-proxy manifest-key";
+    /// AAD of a multipart object's manifest.
+    pub const MANIFEST_AAD: &[u8] = b"escrow-proxy manifest";
 }
 
 /// The plaintext checksum algorithms S3 clients may send (`x-amz-checksum-*`), with their frozen

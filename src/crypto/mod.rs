@@ -31,10 +31,11 @@ mod aead;
 pub mod envelope;
 pub mod format;
 pub mod keyring;
+pub mod manifest;
 pub mod segment;
 
 /// Everything that can go wrong in this module.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
     /// Authentication failed: the data, its metadata or the key is not what was sealed.
     /// Deliberately opaque.

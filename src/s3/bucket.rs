@@ -10,7 +10,7 @@ use super::Proxy;
 use super::error;
 use super::etags::Known;
 use crate::backend::{ListEntry, ListQuery};
-use crate::crypto::format::DEFAULT_SEGMENT_LOG2;
+use crate::crypto::format::{DEFAULT_SEGMENT_LOG2, TRAILER_LEN};
 use crate::crypto::segment::Layout;
 
 /// Largest page S3 returns.
@@ -204,10 +204,10 @@ impl Proxy {
     async fn plaintext_entry(&self, bucket: &str, entry: ListEntry) -> Object {
         let known = match self.etags.get(bucket, &entry.key, &entry.etag) {
             Some(known) => Some(known),
-            None => match self.open(bucket, &entry.key).await {
+            None => match self.open(bucket, &entry.key, TRAILER_LEN as u64).await {
                 Ok(opened) => Some(Known {
-                    etag: hex::encode(opened.trailer.md5),
-                    size: opened.trailer.plain_len,
+                    etag: opened.etag(),
+                    size: opened.size(),
                 }),
                 Err(e) => {
                     tracing::warn!(bucket, code = %e.code().as_str(), "listed object could not be opened");

@@ -14,15 +14,15 @@ use super::Proxy;
 use super::error;
 use super::etags::Known;
 use crate::backend::{ByteRange, ByteStream};
-use crate::body::{DecryptBody, DecryptPlan, EncryptBody, Expectations, checksum_header, decode_digest};
+use crate::body::{DecryptBody, EncryptBody, Expectations, checksum_header, decode_digest};
 use crate::crypto::envelope::ObjectRecord;
-use crate::crypto::format::{ChecksumAlgorithm, SINGLE_PART, TRAILER_LEN};
+use crate::crypto::format::{ChecksumAlgorithm, SINGLE_PART};
 use crate::secret::Key256;
 use crate::stored::{self, Opened};
 
 /// The client-visible ETag of an opened object.
 fn client_etag(opened: &Opened) -> ETag {
-    ETag::Strong(hex::encode(opened.trailer.md5))
+    ETag::Strong(opened.etag())
 }
 
 /// What GET and HEAD have in common: the preconditions and the part or range asked for.
@@ -53,7 +53,7 @@ macro_rules! read_output {
             content_language: record.content_language.clone(),
             cache_control: record.cache_control.clone(),
             expires: record.expires.as_deref().and_then(parse_http_date),
-            parts_count: $part_number.map(|_| 1),
+            parts_count: $part_number.map(|_| $opened.parts_count().unwrap_or(1) as i32),
             checksum_crc32: checksum.checksum_crc32,
             checksum_crc32c: checksum.checksum_crc32c,
             checksum_crc64nvme: checksum.checksum_crc64nvme,
@@ -82,7 +82,7 @@ impl Proxy {
             ));
         }
         // A GET of the whole object opens it with its body: one store request for small objects.
-        let whole = want_body && read.range.is_none() && matches!(read.part_number, None | Some(1));
+        let whole = want_body && read.range.is_none() && read.part_number.is_none();
         let (opened, body) = if whole {
             let (opened, body) = stored::open_whole(self.store.as_ref(), &self.keyring, bucket, key)
                 .await
@@ -90,7 +90,7 @@ impl Proxy {
             self.remember(bucket, key, &opened);
             (opened, Some(body))
         } else {
-            (self.open(bucket, key).await?, None)
+            (self.open(bucket, key, stored::TAIL_HINT).await?, None)
         };
         check_conditions(
             &opened,
@@ -99,19 +99,30 @@ impl Proxy {
             read.if_modified_since,
             read.if_unmodified_since,
         )?;
-        let size = opened.trailer.plain_len;
+        let size = opened.size();
         let range = match (read.part_number, read.range) {
             (Some(_), Some(_)) => return Err(s3_error!(InvalidRequest, "Cannot specify both Range and partNumber.")),
-            (Some(1), None) | (None, None) => None,
-            (Some(_), None) => return Err(invalid_part_number()),
+            (None, None) => None,
+            (Some(n), None) => {
+                let part = u32::try_from(n).ok().and_then(|n| opened.part_range(n));
+                match part {
+                    // The whole object: a single-part object's part 1, or an empty object.
+                    Some(r) if r.is_empty() || (r.start == 0 && r.end == size) && opened.parts_count().is_none() => {
+                        None
+                    }
+                    Some(r) => Some(r),
+                    None => return Err(invalid_part_number()),
+                }
+            }
             (None, Some(range)) => Some(resolve_range(range, size)?),
         };
         Ok((opened, range, body))
     }
 
-    /// Opens an object (see [`stored::open`]) and remembers its client ETag for listings.
-    pub(super) async fn open(&self, bucket: &str, key: &str) -> S3Result<Opened> {
-        let opened = stored::open(self.store.as_ref(), &self.keyring, bucket, key)
+    /// Opens an object (see [`stored::open`], reading `hint` bytes of its end first) and
+    /// remembers its client ETag for listings.
+    pub(super) async fn open(&self, bucket: &str, key: &str, hint: u64) -> S3Result<Opened> {
+        let opened = stored::open(self.store.as_ref(), &self.keyring, bucket, key, hint)
             .await
             .map_err(error::open)?;
         self.remember(bucket, key, &opened);
@@ -119,10 +130,10 @@ impl Proxy {
     }
 
     /// Caches an opened object's client ETag and size for listings.
-    fn remember(&self, bucket: &str, key: &str, opened: &Opened) {
+    pub(super) fn remember(&self, bucket: &str, key: &str, opened: &Opened) {
         let known = Known {
-            etag: hex::encode(opened.trailer.md5),
-            size: opened.trailer.plain_len,
+            etag: opened.etag(),
+            size: opened.size(),
         };
         self.etags.insert(bucket, key, &opened.store_etag, known);
     }
@@ -228,7 +239,7 @@ impl Proxy {
             if_unmodified_since: i.if_unmodified_since.as_ref(),
         };
         let (opened, range, _) = self.prepare_read(&i.bucket, &i.key, &read, false).await?;
-        let size = opened.trailer.plain_len;
+        let size = opened.size();
         let checksum = response_checksum(&opened, i.checksum_mode.as_ref(), true);
         let output = read_output!(HeadObjectOutput, opened, i.part_number, checksum, {
             content_length: Some(range.as_ref().map_or(size, |r| r.end - r.start) as i64),
@@ -249,33 +260,8 @@ impl Proxy {
             if_unmodified_since: input.if_unmodified_since.as_ref(),
         };
         let (opened, range, whole) = self.prepare_read(&input.bucket, &input.key, &read, true).await?;
-        let size = opened.trailer.plain_len;
-        let layout = opened.trailer.header.layout();
-        let (stored, plan) = match &range {
-            Some(r) => {
-                let span = layout.locate(size, r.clone());
-                let plan = DecryptPlan {
-                    plain_len: size,
-                    first_segment: span.first_segment,
-                    last_segment: span.last_segment,
-                    skip: span.skip,
-                    len: span.len,
-                    header_first: false,
-                };
-                (span.stored, plan)
-            }
-            None => {
-                let plan = DecryptPlan {
-                    plain_len: size,
-                    first_segment: 0,
-                    last_segment: layout.segment_count(size) - 1,
-                    skip: 0,
-                    len: size,
-                    header_first: true,
-                };
-                (0..layout.stored_len(size) - TRAILER_LEN as u64, plan)
-            }
-        };
+        let size = opened.size();
+        let (stored, pieces) = opened.read(range.clone());
         let stored_body = match whole {
             Some(body) => body,
             // Same object as the trailer came from, or PreconditionFailed (it was overwritten).
@@ -297,12 +283,13 @@ impl Proxy {
                     .body
             }
         };
-        let body = DecryptBody::new(stored_body, &opened.dek, SINGLE_PART, &opened.trailer, &plan);
+        let body = DecryptBody::new(stored_body, &opened.dek, pieces);
+        let len = range.as_ref().map_or(size, |r| r.end - r.start);
         // S3 returns the object's checksum only with the whole object.
         let checksum = response_checksum(&opened, input.checksum_mode.as_ref(), range.is_none());
         let output = read_output!(GetObjectOutput, opened, input.part_number, checksum, {
             body: Some(StreamingBlob::wrap(body)),
-            content_length: Some(plan.len as i64),
+            content_length: Some(len as i64),
             content_range: range.as_ref().map(|r| content_range(r, size)),
         });
         Ok(S3Response::new(output))
@@ -635,7 +622,7 @@ fn checksum_dto(algo: ChecksumAlgorithm, digest: &[u8]) -> Checksum {
 /// The object's stored checksum, when the client asked for it (`x-amz-checksum-mode: ENABLED`)
 /// and the answer carries the whole object.
 fn response_checksum(opened: &Opened, mode: Option<&ChecksumMode>, whole: bool) -> Checksum {
-    match &opened.trailer.checksum {
+    match opened.checksum() {
         Some((algo, digest)) if whole && wants_checksum(mode) => checksum_dto(*algo, digest),
         _ => Checksum::default(),
     }
