@@ -10,13 +10,11 @@ use clap::{Parser, Subcommand};
 use escrow_proxy::config::{ClientConfig, Config, env_has_config};
 use escrow_proxy::secret::SecretString;
 
-/// An AWS CLI configuration for the embedded default: path-style addressing, and single-part
-/// uploads up to 5 GB (multipart upload is not served yet).
+/// An AWS CLI configuration for the embedded default: path-style addressing.
 const AWS_CLI_CONFIG: &str = "aws-cli.conf";
 /// Where the embedded default keeps everything, relative to the working directory.
 const EMBEDDED_DATA: &str = "data";
-const AWS_CLI_CONFIG_TEXT: &str =
-    "[default]\nregion = us-east-1\ns3 =\n  addressing_style = path\n  multipart_threshold = 5GB\n";
+const AWS_CLI_CONFIG_TEXT: &str = "[default]\nregion = us-east-1\ns3 =\n  addressing_style = path\n";
 
 /// Exit code for a configuration the proxy refuses (EX_USAGE).
 const EXIT_BAD_CONFIG: u8 = 64;

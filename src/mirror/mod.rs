@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::backend::{
     BackendError, BackendResult, BucketInfo, ByteRange, ByteStream, GetObject, ListPage, ListQuery, Metadata,
-    ObjectHead, ObjectStore,
+    ObjectHead, ObjectStore, Source, receiver_stream,
 };
 use crate::config::ReadMode;
 
@@ -106,12 +106,6 @@ fn both<T>(a: BackendResult<T>, b: BackendResult<()>) -> BackendResult<T> {
 /// Copies an `io::Error` (it is not `Clone`) so both tee branches can fail with it.
 fn copy_error(e: &io::Error) -> io::Error {
     io::Error::new(e.kind(), e.to_string())
-}
-
-fn receiver_stream(rx: mpsc::Receiver<io::Result<Bytes>>) -> ByteStream {
-    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
 }
 
 #[async_trait]
@@ -223,5 +217,27 @@ impl ObjectStore for Mirror {
 
     async fn list_objects(&self, bucket: &str, query: &ListQuery) -> BackendResult<ListPage> {
         self.read(|s| s.list_objects(bucket, query)).await
+    }
+
+    /// Each store composes from its own copies of the sources (server-side where it can).
+    async fn compose(
+        &self,
+        bucket: &str,
+        key: &str,
+        sources: Vec<Source>,
+        tail: Bytes,
+        metadata: Metadata,
+    ) -> BackendResult<String> {
+        // Source ETags are the primary's; the mirror's copies have their own.
+        let mirror_sources = sources.iter().cloned().map(|s| Source { etag: None, ..s }).collect();
+        let (a, b) = tokio::join!(
+            self.primary
+                .compose(bucket, key, sources, tail.clone(), metadata.clone()),
+            self.mirror.compose(bucket, key, mirror_sources, tail, metadata)
+        );
+        if a.is_ok() != b.is_ok() {
+            self.log_split("compose", bucket, key);
+        }
+        both(a, b.map(drop))
     }
 }

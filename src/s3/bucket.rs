@@ -9,6 +9,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 use super::Proxy;
 use super::error;
 use super::etags::Known;
+use super::multipart::RESERVED_PREFIX;
 use crate::backend::{ListEntry, ListQuery};
 use crate::crypto::format::{DEFAULT_SEGMENT_LOG2, TRAILER_LEN};
 use crate::crypto::segment::Layout;
@@ -24,6 +25,9 @@ struct Page {
     common_prefixes: Vec<String>,
     is_truncated: bool,
     next_token: Option<String>,
+    /// The last key or common prefix of the store's page (before hiding reserved keys): where
+    /// a ListObjects (v1) continues.
+    resume_marker: Option<String>,
 }
 
 impl Proxy {
@@ -118,12 +122,7 @@ impl Proxy {
             max_keys,
         };
         let page = self.list_page(&input.bucket, query, max_keys).await?;
-        let next_marker = match (page.is_truncated, page.objects.last(), page.common_prefixes.last()) {
-            (true, Some(o), Some(p)) => o.key.clone().max(Some(p.clone())),
-            (true, Some(o), None) => o.key.clone(),
-            (true, None, Some(p)) => Some(p.clone()),
-            _ => None,
-        };
+        let next_marker = page.resume_marker.clone().filter(|_| page.is_truncated);
         let enc = |s: Option<String>| s.map(|s| encode_if(url, &s));
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
@@ -183,10 +182,19 @@ impl Proxy {
                 common_prefixes: Vec::new(),
                 is_truncated: false,
                 next_token: None,
+                resume_marker: None,
             });
         }
         query.start_after = skip_rolled_up(query.start_after, query.prefix.as_deref(), query.delimiter.as_deref());
-        let page = self.store.list_objects(bucket, &query).await.map_err(error::backend)?;
+        let mut page = self.store.list_objects(bucket, &query).await.map_err(error::backend)?;
+        let resume_marker = page
+            .objects
+            .last()
+            .map(|o| o.key.clone())
+            .max(page.common_prefixes.last().cloned());
+        // The proxy's own multipart state is not the client's to see.
+        page.objects.retain(|o| !o.key.starts_with(RESERVED_PREFIX));
+        page.common_prefixes.retain(|p| !p.starts_with(RESERVED_PREFIX));
         let objects: Vec<Object> = futures::stream::iter(page.objects)
             .map(|entry| self.plaintext_entry(bucket, entry))
             .buffered(LIST_RESOLVE_CONCURRENCY)
@@ -197,6 +205,7 @@ impl Proxy {
             common_prefixes: page.common_prefixes,
             is_truncated: page.is_truncated,
             next_token: page.next_continuation_token,
+            resume_marker,
         })
     }
 

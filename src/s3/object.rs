@@ -13,12 +13,17 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 use super::Proxy;
 use super::error;
 use super::etags::Known;
+use crate::backend::Metadata;
+use crate::backend::Source;
 use crate::backend::{ByteRange, ByteStream};
-use crate::body::{DecryptBody, EncryptBody, Expectations, checksum_header, decode_digest};
+use crate::body::{DecryptBody, Digests, EncryptBody, Expectations, checksum_header, decode_digest};
 use crate::crypto::envelope::ObjectRecord;
+use crate::crypto::format::meta;
 use crate::crypto::format::{ChecksumAlgorithm, SINGLE_PART};
+use crate::crypto::manifest::Manifest;
+use crate::crypto::segment::StreamHeader;
 use crate::secret::Key256;
-use crate::stored::{self, Opened};
+use crate::stored::{self, Opened, Shape};
 
 /// The client-visible ETag of an opened object.
 fn client_etag(opened: &Opened) -> ETag {
@@ -75,6 +80,7 @@ impl Proxy {
         read: &ReadRequest<'_>,
         want_body: bool,
     ) -> S3Result<(Opened, Option<std::ops::Range<u64>>, Option<ByteStream>)> {
+        refuse_reserved(key)?;
         if read.sse_c {
             return Err(s3_error!(
                 NotImplemented,
@@ -139,65 +145,38 @@ impl Proxy {
     }
 
     pub(super) async fn put_object_op(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        let plain_len = declared_length(&req)?;
+        let plain_len = declared_length(&req.headers, req.input.content_length)?;
         if plain_len > MAX_PUT_SIZE {
             return Err(s3_error!(
                 EntityTooLarge,
                 "Your proposed upload exceeds the maximum allowed object size."
             ));
         }
-        let expect = expectations(&req)?;
+        let expect = expectations(&req.headers, &req.trailing_headers, client_digests!(req.input))?;
         let input = req.input;
-        refuse_unsafe_put(&input)?;
+        refuse_reserved(&input.key)?;
+        refuse_unsafe(unsafe_asks!(input))?;
+        if input.if_match.is_some() || input.if_none_match.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "Conditional writes are not supported through escrow-proxy yet."
+            ));
+        }
         let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
-
-        let record = ObjectRecord {
-            size: plain_len,
-            content_type: input.content_type,
-            content_encoding: client_content_encoding(input.content_encoding.as_deref()),
-            content_disposition: input.content_disposition,
-            content_language: input.content_language,
-            cache_control: input.cache_control,
-            expires: input.expires.as_ref().map(fmt_http_date),
-            user: input
-                .metadata
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k.to_lowercase(), v))
-                .collect(),
-        };
+        let mut record = record_of!(input);
+        record.size = plain_len;
         let dek = Key256::random();
         let sealed = stored::seal(&self.keyring, &input.bucket, &input.key, &dek, &record);
-        let (encrypt, outcome) = EncryptBody::new(
-            body,
-            &dek,
-            SINGLE_PART,
-            sealed.header,
-            sealed.extension,
-            plain_len,
-            expect,
-        );
-        let stored_len = encrypt.stored_len();
-        let result = self
-            .store
-            .put_object(
-                &input.bucket,
-                &input.key,
-                Box::pin(encrypt),
-                stored_len,
-                sealed.metadata,
-            )
-            .await;
-        let outcome = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let (store_etag, digests) = match (result, outcome) {
-            (Ok(etag), Some(Ok(digests))) => (etag, digests),
-            // The body was refused by our checks: that precise reason, nothing was stored.
-            (_, Some(Err(failure))) => return Err(error::body(failure)),
-            (Err(e), _) => return Err(error::backend(e)),
-            // Invariant: a store reports success only after consuming the whole body, and the
-            // body fills the outcome when it ends; anything else is a bug, not a client error.
-            (Ok(_), None) => return Err(s3_error!(InternalError, "Internal error.")),
+        let upload = Upload {
+            bucket: &input.bucket,
+            key: &input.key,
+            dek: &dek,
+            part: SINGLE_PART,
+            header: sealed.header,
+            extension: sealed.extension,
+            metadata: sealed.metadata,
         };
+        let (store_etag, digests) = self.upload(upload, body, plain_len, expect).await?;
         let etag = hex::encode(digests.md5);
         self.etags.insert(
             &input.bucket,
@@ -208,11 +187,7 @@ impl Proxy {
                 size: plain_len,
             },
         );
-        let c = digests
-            .checksum
-            .as_ref()
-            .map(|(algo, digest)| checksum_dto(*algo, digest))
-            .unwrap_or_default();
+        let c = digests_checksum(&digests);
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(etag)),
             checksum_crc32: c.checksum_crc32,
@@ -222,6 +197,52 @@ impl Proxy {
             checksum_sha256: c.checksum_sha256,
             ..Default::default()
         }))
+    }
+
+    /// Encrypts `body` (exactly `plain_len` bytes, checked against `expect`) into the stream
+    /// `upload` describes and stores it: the one write path of PUT, UploadPart and
+    /// UploadPartCopy. Returns the store's ETag and the plaintext digests.
+    pub(super) async fn upload<S, E>(
+        &self,
+        upload: Upload<'_>,
+        body: S,
+        plain_len: u64,
+        expect: Expectations,
+    ) -> S3Result<(String, Digests)>
+    where
+        S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin + Send + Sync + 'static,
+        E: std::fmt::Display + 'static,
+    {
+        let (encrypt, outcome) = EncryptBody::new(
+            body,
+            upload.dek,
+            upload.part,
+            upload.header,
+            upload.extension,
+            plain_len,
+            expect,
+        );
+        let stored_len = encrypt.stored_len();
+        let result = self
+            .store
+            .put_object(
+                upload.bucket,
+                upload.key,
+                Box::pin(encrypt),
+                stored_len,
+                upload.metadata,
+            )
+            .await;
+        let outcome = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (result, outcome) {
+            (Ok(etag), Some(Ok(digests))) => Ok((etag, digests)),
+            // The body was refused by our checks: that precise reason, nothing was stored.
+            (_, Some(Err(failure))) => Err(error::body(failure)),
+            (Err(e), _) => Err(error::backend(e)),
+            // Invariant: a store reports success only after consuming the whole body, and the
+            // body fills the outcome when it ends; anything else is a bug, not a client error.
+            (Ok(_), None) => Err(s3_error!(InternalError, "Internal error.")),
+        }
     }
 
     pub(super) async fn head_object_op(
@@ -295,11 +316,163 @@ impl Proxy {
         Ok(S3Response::new(output))
     }
 
+    /// The plaintext of `range` (`None`: all) of an opened object, decrypted as it streams.
+    pub(super) async fn read_plaintext(
+        &self,
+        bucket: &str,
+        key: &str,
+        opened: &Opened,
+        range: Option<std::ops::Range<u64>>,
+    ) -> S3Result<DecryptBody<ByteStream>> {
+        let (stored, pieces) = opened.read(range);
+        let got = self
+            .store
+            .get_object(bucket, key, Some(ByteRange::Bounded(stored)), Some(&opened.store_etag))
+            .await
+            .map_err(|e| match e {
+                crate::backend::BackendError::PreconditionFailed => {
+                    s3_error!(ServiceUnavailable, "The object changed while it was being read; retry.")
+                }
+                other => error::backend(other),
+            })?;
+        Ok(DecryptBody::new(got.body, &opened.dek, pieces))
+    }
+
+    /// CopyObject. The copy keeps the source's DEK, re-wrapped for its new name (so it decrypts
+    /// only there), and the store copies the ciphertext server-side. Only a single-part copy
+    /// whose new record no longer fits the metadata, or whose record sits in the source's header
+    /// and is replaced, is decrypted and sealed again in this process under a fresh DEK.
+    pub(super) async fn copy_object_op(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let input = req.input;
+        refuse_reserved(&input.key)?;
+        refuse_unsafe(unsafe_asks!(input))?;
+        if input.copy_source_sse_customer_algorithm.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "SSE-C is not supported through escrow-proxy."
+            ));
+        }
+        let (src_bucket, src_key) = copy_source(&input.copy_source)?;
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        if !replace && src_bucket == input.bucket && src_key == input.key {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
+            ));
+        }
+        self.store.head_bucket(&input.bucket).await.map_err(error::backend)?;
+        let opened = self.open(&src_bucket, &src_key, stored::TAIL_HINT).await?;
+        check_copy_conditions(
+            &opened,
+            input.copy_source_if_match.as_ref(),
+            input.copy_source_if_none_match.as_ref(),
+            input.copy_source_if_modified_since.as_ref(),
+            input.copy_source_if_unmodified_since.as_ref(),
+        )?;
+        let record = if replace {
+            let mut r = record_of!(input);
+            r.size = opened.size();
+            r
+        } else {
+            opened.record.clone()
+        };
+        let (bucket, key) = (input.bucket.as_str(), input.key.as_str());
+        let mut metadata = stored::key_metadata(&self.keyring, bucket, key, &opened.dek);
+        let source = |end: u64| Source {
+            bucket: src_bucket.clone(),
+            key: src_key.clone(),
+            range: 0..end,
+            etag: Some(opened.store_etag.clone()).filter(|e| !e.is_empty()),
+        };
+        let server_side = match &opened.shape {
+            Shape::Multipart(manifest) => {
+                let manifest = Manifest {
+                    parts: manifest.parts.clone(),
+                    record: record.clone(),
+                };
+                metadata.insert(meta::PARTS.into(), manifest.parts.len().to_string());
+                let tail = manifest.seal(&opened.dek);
+                Some((vec![source(manifest.parts_stored_len())], tail, metadata))
+            }
+            Shape::Single(trailer) => {
+                let stored_len = trailer.header.layout().stored_len(trailer.plain_len);
+                let in_header = trailer.header.extension_len() > 0;
+                let encoded = B64.encode(crate::crypto::envelope::seal_record(&opened.dek, &record));
+                match (in_header, replace) {
+                    // The record stays where it is, in the header.
+                    (true, false) => Some((vec![source(stored_len)], Vec::new(), metadata)),
+                    (false, _) if stored::fits_metadata(&metadata, &encoded) => {
+                        metadata.insert(meta::RECORD.into(), encoded);
+                        Some((vec![source(stored_len)], Vec::new(), metadata))
+                    }
+                    _ => None,
+                }
+            }
+        };
+        let store_etag = match server_side {
+            Some((sources, tail, metadata)) => self
+                .store
+                .compose(bucket, key, sources, tail.into(), metadata)
+                .await
+                .map_err(|e| match e {
+                    crate::backend::BackendError::PreconditionFailed => {
+                        s3_error!(
+                            ServiceUnavailable,
+                            "The source changed while it was being copied; retry."
+                        )
+                    }
+                    other => error::backend(other),
+                })?,
+            None => {
+                let plain = self.read_plaintext(&src_bucket, &src_key, &opened, None).await?;
+                let dek = Key256::random();
+                let sealed = stored::seal(&self.keyring, bucket, key, &dek, &record);
+                let upload = Upload {
+                    bucket,
+                    key,
+                    dek: &dek,
+                    part: SINGLE_PART,
+                    header: sealed.header,
+                    extension: sealed.extension,
+                    metadata: sealed.metadata,
+                };
+                self.upload(upload, plain, opened.size(), Expectations::default())
+                    .await?
+                    .0
+            }
+        };
+        let etag = opened.etag();
+        self.etags.insert(
+            bucket,
+            key,
+            &store_etag,
+            Known {
+                etag: etag.clone(),
+                size: opened.size(),
+            },
+        );
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(ETag::Strong(etag)),
+                last_modified: Some(Timestamp::from(SystemTime::now())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
     pub(super) async fn delete_object_op(
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let input = req.input;
+        refuse_reserved(&input.key)?;
         self.store.head_bucket(&input.bucket).await.map_err(error::backend)?;
         self.store
             .delete_object(&input.bucket, &input.key)
@@ -320,11 +493,14 @@ impl Proxy {
             .map(|obj| {
                 let bucket = input.bucket.clone();
                 async move {
-                    let r = self
-                        .store
-                        .delete_object(&bucket, &obj.key)
-                        .await
-                        .map_err(error::backend);
+                    let r = match refuse_reserved(&obj.key) {
+                        Ok(()) => self
+                            .store
+                            .delete_object(&bucket, &obj.key)
+                            .await
+                            .map_err(error::backend),
+                        Err(e) => Err(e),
+                    };
                     (obj.key, r)
                 }
             })
@@ -364,9 +540,8 @@ const DELETE_CONCURRENCY: usize = 16;
 
 /// The plaintext length of an upload: `Content-Length`, or `x-amz-decoded-content-length` for
 /// aws-chunked bodies.
-fn declared_length(req: &S3Request<PutObjectInput>) -> S3Result<u64> {
-    let decoded = req
-        .headers
+pub(super) fn declared_length(headers: &http::HeaderMap, content_length: Option<i64>) -> S3Result<u64> {
+    let decoded = headers
         .get("x-amz-decoded-content-length")
         .map(|v| {
             v.to_str()
@@ -375,17 +550,45 @@ fn declared_length(req: &S3Request<PutObjectInput>) -> S3Result<u64> {
                 .ok_or_else(|| s3_error!(InvalidArgument, "bad x-amz-decoded-content-length"))
         })
         .transpose()?;
-    match (decoded, req.input.content_length) {
+    match (decoded, content_length) {
         (Some(len), _) => Ok(len),
         (None, Some(len)) if len >= 0 => Ok(len as u64),
         _ => Err(s3_error!(MissingContentLength)),
     }
 }
 
+/// The digests a client may send with an upload body.
+pub(super) struct ClientDigests<'a> {
+    pub content_md5: Option<&'a String>,
+    pub checksums: [(ChecksumAlgorithm, Option<&'a String>); 5],
+    pub algorithm: Option<&'a s3s::dto::ChecksumAlgorithm>,
+}
+
+/// The [`ClientDigests`] of an upload input (PutObject, UploadPart: same field names).
+macro_rules! client_digests {
+    ($input:expr) => {
+        ClientDigests {
+            content_md5: $input.content_md5.as_ref(),
+            checksums: [
+                (ChecksumAlgorithm::Crc32, $input.checksum_crc32.as_ref()),
+                (ChecksumAlgorithm::Crc32c, $input.checksum_crc32c.as_ref()),
+                (ChecksumAlgorithm::Crc64Nvme, $input.checksum_crc64nvme.as_ref()),
+                (ChecksumAlgorithm::Sha1, $input.checksum_sha1.as_ref()),
+                (ChecksumAlgorithm::Sha256, $input.checksum_sha256.as_ref()),
+            ],
+            algorithm: $input.checksum_algorithm.as_ref(),
+        }
+    };
+}
+pub(super) use client_digests;
+
 /// What the client claims about its plaintext (Content-MD5, x-amz-checksum-*, trailers).
-fn expectations(req: &S3Request<PutObjectInput>) -> S3Result<Expectations> {
-    let input = &req.input;
-    let md5 = match &input.content_md5 {
+pub(super) fn expectations(
+    headers: &http::HeaderMap,
+    trailing: &Option<s3s::TrailingHeaders>,
+    digests: ClientDigests<'_>,
+) -> S3Result<Expectations> {
+    let md5 = match digests.content_md5 {
         Some(v) => Some(
             B64.decode(v.trim())
                 .ok()
@@ -394,21 +597,15 @@ fn expectations(req: &S3Request<PutObjectInput>) -> S3Result<Expectations> {
         ),
         None => None,
     };
-    let sent: Vec<(ChecksumAlgorithm, &String)> = [
-        (ChecksumAlgorithm::Crc32, &input.checksum_crc32),
-        (ChecksumAlgorithm::Crc32c, &input.checksum_crc32c),
-        (ChecksumAlgorithm::Crc64Nvme, &input.checksum_crc64nvme),
-        (ChecksumAlgorithm::Sha1, &input.checksum_sha1),
-        (ChecksumAlgorithm::Sha256, &input.checksum_sha256),
-    ]
-    .into_iter()
-    .filter_map(|(a, v)| v.as_ref().map(|v| (a, v)))
-    .collect();
+    let sent: Vec<(ChecksumAlgorithm, &String)> = digests
+        .checksums
+        .into_iter()
+        .filter_map(|(a, v)| v.map(|v| (a, v)))
+        .collect();
     if sent.len() > 1 {
         return Err(s3_error!(InvalidRequest, "Expecting a single x-amz-checksum- header."));
     }
-    let trailer_algo = req
-        .headers
+    let trailer_algo = headers
         .get("x-amz-trailer")
         .and_then(|v| v.to_str().ok())
         .and_then(|name| {
@@ -416,7 +613,7 @@ fn expectations(req: &S3Request<PutObjectInput>) -> S3Result<Expectations> {
                 .into_iter()
                 .find(|a| checksum_header(*a).eq_ignore_ascii_case(name.trim()))
         });
-    let declared = input.checksum_algorithm.as_ref().map(|a| {
+    let declared = digests.algorithm.map(|a| {
         ChecksumAlgorithm::ALL
             .into_iter()
             .find(|x| x.s3_name().eq_ignore_ascii_case(a.as_str()))
@@ -438,7 +635,7 @@ fn expectations(req: &S3Request<PutObjectInput>) -> S3Result<Expectations> {
         (None, None) => (declared, None),
     };
     let trailer = if trailer_algo.is_some() && digest.is_none() {
-        req.trailing_headers.clone()
+        trailing.clone()
     } else {
         None
     };
@@ -456,8 +653,53 @@ fn expectations(req: &S3Request<PutObjectInput>) -> S3Result<Expectations> {
     })
 }
 
+/// The stored stream one upload writes.
+pub(super) struct Upload<'a> {
+    pub bucket: &'a str,
+    /// The store key (the object's, or a multipart part's).
+    pub key: &'a str,
+    pub dek: &'a Key256,
+    pub part: u32,
+    pub header: StreamHeader,
+    pub extension: Vec<u8>,
+    pub metadata: Metadata,
+}
+
+/// The record of a new object from the headers of its PutObject or CreateMultipartUpload
+/// (same field names); `size` is left 0.
+macro_rules! record_of {
+    ($input:expr) => {
+        ObjectRecord {
+            size: 0,
+            content_type: $input.content_type.clone(),
+            content_encoding: super::object::client_content_encoding($input.content_encoding.as_deref()),
+            content_disposition: $input.content_disposition.clone(),
+            content_language: $input.content_language.clone(),
+            cache_control: $input.cache_control.clone(),
+            expires: $input.expires.as_ref().map(super::object::fmt_http_date),
+            user: $input
+                .metadata
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k.to_lowercase(), v))
+                .collect(),
+        }
+    };
+}
+pub(super) use record_of;
+
+/// The checksum fields of an upload answer.
+pub(super) fn digests_checksum(digests: &Digests) -> Checksum {
+    digests
+        .checksum
+        .as_ref()
+        .map(|(algo, digest)| checksum_dto(*algo, digest))
+        .unwrap_or_default()
+}
+
 /// The client's `Content-Encoding` without the `aws-chunked` transfer coding S3 strips.
-fn client_content_encoding(value: Option<&str>) -> Option<String> {
+pub(super) fn client_content_encoding(value: Option<&str>) -> Option<String> {
     let kept: Vec<&str> = value?
         .split(',')
         .map(str::trim)
@@ -466,44 +708,58 @@ fn client_content_encoding(value: Option<&str>) -> Option<String> {
     (!kept.is_empty()).then(|| kept.join(","))
 }
 
-/// Requests whose semantics the proxy cannot honour without leaking or lying.
-fn refuse_unsafe_put(input: &PutObjectInput) -> S3Result<()> {
-    if input.sse_customer_algorithm.is_some() || input.sse_customer_key.is_some() {
+/// What a write asks for that the proxy may have to refuse.
+pub(super) struct UnsafeAsks<'a> {
+    pub sse_c: bool,
+    pub kms: bool,
+    pub sse: Option<&'a ServerSideEncryption>,
+    pub tagging: bool,
+    pub object_lock: bool,
+    pub acl: Option<&'a ObjectCannedACL>,
+}
+
+/// The [`UnsafeAsks`] of a PutObject, CreateMultipartUpload or CopyObject input.
+macro_rules! unsafe_asks {
+    ($input:expr) => {
+        UnsafeAsks {
+            sse_c: $input.sse_customer_algorithm.is_some() || $input.sse_customer_key.is_some(),
+            kms: $input.ssekms_key_id.is_some(),
+            sse: $input.server_side_encryption.as_ref(),
+            tagging: $input.tagging.is_some(),
+            object_lock: $input.object_lock_mode.is_some() || $input.object_lock_legal_hold_status.is_some(),
+            acl: $input.acl.as_ref(),
+        }
+    };
+}
+pub(super) use unsafe_asks;
+
+/// Refuses what the proxy cannot honour without leaking or lying.
+pub(super) fn refuse_unsafe(asks: UnsafeAsks<'_>) -> S3Result<()> {
+    if asks.sse_c {
         return Err(s3_error!(
             NotImplemented,
             "SSE-C is not supported through escrow-proxy."
         ));
     }
-    if input.ssekms_key_id.is_some()
-        || input
-            .server_side_encryption
-            .as_ref()
-            .is_some_and(|s| s.as_str() != ServerSideEncryption::AES256)
-    {
+    if asks.kms || asks.sse.is_some_and(|s| s.as_str() != ServerSideEncryption::AES256) {
         return Err(s3_error!(
             NotImplemented,
             "SSE-KMS is not supported; escrow-proxy encrypts every object itself."
         ));
     }
-    if input.tagging.is_some() {
+    if asks.tagging {
         return Err(s3_error!(
             NotImplemented,
             "Object tagging is not supported through escrow-proxy."
         ));
     }
-    if input.if_match.is_some() || input.if_none_match.is_some() {
-        return Err(s3_error!(
-            NotImplemented,
-            "Conditional writes are not supported through escrow-proxy yet."
-        ));
-    }
-    if input.object_lock_mode.is_some() || input.object_lock_legal_hold_status.is_some() {
+    if asks.object_lock {
         return Err(s3_error!(
             NotImplemented,
             "Object Lock is not supported through escrow-proxy."
         ));
     }
-    if let Some(acl) = &input.acl
+    if let Some(acl) = asks.acl
         && !matches!(
             acl.as_str(),
             ObjectCannedACL::PRIVATE | ObjectCannedACL::BUCKET_OWNER_FULL_CONTROL
@@ -512,6 +768,18 @@ fn refuse_unsafe_put(input: &PutObjectInput) -> S3Result<()> {
         return Err(s3_error!(
             NotImplemented,
             "Only private ACLs are supported through escrow-proxy."
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses keys under the prefix where the proxy keeps multipart uploads.
+pub(super) fn refuse_reserved(key: &str) -> S3Result<()> {
+    if key.starts_with(super::multipart::RESERVED_PREFIX) {
+        return Err(s3_error!(
+            InvalidArgument,
+            "Object keys under {} are reserved by escrow-proxy.",
+            super::multipart::RESERVED_PREFIX
         ));
     }
     Ok(())
@@ -564,6 +832,45 @@ fn check_conditions(
     Ok(())
 }
 
+/// Copy-source preconditions: as GET's, except that every failure is 412.
+pub(super) fn check_copy_conditions(
+    opened: &Opened,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    check_conditions(opened, if_match, if_none_match, if_modified_since, if_unmodified_since).map_err(|e| {
+        if *e.code() == s3s::S3ErrorCode::NotModified {
+            s3_error!(PreconditionFailed)
+        } else {
+            e
+        }
+    })
+}
+
+/// The bucket and key of `x-amz-copy-source`. Buckets here are unversioned: a version other
+/// than `null` does not exist.
+pub(super) fn copy_source(src: &CopySource) -> S3Result<(String, String)> {
+    match src {
+        CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } => {
+            if version_id.as_deref().is_some_and(|v| v != "null") {
+                return Err(s3_error!(NoSuchVersion, "The specified version does not exist."));
+            }
+            refuse_reserved(key)?;
+            Ok((bucket.to_string(), key.to_string()))
+        }
+        _ => Err(s3_error!(
+            NotImplemented,
+            "Access point and Outposts copy sources are not supported."
+        )),
+    }
+}
+
 /// An S3 `Range` as plaintext bytes `start..end` of an object of `size` bytes.
 fn resolve_range(range: &Range, size: u64) -> S3Result<std::ops::Range<u64>> {
     let invalid = || s3_error!(InvalidRange, "The requested range is not satisfiable");
@@ -606,7 +913,7 @@ fn wants_checksum(mode: Option<&ChecksumMode>) -> bool {
 }
 
 /// A checksum as S3 answers carry it (base64 in the field of its algorithm).
-fn checksum_dto(algo: ChecksumAlgorithm, digest: &[u8]) -> Checksum {
+pub(super) fn checksum_dto(algo: ChecksumAlgorithm, digest: &[u8]) -> Checksum {
     let value = Some(B64.encode(digest));
     let mut c = Checksum::default();
     match algo {
@@ -628,7 +935,7 @@ fn response_checksum(opened: &Opened, mode: Option<&ChecksumMode>, whole: bool) 
     }
 }
 
-fn fmt_http_date(t: &Timestamp) -> String {
+pub(super) fn fmt_http_date(t: &Timestamp) -> String {
     let mut out = Vec::new();
     // Invariant: writing a timestamp into a Vec cannot fail.
     t.format(TimestampFormat::HttpDate, &mut out)
