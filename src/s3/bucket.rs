@@ -20,14 +20,14 @@ const MAX_KEYS: i32 = 1000;
 const LIST_RESOLVE_CONCURRENCY: usize = 16;
 
 /// One listing page in plaintext terms.
-struct Page {
-    objects: Vec<Object>,
-    common_prefixes: Vec<String>,
-    is_truncated: bool,
-    next_token: Option<String>,
+pub(super) struct Page {
+    pub objects: Vec<Object>,
+    pub common_prefixes: Vec<String>,
+    pub is_truncated: bool,
+    pub next_token: Option<String>,
     /// The last key or common prefix of the store's page (before hiding reserved keys): where
     /// a ListObjects (v1) continues.
-    resume_marker: Option<String>,
+    pub resume_marker: Option<String>,
 }
 
 impl Proxy {
@@ -174,7 +174,7 @@ impl Proxy {
     }
 
     /// One page from the store, in plaintext terms.
-    async fn list_page(&self, bucket: &str, mut query: ListQuery, max_keys: i32) -> S3Result<Page> {
+    pub(super) async fn list_page(&self, bucket: &str, mut query: ListQuery, max_keys: i32) -> S3Result<Page> {
         if max_keys == 0 {
             self.store.head_bucket(bucket).await.map_err(error::backend)?;
             return Ok(Page {
@@ -262,7 +262,7 @@ fn skip_rolled_up(start_after: Option<String>, prefix: Option<&str>, delimiter: 
     }
 }
 
-fn max_keys(requested: Option<i32>) -> S3Result<i32> {
+pub(super) fn max_keys(requested: Option<i32>) -> S3Result<i32> {
     match requested {
         None => Ok(MAX_KEYS),
         Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "max-keys must not be negative")),
@@ -270,7 +270,7 @@ fn max_keys(requested: Option<i32>) -> S3Result<i32> {
     }
 }
 
-fn is_url(encoding: Option<&EncodingType>) -> S3Result<bool> {
+pub(super) fn is_url(encoding: Option<&EncodingType>) -> S3Result<bool> {
     match encoding.map(EncodingType::as_str) {
         None => Ok(false),
         Some(EncodingType::URL) => Ok(true),
@@ -290,7 +290,7 @@ fn encode_objects(url: bool, mut objects: Vec<Object>) -> Vec<Object> {
     objects
 }
 
-fn prefixes(url: bool, list: Vec<String>) -> Vec<CommonPrefix> {
+pub(super) fn prefixes(url: bool, list: Vec<String>) -> Vec<CommonPrefix> {
     list.into_iter()
         .map(|p| CommonPrefix {
             prefix: Some(encode_if(url, &p)),
@@ -298,7 +298,7 @@ fn prefixes(url: bool, list: Vec<String>) -> Vec<CommonPrefix> {
         .collect()
 }
 
-fn encode_if(url: bool, s: &str) -> String {
+pub(super) fn encode_if(url: bool, s: &str) -> String {
     if url { url_encode(s) } else { s.to_string() }
 }
 

@@ -28,7 +28,7 @@ use super::error;
 use super::etags::Known;
 use super::object::{
     ClientDigests, UnsafeAsks, Upload, check_copy_conditions, client_digests, declared_length, digests_checksum,
-    expectations, record_of, refuse_reserved, refuse_unsafe, unsafe_asks,
+    expectations, record_of, refuse_reserved, refuse_unsafe, sse, unsafe_asks,
 };
 use crate::backend::{BackendError, ByteRange, ListEntry, ListQuery, Metadata, Source, read_small};
 use crate::body::Expectations;
@@ -215,6 +215,7 @@ impl Proxy {
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(id),
+            server_side_encryption: Some(sse()),
             ..Default::default()
         }))
     }
@@ -254,6 +255,7 @@ impl Proxy {
             .await?;
         let c = digests_checksum(&digests);
         Ok(S3Response::new(UploadPartOutput {
+            server_side_encryption: Some(sse()),
             e_tag: Some(ETag::Strong(hex::encode(digests.md5))),
             checksum_crc32: c.checksum_crc32,
             checksum_crc32c: c.checksum_crc32c,
@@ -469,6 +471,7 @@ impl Proxy {
             key: Some(input.key.clone()),
             location: Some(format!("/{}/{}", input.bucket, input.key)),
             e_tag: Some(ETag::Strong(etag)),
+            server_side_encryption: Some(sse()),
             ..Default::default()
         }))
     }

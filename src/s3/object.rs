@@ -50,6 +50,7 @@ macro_rules! read_output {
         $ty {
             accept_ranges: Some("bytes".into()),
             e_tag: Some(client_etag(&$opened)),
+            server_side_encryption: Some(sse()),
             last_modified: $opened.last_modified.map(Timestamp::from),
             metadata: Some(record.user.clone().into_iter().collect()),
             content_type: record.content_type.clone(),
@@ -190,6 +191,7 @@ impl Proxy {
         let c = digests_checksum(&digests);
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(etag)),
+            server_side_encryption: Some(sse()),
             checksum_crc32: c.checksum_crc32,
             checksum_crc32c: c.checksum_crc32c,
             checksum_crc64nvme: c.checksum_crc64nvme,
@@ -458,6 +460,7 @@ impl Proxy {
             },
         );
         Ok(S3Response::new(CopyObjectOutput {
+            server_side_encryption: Some(sse()),
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(ETag::Strong(etag)),
                 last_modified: Some(Timestamp::from(SystemTime::now())),
@@ -830,6 +833,12 @@ fn check_conditions(
         }
     }
     Ok(())
+}
+
+/// What every stored object is encrypted with, as S3 answers say it (`x-amz-server-side-encryption`):
+/// AES-256, by the proxy, before it reaches the store.
+pub(super) fn sse() -> ServerSideEncryption {
+    ServerSideEncryption::from_static(ServerSideEncryption::AES256)
 }
 
 /// Copy-source preconditions: as GET's, except that every failure is 412.

@@ -126,6 +126,41 @@ impl S3 for AwsLike {
         }
         Ok(resp)
     }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<s3dto::CopyObjectInput>,
+    ) -> S3Result<S3Response<s3dto::CopyObjectOutput>> {
+        self.0.copy_object(req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<s3dto::CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<s3dto::CreateMultipartUploadOutput>> {
+        self.0.create_multipart_upload(req).await
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<s3dto::UploadPartInput>,
+    ) -> S3Result<S3Response<s3dto::UploadPartOutput>> {
+        self.0.upload_part(req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<s3dto::UploadPartCopyInput>,
+    ) -> S3Result<S3Response<s3dto::UploadPartCopyOutput>> {
+        self.0.upload_part_copy(req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<s3dto::CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<s3dto::CompleteMultipartUploadOutput>> {
+        self.0.complete_multipart_upload(req).await
+    }
 }
 
 fn url_encode(s: &str) -> String {
@@ -582,4 +617,93 @@ fn helpers() {
     assert_eq!(url_decode("%4"), None);
     assert_eq!(url_decode("%FF"), None);
     assert_eq!(strip_quotes("\"abc\""), "abc");
+}
+
+fn source(key: &str, range: std::ops::Range<u64>) -> Source {
+    Source {
+        bucket: "bkt".into(),
+        key: key.into(),
+        range,
+        etag: None,
+    }
+}
+
+#[test]
+fn compose_plans_follow_s3_part_rules() {
+    const M: u64 = 1 << 20;
+    // Parts of 6 MiB and a small last one: copies, then the small one with the tail.
+    let plan = plan_parts(&[source("a", 0..6 * M), source("b", 0..6 * M), source("c", 0..100)], 50).unwrap();
+    assert_eq!(
+        plan,
+        vec![
+            PartPlan::Copy(source("a", 0..6 * M)),
+            PartPlan::Copy(source("b", 0..6 * M)),
+            PartPlan::Last(Some(source("c", 0..100))),
+        ]
+    );
+    // A large last source: the tail is its own (last) part.
+    let plan = plan_parts(&[source("a", 0..6 * M), source("b", 0..6 * M)], 50).unwrap();
+    assert_eq!(plan.last(), Some(&PartPlan::Last(None)));
+    assert_eq!(plan.len(), 3);
+    // A source above 5 GiB is copied in ranges.
+    let plan = plan_parts(&[source("a", 0..(5 << 30) + 1)], 0).unwrap();
+    assert_eq!(
+        plan,
+        vec![
+            PartPlan::Copy(source("a", 0..4 << 30)),
+            PartPlan::Copy(source("a", 4 << 30..(5 << 30) + 1)),
+        ]
+    );
+    // Too small overall, or a small source in the middle: streamed instead.
+    assert_eq!(plan_parts(&[source("a", 0..M)], 10), None);
+    assert_eq!(plan_parts(&[source("a", 0..100), source("b", 0..20 * M)], 0), None);
+}
+
+#[tokio::test]
+async fn compose_server_side_and_streamed() {
+    let (s, _dir) = server().await;
+    s.create_bucket("bkt").await.unwrap();
+    let big: Vec<u8> = (0..6u32 << 20).map(|i| (i % 251) as u8).collect();
+    put(&s, "a", &big, Metadata::new()).await;
+    put(&s, "b", b"0123456789", Metadata::new()).await;
+    let meta: Metadata = [("k".to_string(), "v".to_string())].into();
+    // Multipart copy plus a streamed last part carrying the tail.
+    let sources = vec![
+        source("a", 0..big.len() as u64),
+        source("a", 0..big.len() as u64),
+        source("b", 2..7),
+    ];
+    s.compose("bkt", "out", sources, Bytes::from_static(b"TAIL"), meta.clone())
+        .await
+        .unwrap();
+    let (head, data) = read(&s, "out", None).await.unwrap();
+    let mut want = big.clone();
+    want.extend_from_slice(&big);
+    want.extend_from_slice(b"23456TAIL");
+    assert!(data == want, "composed bytes");
+    assert_eq!(head.metadata.get("k").map(String::as_str), Some("v"));
+    // One whole source: a CopyObject with new metadata.
+    s.compose("bkt", "copy", vec![source("b", 0..10)], Bytes::new(), meta.clone())
+        .await
+        .unwrap();
+    let (head, data) = read(&s, "copy", None).await.unwrap();
+    assert_eq!(data, b"0123456789");
+    assert_eq!(head.metadata.get("k").map(String::as_str), Some("v"));
+    // Small: streamed through. A missing source stores nothing.
+    s.compose(
+        "bkt",
+        "small",
+        vec![source("b", 0..3)],
+        Bytes::from_static(b"!"),
+        meta.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(read(&s, "small", None).await.unwrap().1, b"012!");
+    assert!(matches!(
+        s.compose("bkt", "none", vec![source("missing", 0..3)], Bytes::new(), meta)
+            .await,
+        Err(BackendError::NoSuchKey)
+    ));
+    assert!(matches!(read(&s, "none", None).await, Err(BackendError::NoSuchKey)));
 }
