@@ -29,10 +29,13 @@ struct Vector {
     stored_b64: String,
     plaintext_b64: String,
     content_type: String,
+    etag: String,
 }
 
-/// The frozen vectors: the record in metadata, and the record in the header extension.
-const VECTORS: [&str; 2] = ["v1.json", "v1-extension.json"];
+/// The frozen vectors: the record in metadata, the record in the header extension, and a
+/// multipart object.
+const VECTORS: [&str; 3] = ["v1.json", "v1-extension.json", MULTIPART_VECTOR];
+const MULTIPART_VECTOR: &str = "v1-multipart.json";
 
 fn vector_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -70,7 +73,8 @@ fn len32(s: &str) -> Vec<u8> {
     v
 }
 
-/// Decrypts per FORMAT.md §3; `None` on any failure.
+/// Decrypts per FORMAT.md §3 (single part) or §5 (multipart); `None` on any failure. Returns
+/// the plaintext, the record and the client ETag.
 fn independent_decrypt(
     root_hex: &str,
     keyring: &str,
@@ -78,7 +82,7 @@ fn independent_decrypt(
     key: &str,
     meta: &BTreeMap<String, String>,
     stored: &[u8],
-) -> Option<(Vec<u8>, serde_json::Value)> {
+) -> Option<(Vec<u8>, serde_json::Value, String)> {
     let root = hex::decode(root_hex.trim()).ok()?;
     // 1. Keyring and KEK.
     if meta.get("escrow-v")? != "1" {
@@ -102,6 +106,9 @@ fn independent_decrypt(
     aad.extend_from_slice(&len32(bucket));
     aad.extend_from_slice(&len32(key));
     let dek = gcm_open(&kek, &wrapped[..12], &wrapped[12..], &aad)?;
+    if let Some(n) = meta.get("escrow-parts") {
+        return multipart(&dek, n.parse().ok()?, meta, stored);
+    }
     // 3. Record (metadata or header extension), trailer, sizes.
     let record_key = hkdf(&dek, None, b"escrow-proxy meta-key");
     let header = stored.get(..32)?;
@@ -125,10 +132,24 @@ fn independent_decrypt(
         b"escrow-proxy meta-record",
     )?)
     .ok()?;
-    let part = 0u32;
+    let (out, md5) = stream(&dek, 0, stored, None)?;
+    if record["size"].as_u64()? != out.len() as u64 {
+        return None;
+    }
+    Some((out, record, hex::encode(md5)))
+}
+
+/// Opens one stream (§2.3–2.5) of part `part`: checks its trailer, its length, its header
+/// (against `pinned` when given), every segment, and its MD5. Returns the plaintext and MD5.
+fn stream(dek: &[u8], part: u32, stored: &[u8], pinned: Option<&[u8]>) -> Option<(Vec<u8>, [u8; 16])> {
+    let header = stored.get(..32)?;
+    if &header[..4] != b"EPX\x01" || header[31] != 0 || pinned.is_some_and(|p| p != header) {
+        return None;
+    }
+    let ext = u64::from(u32::from_be_bytes([0, header[5], header[6], header[7]]));
     let mut info = b"escrow-proxy trailer-key".to_vec();
     info.extend_from_slice(&part.to_be_bytes());
-    let trailer_key = hkdf(&dek, None, &info);
+    let trailer_key = hkdf(dek, None, &info);
     if stored.len() < 32 + 124 {
         return None;
     }
@@ -137,19 +158,18 @@ fn independent_decrypt(
     aad.extend_from_slice(&part.to_be_bytes());
     let t = gcm_open(&trailer_key, &tail[..12], &tail[12..], &aad)?;
     let p = u64::from_be_bytes(t[..8].try_into().ok()?);
-    if &t[58..90] != header || &header[..4] != b"EPX\x01" || t[90..] != [0u8; 6] {
+    if &t[58..90] != header || t[90..] != [0u8; 6] {
         return None;
     }
     let s = 1u64 << header[4];
     let n = p.div_ceil(s).max(1);
-    let ext = ext as u64;
-    if 32 + ext + p + 16 * n + 124 != stored.len() as u64 || record["size"].as_u64()? != p {
+    if 32 + ext + p + 16 * n + 124 != stored.len() as u64 {
         return None;
     }
-    // 4. Segments.
+    // Segments.
     let mut info = b"escrow-proxy part-key".to_vec();
     info.extend_from_slice(&part.to_be_bytes());
-    let stream_key = hkdf(&dek, Some(&header[8..24]), &info);
+    let stream_key = hkdf(dek, Some(&header[8..24]), &info);
     let mut out = Vec::with_capacity(p as usize);
     let mut pos = 32 + ext as usize;
     for i in 0..n {
@@ -161,19 +181,72 @@ fn independent_decrypt(
         out.extend_from_slice(&gcm_open(&stream_key, &nonce, seg, header)?);
         pos += plain_len + 16;
     }
-    if md5::Md5::digest(&out)[..] != t[8..24] {
+    let md5: [u8; 16] = t[8..24].try_into().ok()?;
+    (md5::Md5::digest(&out)[..] == md5).then_some((out, md5))
+}
+
+/// A multipart object (FORMAT.md §5): the manifest at the end, then every part in its order.
+fn multipart(
+    dek: &[u8],
+    parts: usize,
+    meta: &BTreeMap<String, String>,
+    stored: &[u8],
+) -> Option<(Vec<u8>, serde_json::Value, String)> {
+    if meta.contains_key("escrow-meta") || stored.len() < 4 {
         return None;
     }
-    Some((out, record))
+    let l = u32::from_be_bytes(stored[stored.len() - 4..].try_into().ok()?) as usize;
+    let end = stored.len().checked_sub(4 + l)?;
+    let sealed = stored.get(end..stored.len() - 4)?;
+    let manifest_key = hkdf(dek, None, b"escrow-proxy manifest-key");
+    let m = gcm_open(
+        &manifest_key,
+        sealed.get(..12)?,
+        &sealed[12..],
+        b"escrow-proxy manifest",
+    )?;
+    let count = u32::from_be_bytes(m.get(1..5)?.try_into().ok()?) as usize;
+    let r = u32::from_be_bytes(m.get(5..9)?.try_into().ok()?) as usize;
+    let record: serde_json::Value = serde_json::from_slice(m.get(9..9 + r)?).ok()?;
+    let entries = &m[9 + r..];
+    if m[0] != 1 || count != parts || count == 0 || entries.len() != count * 60 {
+        return None;
+    }
+    let (mut out, mut md5s, mut pos, mut last) = (Vec::new(), Vec::new(), 0usize, 0u32);
+    for e in entries.chunks(60) {
+        let number = u32::from_be_bytes(e[..4].try_into().ok()?);
+        let p = u64::from_be_bytes(e[4..12].try_into().ok()?);
+        let header = &e[28..60];
+        if number <= last || number > 10_000 || header[5..8] != [0, 0, 0] {
+            return None;
+        }
+        last = number;
+        let n = p.div_ceil(1 << header[4]).max(1);
+        let len = (32 + p + 16 * n + 124) as usize;
+        let (plain, md5) = stream(dek, number, stored.get(pos..pos + len)?, Some(header))?;
+        if md5[..] != e[12..28] {
+            return None;
+        }
+        out.extend_from_slice(&plain);
+        md5s.extend_from_slice(&md5);
+        pos += len;
+    }
+    if pos != end || record["size"].as_u64()? != out.len() as u64 {
+        return None;
+    }
+    let etag = format!("{}-{count}", hex::encode(md5::Md5::digest(&md5s)));
+    Some((out, record, etag))
 }
 
 #[test]
 fn independent_decoder_reads_the_vectors() {
     for v in load_all() {
         let stored = B64.decode(&v.stored_b64).expect("b64");
-        let (plain, record) = independent_decrypt(&v.root_key_hex, &v.keyring, &v.bucket, &v.key, &v.metadata, &stored)
-            .expect("FORMAT.md decrypts the vector");
+        let (plain, record, etag) =
+            independent_decrypt(&v.root_key_hex, &v.keyring, &v.bucket, &v.key, &v.metadata, &stored)
+                .expect("FORMAT.md decrypts the vector");
         assert_eq!(plain, B64.decode(&v.plaintext_b64).expect("b64"));
+        assert_eq!(etag, v.etag);
         assert_eq!(record["content_type"], v.content_type);
     }
 }
@@ -185,7 +258,23 @@ fn independent_decoder_refuses_any_change() {
         let open = |s: &[u8], bucket: &str, key: &str, m: &BTreeMap<String, String>| {
             independent_decrypt(&v.root_key_hex, &v.keyring, bucket, key, m, s).is_some()
         };
-        for pos in [0, 5, 20, 40, 1000, 65_600, stored.len() - 130, stored.len() - 1] {
+        let mut positions = vec![0, 5, 20, 40, 1000, 65_600, stored.len() - 130, stored.len() - 1];
+        if v.metadata.contains_key("escrow-parts") {
+            // Every part's header, segments and trailer, and the manifest.
+            positions.extend((0..stored.len()).step_by(997));
+            // Must-fail twins: the last part cut out (manifest kept), and the part count changed.
+            let manifest_len = u32::from_be_bytes(stored[stored.len() - 4..].try_into().unwrap()) as usize;
+            let end = stored.len() - 4 - manifest_len;
+            let mut cut = stored[..end - (32 + LAST_PART_LEN + 16 + 124)].to_vec();
+            cut.extend_from_slice(&stored[end..]);
+            assert!(!open(&cut, &v.bucket, &v.key, &v.metadata), "last part cut out");
+            let mut m = v.metadata.clone();
+            m.insert("escrow-parts".into(), "2".into());
+            assert!(!open(&stored, &v.bucket, &v.key, &m));
+            m.remove("escrow-parts");
+            assert!(!open(&stored, &v.bucket, &v.key, &m));
+        }
+        for pos in positions {
             let mut bad = stored.clone();
             bad[pos] ^= 0x01;
             assert!(!open(&bad, &v.bucket, &v.key, &v.metadata), "flip at {pos}");
@@ -274,7 +363,80 @@ fn generate_vectors() {
             stored_b64: B64.encode(&stored),
             plaintext_b64: B64.encode(&plaintext),
             content_type: "application/x-vector".into(),
+            etag: hex::encode(md5::Md5::digest(&plaintext)),
         };
         std::fs::write(vector_path(name), serde_json::to_string_pretty(&v).expect("json")).expect("write vector");
     }
+}
+
+/// Plaintext length of the multipart vector's last part (one segment).
+const LAST_PART_LEN: usize = 100;
+
+/// Writes the multipart vector: parts 1, 2 and 4 (two full 64 KiB segments and a bit, one
+/// segment, a short last part). Run only when adding a format version:
+/// `cargo test --test format_vector -- --ignored generate_multipart_vector`.
+#[test]
+#[ignore = "generates tests/vectors/v1-multipart.json"]
+fn generate_multipart_vector() {
+    use escrow_proxy::crypto::envelope::ObjectRecord;
+    use escrow_proxy::crypto::format::{DEFAULT_SEGMENT_LOG2, meta};
+    use escrow_proxy::crypto::keyring::Keyring;
+    use escrow_proxy::crypto::manifest::{Manifest, PartEntry};
+    use escrow_proxy::crypto::segment::{StreamHeader, Trailer, seal_all};
+    use escrow_proxy::secret::Key256;
+
+    let root = Key256::random();
+    let ring = Keyring::generate("2026-11-28T00:00:00Z");
+    let (bucket, key) = ("vector-bucket", "dir/multipart object.bin");
+    let dek = Key256::random();
+    let mut stored = Vec::new();
+    let mut plaintext = Vec::new();
+    let mut parts = Vec::new();
+    for (number, len) in [(1u32, 140_000usize), (2, 65_536), (4, LAST_PART_LEN)] {
+        let data: Vec<u8> = (0..len as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(number) >> 24) as u8)
+            .collect();
+        let header = StreamHeader::random(DEFAULT_SEGMENT_LOG2);
+        let trailer = Trailer {
+            plain_len: len as u64,
+            md5: md5::Md5::digest(&data).into(),
+            checksum: None,
+            header,
+        };
+        stored.extend_from_slice(&seal_all(&dek, number, header, &[], &data, &trailer));
+        parts.push(PartEntry {
+            number,
+            plain_len: len as u64,
+            md5: trailer.md5,
+            header,
+        });
+        plaintext.extend_from_slice(&data);
+    }
+    let manifest = Manifest {
+        parts,
+        record: ObjectRecord {
+            size: plaintext.len() as u64,
+            content_type: Some("application/x-vector".into()),
+            ..Default::default()
+        },
+    };
+    stored.extend_from_slice(&manifest.seal(&dek));
+    let mut metadata = escrow_proxy::stored::key_metadata(&ring, bucket, key, &dek);
+    metadata.insert(meta::PARTS.into(), "3".into());
+    let v = Vector {
+        root_key_hex: hex::encode(root.expose()),
+        keyring: ring.seal(&root),
+        bucket: bucket.into(),
+        key: key.into(),
+        metadata,
+        stored_b64: B64.encode(&stored),
+        plaintext_b64: B64.encode(&plaintext),
+        content_type: "application/x-vector".into(),
+        etag: manifest.etag(),
+    };
+    std::fs::write(
+        vector_path(MULTIPART_VECTOR),
+        serde_json::to_string_pretty(&v).expect("json"),
+    )
+    .expect("write vector");
 }
