@@ -13,7 +13,8 @@ use crate::body::Piece;
 use crate::crypto::CryptoError;
 use crate::crypto::envelope::{ObjectRecord, open_record, seal_record, unwrap_dek, wrap_dek};
 use crate::crypto::format::{
-    ChecksumAlgorithm, DEFAULT_SEGMENT_LOG2, FORMAT_VERSION, HEADER_LEN, SINGLE_PART, TRAILER_LEN, meta,
+    ChecksumAlgorithm, DEFAULT_SEGMENT_LOG2, ENVELOPE_VERSION, ENVELOPE_VERSIONS, HEADER_LEN, SINGLE_PART, TRAILER_LEN,
+    meta,
 };
 use crate::crypto::keyring::Keyring;
 use crate::crypto::manifest::{self, Manifest};
@@ -346,8 +347,8 @@ pub struct Sealed {
 /// Seals a new object's envelope: wraps `dek` under the active KEK for `bucket`/`key` and
 /// seals `record`, into the metadata when it fits [`METADATA_BUDGET`], else into the header.
 pub fn seal(keyring: &Keyring, bucket: &str, key: &str, dek: &Key256, record: &ObjectRecord) -> Sealed {
-    let mut metadata = key_metadata(keyring, bucket, key, dek);
-    let sealed = seal_record(dek, record);
+    let Wrapped { mut metadata, binding } = key_metadata(keyring, bucket, key, dek);
+    let sealed = seal_record(dek, &binding, record);
     let encoded = B64.encode(&sealed);
     let header = StreamHeader::random(DEFAULT_SEGMENT_LOG2);
     if fits_metadata(&metadata, &encoded) {
@@ -372,23 +373,37 @@ pub fn fits_metadata(metadata: &Metadata, encoded: &str) -> bool {
     used + META_PREFIX_LEN + meta::RECORD.len() + encoded.len() <= METADATA_BUDGET
 }
 
-/// The metadata that carries `dek`, wrapped under the active KEK for `bucket`/`key`.
-pub fn key_metadata(keyring: &Keyring, bucket: &str, key: &str, dek: &Key256) -> Metadata {
+/// A data key wrapped for one object: the metadata that carries it, and what the object's
+/// record and manifest are bound to.
+pub struct Wrapped {
+    /// `escrow-v`, `escrow-kek`, `escrow-dek`.
+    pub metadata: Metadata,
+    /// The wrapped DEK's bytes: the binding of everything sealed for this object.
+    pub binding: Vec<u8>,
+}
+
+/// Wraps `dek` under the active KEK for `bucket`/`key` (a fresh wrap each time: a copy's record
+/// and manifest are bound to its own wrap, not the source's).
+pub fn key_metadata(keyring: &Keyring, bucket: &str, key: &str, dek: &Key256) -> Wrapped {
     let (kek_version, kek) = keyring.active();
+    let wrapped = wrap_dek(kek, kek_version, dek, bucket, key);
     let mut metadata = Metadata::new();
-    metadata.insert(meta::VERSION.into(), FORMAT_VERSION.to_string());
+    metadata.insert(meta::VERSION.into(), ENVELOPE_VERSION.to_string());
     metadata.insert(meta::KEK.into(), kek_version.to_string());
-    metadata.insert(
-        meta::DEK.into(),
-        B64.encode(wrap_dek(kek, kek_version, dek, bucket, key)),
-    );
-    metadata
+    metadata.insert(meta::DEK.into(), B64.encode(&wrapped));
+    Wrapped {
+        metadata,
+        binding: wrapped,
+    }
 }
 
 /// An object's unwrapped data key, and its sealed record when the metadata carries it.
 pub struct Unwrapped {
     /// The object's data key.
     pub dek: Key256,
+    /// What the object's record and manifest are bound to: its wrapped DEK (envelope version 2),
+    /// or nothing (version 1).
+    pub binding: Vec<u8>,
     record: Option<Vec<u8>>,
 }
 
@@ -405,7 +420,11 @@ impl Unwrapped {
     /// Opens a multipart object's manifest `tail` (exactly the manifest and its length) and
     /// checks it against the stored length and the metadata's part count.
     pub fn open_manifest(&self, metadata: &Metadata, tail: &[u8], stored_len: u64) -> Result<Manifest, CryptoError> {
-        let manifest = Manifest::open(&self.dek, tail, stored_len)?;
+        // Multipart objects exist from envelope version 2 on: an unbound one is a forgery.
+        if self.binding.is_empty() {
+            return Err(CryptoError::Decrypt);
+        }
+        let manifest = Manifest::open(&self.dek, &self.binding, tail, stored_len)?;
         let count = metadata.get(meta::PARTS).and_then(|v| v.parse::<usize>().ok());
         // The record lives in the manifest; one in the metadata too is a forgery.
         if self.record.is_some() || count != Some(manifest.parts.len()) {
@@ -419,9 +438,9 @@ impl Unwrapped {
     pub fn open_record(&self, trailer: &Trailer, extension: Option<&[u8]>) -> Result<ObjectRecord, CryptoError> {
         let in_header = trailer.header.extension_len() > 0;
         let record = match (&self.record, extension, in_header) {
-            (Some(sealed), None, false) => open_record(&self.dek, sealed)?,
+            (Some(sealed), None, false) => open_record(&self.dek, &self.binding, sealed)?,
             (None, Some(ext), true) if ext.len() == trailer.header.extension_len() => {
-                open_record(&self.dek, parse_extension(ext)?)?
+                open_record(&self.dek, &self.binding, parse_extension(ext)?)?
             }
             _ => return Err(CryptoError::Decrypt),
         };
@@ -435,9 +454,10 @@ impl Unwrapped {
 /// Unwraps the data key of `bucket`/`key` from its stored metadata.
 pub fn unwrap(keyring: &Keyring, bucket: &str, key: &str, metadata: &Metadata) -> Result<Unwrapped, EnvelopeError> {
     let field = |name: &str| metadata.get(name).map(String::as_str);
-    if field(meta::VERSION) != Some(&FORMAT_VERSION.to_string()) {
-        return Err(EnvelopeError::NotEscrow);
-    }
+    let version = field(meta::VERSION)
+        .and_then(|v| v.parse::<u8>().ok())
+        .filter(|v| ENVELOPE_VERSIONS.contains(v) && field(meta::VERSION) == Some(&v.to_string()))
+        .ok_or(EnvelopeError::NotEscrow)?;
     let kek_version: u32 = field(meta::KEK)
         .and_then(|v| v.parse().ok())
         .ok_or(EnvelopeError::NotEscrow)?;
@@ -448,8 +468,9 @@ pub fn unwrap(keyring: &Keyring, bucket: &str, key: &str, metadata: &Metadata) -
         Some(v) => Some(B64.decode(v).map_err(|_| CryptoError::Decrypt)?),
         None => None,
     };
-    let dek = unwrap_dek(keyring.kek(kek_version)?, kek_version, &wrapped, bucket, key)?;
-    Ok(Unwrapped { dek, record })
+    let dek = unwrap_dek(keyring.kek(kek_version)?, kek_version, version, &wrapped, bucket, key)?;
+    let binding = if version == 1 { Vec::new() } else { wrapped };
+    Ok(Unwrapped { dek, binding, record })
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! FORMAT.md, checked by an independent implementation.
 //!
-//! `independent_decoder_reads_the_vector` decrypts the frozen vector `tests/vectors/v1.json`
+//! `independent_decoder_reads_the_vectors` decrypts the frozen vectors `tests/vectors/*.json`
 //! following FORMAT.md with the `aes-gcm` and `hkdf` crates only — none of the proxy's crypto
 //! code — so the document and the code cannot drift apart unnoticed. The proxy's own offline
 //! decoder must read the same vector, and both must refuse it after any change.
@@ -32,10 +32,18 @@ struct Vector {
     etag: String,
 }
 
-/// The frozen vectors: the record in metadata, the record in the header extension, and a
-/// multipart object.
-const VECTORS: [&str; 3] = ["v1.json", "v1-extension.json", MULTIPART_VECTOR];
-const MULTIPART_VECTOR: &str = "v1-multipart.json";
+/// The frozen vectors. Envelope version 1 (records not bound to the wrapped DEK; still read):
+/// the record in metadata and in the header extension. Version 2 (written today): the same two,
+/// and a multipart object.
+const VECTORS: [&str; 5] = [
+    "v1.json",
+    "v1-extension.json",
+    SINGLE_VECTORS[0],
+    SINGLE_VECTORS[1],
+    MULTIPART_VECTOR,
+];
+const SINGLE_VECTORS: [&str; 2] = ["v2.json", "v2-extension.json"];
+const MULTIPART_VECTOR: &str = "v2-multipart.json";
 
 fn vector_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -85,9 +93,11 @@ fn independent_decrypt(
 ) -> Option<(Vec<u8>, serde_json::Value, String)> {
     let root = hex::decode(root_hex.trim()).ok()?;
     // 1. Keyring and KEK.
-    if meta.get("escrow-v")? != "1" {
-        return None;
-    }
+    let version: u8 = match meta.get("escrow-v")?.as_str() {
+        "1" => 1,
+        "2" => 2,
+        _ => return None,
+    };
     let v: u32 = meta.get("escrow-kek")?.parse().ok()?;
     let ring: serde_json::Value = serde_json::from_str(keyring).ok()?;
     let entry = ring["keks"]
@@ -101,13 +111,18 @@ fn independent_decrypt(
     // 2. DEK.
     let wrapped = B64.decode(meta.get("escrow-dek")?).ok()?;
     let mut aad = b"escrow-proxy dek-wrap".to_vec();
-    aad.push(1);
+    aad.push(version);
     aad.extend_from_slice(&v.to_be_bytes());
     aad.extend_from_slice(&len32(bucket));
     aad.extend_from_slice(&len32(key));
     let dek = gcm_open(&kek, &wrapped[..12], &wrapped[12..], &aad)?;
+    // Version 2 binds the record and the manifest to the wrapped DEK.
+    let binding: &[u8] = if version == 2 { &wrapped } else { &[] };
     if let Some(n) = meta.get("escrow-parts") {
-        return multipart(&dek, n.parse().ok()?, meta, stored);
+        if version < 2 {
+            return None;
+        }
+        return multipart(&dek, binding, n.parse().ok()?, meta, stored);
     }
     // 3. Record (metadata or header extension), trailer, sizes.
     let record_key = hkdf(&dek, None, b"escrow-proxy meta-key");
@@ -129,7 +144,7 @@ fn independent_decrypt(
         &record_key,
         &sealed[..12],
         &sealed[12..],
-        b"escrow-proxy meta-record",
+        &[&b"escrow-proxy meta-record"[..], binding].concat(),
     )?)
     .ok()?;
     let (out, md5) = stream(&dek, 0, stored, None)?;
@@ -188,6 +203,7 @@ fn stream(dek: &[u8], part: u32, stored: &[u8], pinned: Option<&[u8]>) -> Option
 /// A multipart object (FORMAT.md §5): the manifest at the end, then every part in its order.
 fn multipart(
     dek: &[u8],
+    binding: &[u8],
     parts: usize,
     meta: &BTreeMap<String, String>,
     stored: &[u8],
@@ -199,12 +215,8 @@ fn multipart(
     let end = stored.len().checked_sub(4 + l)?;
     let sealed = stored.get(end..stored.len() - 4)?;
     let manifest_key = hkdf(dek, None, b"escrow-proxy manifest-key");
-    let m = gcm_open(
-        &manifest_key,
-        sealed.get(..12)?,
-        &sealed[12..],
-        b"escrow-proxy manifest",
-    )?;
+    let aad = [&b"escrow-proxy manifest"[..], binding].concat();
+    let m = gcm_open(&manifest_key, sealed.get(..12)?, &sealed[12..], &aad)?;
     let count = u32::from_be_bytes(m.get(1..5)?.try_into().ok()?) as usize;
     let r = u32::from_be_bytes(m.get(5..9)?.try_into().ok()?) as usize;
     let record: serde_json::Value = serde_json::from_slice(m.get(9..9 + r)?).ok()?;
@@ -284,6 +296,11 @@ fn independent_decoder_refuses_any_change() {
         let mut m = v.metadata.clone();
         m.insert("escrow-kek".into(), "2".into());
         assert!(!open(&stored, &v.bucket, &v.key, &m));
+        // The envelope version is bound into the wrap: no downgrade (or upgrade) by relabelling.
+        let mut m = v.metadata.clone();
+        let other = if v.metadata["escrow-v"] == "1" { "2" } else { "1" };
+        m.insert("escrow-v".into(), other.into());
+        assert!(!open(&stored, &v.bucket, &v.key, &m));
     }
 }
 
@@ -313,10 +330,10 @@ async fn proxy_decoder_reads_the_vectors() {
     }
 }
 
-/// Writes new vectors. Run only when adding a format version:
-/// `cargo test --test format_vector -- --ignored generate_vectors`.
+/// Writes the single-part vectors of the current envelope version. Run only when adding a
+/// version: `cargo test --test format_vector -- --ignored generate_vectors`.
 #[test]
-#[ignore = "generates tests/vectors/*.json"]
+#[ignore = "generates tests/vectors/v2*.json"]
 fn generate_vectors() {
     use escrow_proxy::crypto::envelope::ObjectRecord;
     use escrow_proxy::crypto::format::SINGLE_PART;
@@ -330,7 +347,7 @@ fn generate_vectors() {
     let plaintext: Vec<u8> = (0..70_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
-    for (name, user_bytes) in VECTORS.iter().zip([9usize, 1900]) {
+    for (name, user_bytes) in SINGLE_VECTORS.iter().zip([9usize, 1900]) {
         let dek = Key256::random();
         let record = ObjectRecord {
             size: plaintext.len() as u64,
@@ -376,7 +393,7 @@ const LAST_PART_LEN: usize = 100;
 /// segment, a short last part). Run only when adding a format version:
 /// `cargo test --test format_vector -- --ignored generate_multipart_vector`.
 #[test]
-#[ignore = "generates tests/vectors/v1-multipart.json"]
+#[ignore = "generates tests/vectors/v2-multipart.json"]
 fn generate_multipart_vector() {
     use escrow_proxy::crypto::envelope::ObjectRecord;
     use escrow_proxy::crypto::format::{DEFAULT_SEGMENT_LOG2, meta};
@@ -420,8 +437,9 @@ fn generate_multipart_vector() {
             ..Default::default()
         },
     };
-    stored.extend_from_slice(&manifest.seal(&dek));
-    let mut metadata = escrow_proxy::stored::key_metadata(&ring, bucket, key, &dek);
+    let wrapped = escrow_proxy::stored::key_metadata(&ring, bucket, key, &dek);
+    stored.extend_from_slice(&manifest.seal(&dek, &wrapped.binding));
+    let mut metadata = wrapped.metadata;
     metadata.insert(meta::PARTS.into(), "3".into());
     let v = Vector {
         root_key_hex: hex::encode(root.expose()),

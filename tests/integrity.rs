@@ -17,8 +17,8 @@ use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::presigning::PresigningConfig;
 
 use common::{
-    ErrorExt, GetOutcome, HEADER, Harness, MARKER, SEGMENT, StoreKind, TAG, TRAILER, b64, data_with_marker, etag_of,
-    segment_range, stored_len, try_get, unb64,
+    ErrorExt, GetOutcome, HEADER, Harness, MARKER, MIN_PART, SEGMENT, StoreKind, TAG, TRAILER, b64, data_with_marker,
+    etag_of, multipart_etag, part_streams, segment_range, stored_len, try_get, unb64, upload_multipart,
 };
 
 const BUCKET: &str = "escrow-integrity";
@@ -77,6 +77,16 @@ per_store!(
     moved_to_another_bucket,
     damaged_empty_object,
     damaged_header_extension,
+    mp_untouched_rewrite_still_reads,
+    mp_last_part_removed,
+    mp_middle_part_dropped,
+    mp_parts_swapped_or_duplicated,
+    mp_part_spliced_from_another_object,
+    mp_flipped_part_bytes,
+    mp_flipped_manifest_bytes,
+    mp_parts_metadata_removed_or_changed,
+    mp_moved_or_swapped,
+    mp_small_object_damaged,
 );
 
 /// The fixture: a victim, an identical-content twin and another object of the same length.
@@ -445,9 +455,14 @@ async fn relabelled_kek_version(kind: StoreKind) {
 async fn unknown_format_version(kind: StoreKind) {
     let f = fixture(kind).await;
     f.h.rewrite_metadata(BUCKET, VICTIM, |m| {
-        m.insert("escrow-v".into(), "2".into());
+        m.insert("escrow-v".into(), "3".into());
     });
     assert_metadata_damage(&f, "unknown format version").await;
+    // A known version, but not the one the DEK was wrapped for (a downgrade): refused too.
+    f.h.rewrite_metadata(BUCKET, VICTIM, |m| {
+        m.insert("escrow-v".into(), "1".into());
+    });
+    assert_metadata_damage(&f, "envelope version downgraded").await;
     f.h.rewrite_metadata(BUCKET, TWIN, |m| {
         m.remove("escrow-v");
     });
@@ -824,10 +839,496 @@ async fn damaged_header_extension(kind: StoreKind) {
     f.others_intact().await;
 }
 
+// === multipart objects ===
+//
+// A completed multipart object is stored as `stream(p1) ‖ stream(p2) ‖ stream(p3) ‖ sealed
+// manifest ‖ u32be(len(sealed manifest))` with metadata `escrow-parts = 3` (FORMAT.md §5).
+
+/// Plaintext lengths of the parts of the multipart victim: two of S3's smallest non-last size
+/// and a last one of two segments.
+const MP_PARTS: [usize; 3] = [MIN_PART, MIN_PART, SEGMENT + 4321];
+const MP_LEN: usize = 2 * MIN_PART + SEGMENT + 4321;
+const MP_VICTIM: &str = "mp-victim";
+/// Same part lengths as the victim, for splicing and swapping.
+const MP_OTHER: &str = "mp-other";
+
+/// A multipart victim and, when asked for, another multipart object of the same layout.
+struct MpFixture {
+    h: Harness,
+    victim: Vec<u8>,
+    other: Vec<u8>,
+    /// Where each part's stream lies in the stored body.
+    streams: Vec<Range<usize>>,
+}
+
+async fn mp_fixture(kind: StoreKind, with_other: bool) -> MpFixture {
+    let h = Harness::new(kind).await;
+    h.create_bucket(BUCKET).await;
+    let streams = part_streams(&MP_PARTS);
+    let mut made = Vec::new();
+    for key in if with_other {
+        vec![MP_VICTIM, MP_OTHER]
+    } else {
+        vec![MP_VICTIM]
+    } {
+        let parts: Vec<Vec<u8>> = MP_PARTS.iter().map(|&len| data_with_marker(len)).collect();
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let etag = upload_multipart(&h.plain_client, BUCKET, key, &refs).await;
+        assert_eq!(etag, multipart_etag(&refs), "ETag of {key}");
+        let stored = h.stored_object(BUCKET, key);
+        let manifest = manifest_range(&stored.body);
+        assert_eq!(
+            manifest.start, streams[2].end,
+            "stored layout of {key}: parts, then the manifest"
+        );
+        assert_eq!(
+            stored.metadata.get("escrow-parts").map(String::as_str),
+            Some("3"),
+            "{key}"
+        );
+        made.push(parts.concat());
+    }
+    let mut made = made.into_iter();
+    let victim = made.next().expect("the victim");
+    let other = made.next().unwrap_or_default();
+    MpFixture {
+        h,
+        victim,
+        other,
+        streams,
+    }
+}
+
+impl MpFixture {
+    async fn get_fails(&self, range: Option<Range<usize>>, what: &str) -> String {
+        assert_get_fails(&self.h, MP_VICTIM, &self.victim, range, what).await
+    }
+
+    /// The whole victim is refused before any body byte, also in ranges, and HEAD fails.
+    async fn refused(&self, what: &str) {
+        let how = self.get_fails(None, what).await;
+        assert!(how.starts_with("refused"), "{what}: must fail before the body: {how}");
+        for range in [0..100, MIN_PART - 10..MIN_PART + 10, MP_LEN - 10..MP_LEN] {
+            self.get_fails(Some(range), what).await;
+        }
+        assert_head_fails(&self.h, MP_VICTIM, what).await;
+    }
+
+    /// A range of the victim's plaintext that must read back exactly.
+    async fn reads(&self, range: Range<usize>, what: &str) {
+        let ok = assert_get_correct_or_fails(&self.h, MP_VICTIM, &self.victim, range.clone(), what).await;
+        assert!(ok, "{what}: undamaged range {range:?} failed");
+    }
+
+    /// Puts the victim back as it was stored, and checks it reads again.
+    async fn restore(&self, original: &common::StoredObject) {
+        self.h.write_stored_object(BUCKET, MP_VICTIM, original);
+        assert!(
+            h_get(&self.h, MP_VICTIM).await == self.victim,
+            "the restored victim reads again"
+        );
+    }
+
+    async fn others_intact(&self) {
+        if !self.other.is_empty() {
+            assert!(
+                h_get(&self.h, MP_OTHER).await == self.other,
+                "the other object no longer reads back"
+            );
+        }
+        self.h.assert_no_plaintext(MARKER);
+    }
+}
+
+/// Where the sealed manifest and its length suffix lie at the end of a stored multipart body.
+fn manifest_range(body: &[u8]) -> Range<usize> {
+    let len = u32::from_be_bytes(body[body.len() - 4..].try_into().expect("4 bytes")) as usize;
+    body.len() - 4 - len..body.len()
+}
+
+/// Plaintext offset where part `i` (0-based) of the victim starts.
+fn mp_part_start(i: usize) -> usize {
+    MP_PARTS[..i].iter().sum()
+}
+
+/// Control: an unchanged rewrite keeps the multipart object readable, whole and in ranges.
+async fn mp_untouched_rewrite_still_reads(kind: StoreKind) {
+    let f = mp_fixture(kind, false).await;
+    let object = f.h.stored_object(BUCKET, MP_VICTIM);
+    assert!(
+        !object.metadata.contains_key("escrow-meta"),
+        "the record is in the manifest"
+    );
+    f.h.write_stored_object(BUCKET, MP_VICTIM, &object);
+    f.h.rewrite_body(BUCKET, MP_VICTIM, |_| {});
+    f.h.rewrite_metadata(BUCKET, MP_VICTIM, |_| {});
+    assert!(
+        h_get(&f.h, MP_VICTIM).await == f.victim,
+        "an untouched rewrite broke the object"
+    );
+    for range in [
+        0..100,
+        MIN_PART - 10..MIN_PART + 10,
+        MIN_PART - 10..2 * MIN_PART + 10,
+        MP_LEN - 10..MP_LEN,
+    ] {
+        f.reads(range, "control").await;
+    }
+    let head =
+        f.h.plain_client
+            .head_object()
+            .bucket(BUCKET)
+            .key(MP_VICTIM)
+            .send()
+            .await
+            .expect("head");
+    assert_eq!(head.content_length(), Some(MP_LEN as i64));
+    f.others_intact().await;
+}
+
+/// The last part cut off: the stored object rewritten without its stream, with the manifest or
+/// without it, with `escrow-parts` kept, adjusted or removed. Never a shorter file.
+async fn mp_last_part_removed(kind: StoreKind) {
+    let f = mp_fixture(kind, false).await;
+    let original = f.h.stored_object(BUCKET, MP_VICTIM);
+    let body = &original.body;
+    let manifest = manifest_range(body);
+    let two_parts = &body[..f.streams[1].end];
+    let variants: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+        (
+            "last part removed, manifest kept",
+            [two_parts, &body[manifest.clone()]].concat(),
+            None,
+        ),
+        (
+            "last part removed, manifest kept, escrow-parts 2",
+            [two_parts, &body[manifest.clone()]].concat(),
+            Some("2"),
+        ),
+        (
+            "last part and sealed manifest removed, length suffix kept",
+            [two_parts, &body[body.len() - 4..]].concat(),
+            None,
+        ),
+        ("last part and manifest removed", two_parts.to_vec(), None),
+        (
+            "last part and manifest removed, escrow-parts 2",
+            two_parts.to_vec(),
+            Some("2"),
+        ),
+        (
+            "last part and manifest removed, escrow-parts gone",
+            two_parts.to_vec(),
+            Some(""),
+        ),
+        (
+            "the last part's stream cut to its header",
+            [&body[..f.streams[2].start + HEADER], &body[manifest.clone()]].concat(),
+            None,
+        ),
+    ];
+    for (what, new_body, parts) in variants {
+        let mut bad = original.clone();
+        bad.body = new_body;
+        match parts {
+            Some("") => {
+                bad.metadata.remove("escrow-parts");
+            }
+            Some(n) => {
+                bad.metadata.insert("escrow-parts".into(), n.into());
+            }
+            None => {}
+        }
+        f.h.write_stored_object(BUCKET, MP_VICTIM, &bad);
+        let how = f.get_fails(None, what).await;
+        assert_head_fails(&f.h, MP_VICTIM, what).await;
+        f.get_fails(Some(0..100), what).await;
+        eprintln!("{what}: {how}");
+    }
+    f.restore(&original).await;
+    f.others_intact().await;
+}
+
+async fn mp_middle_part_dropped(kind: StoreKind) {
+    let f = mp_fixture(kind, false).await;
+    let middle = f.streams[1].clone();
+    f.h.rewrite_body(BUCKET, MP_VICTIM, |b| {
+        b.drain(middle);
+    });
+    f.refused("middle part dropped").await;
+    f.others_intact().await;
+}
+
+async fn mp_parts_swapped_or_duplicated(kind: StoreKind) {
+    let f = mp_fixture(kind, false).await;
+    let original = f.h.stored_object(BUCKET, MP_VICTIM);
+    let (s0, s1) = (f.streams[0].clone(), f.streams[1].clone());
+    assert_eq!(s0.len(), s1.len());
+    let p1 = mp_part_start(1);
+    let p2 = mp_part_start(2);
+    // Parts 1 and 2 swapped: same lengths, so the layout the manifest describes still fits.
+    f.h.rewrite_body(BUCKET, MP_VICTIM, |b| {
+        let first = b[s0.clone()].to_vec();
+        b.copy_within(s1.clone(), s0.start);
+        b[s1.clone()].copy_from_slice(&first);
+    });
+    let how = f.get_fails(None, "parts 1 and 2 swapped").await;
+    eprintln!("parts 1 and 2 swapped: {how}");
+    for range in [
+        0..100,
+        p1 - 10..p1 + 10,
+        p1 + 100..p1 + 200,
+        p1 + 3 * SEGMENT..p1 + 3 * SEGMENT + 10,
+    ] {
+        f.get_fails(Some(range), "parts 1 and 2 swapped").await;
+    }
+    f.reads(p2..p2 + 100, "part 3, untouched").await;
+    f.restore(&original).await;
+
+    // Part 1 in place of part 2.
+    f.h.rewrite_body(BUCKET, MP_VICTIM, |b| b.copy_within(s0.clone(), s1.start));
+    f.get_fails(None, "part 1 duplicated over part 2").await;
+    f.get_fails(Some(p1 + 100..p1 + 200), "part 1 duplicated over part 2")
+        .await;
+    f.reads(0..100, "part 1, untouched").await;
+    f.reads(p2..MP_LEN, "part 3, untouched").await;
+    f.restore(&original).await;
+    f.others_intact().await;
+}
+
+async fn mp_part_spliced_from_another_object(kind: StoreKind) {
+    let f = mp_fixture(kind, true).await;
+    let original = f.h.stored_object(BUCKET, MP_VICTIM);
+    let donor = f.h.stored_object(BUCKET, MP_OTHER).body;
+    let (p1, p2) = (mp_part_start(1), mp_part_start(2));
+    // The other object's part 2, in place of the victim's (same number, same length).
+    let s1 = f.streams[1].clone();
+    f.h.rewrite_body(BUCKET, MP_VICTIM, |b| b[s1.clone()].copy_from_slice(&donor[s1.clone()]));
+    let how = f.get_fails(None, "part 2 from another object").await;
+    eprintln!("part 2 from another object: {how}");
+    f.get_fails(Some(p1..p1 + 100), "part 2 from another object").await;
+    f.get_fails(Some(p1 - 10..p1 + 10), "part 2 from another object").await;
+    f.reads(0..100, "part 1, untouched").await;
+    f.reads(p2..MP_LEN, "part 3, untouched").await;
+    f.restore(&original).await;
+
+    // The other object's last part.
+    let s2 = f.streams[2].clone();
+    f.h.rewrite_body(BUCKET, MP_VICTIM, |b| b[s2.clone()].copy_from_slice(&donor[s2.clone()]));
+    f.get_fails(None, "last part from another object").await;
+    f.get_fails(Some(MP_LEN - 10..MP_LEN), "last part from another object")
+        .await;
+    f.reads(0..100, "part 1, untouched").await;
+    f.restore(&original).await;
+
+    // The other object's manifest.
+    let manifest = manifest_range(&donor).start;
+    f.h.rewrite_body(BUCKET, MP_VICTIM, |b| {
+        let at = manifest_range(b).start;
+        b.truncate(at);
+        b.extend_from_slice(&donor[manifest..]);
+    });
+    f.refused("manifest from another object").await;
+    f.restore(&original).await;
+    f.others_intact().await;
+}
+
+async fn mp_flipped_part_bytes(kind: StoreKind) {
+    let f = mp_fixture(kind, false).await;
+    let original = f.h.stored_object(BUCKET, MP_VICTIM);
+    let (p1, p2) = (mp_part_start(1), mp_part_start(2));
+
+    // Part 2's header (a salt byte): a full read checks it against the manifest's copy.
+    let at = f.streams[1].start + 10;
+    f.h.rewrite_body(BUCKET, MP_VICTIM, |b| flip(b, at));
+    f.get_fails(None, "flipped header byte of part 2").await;
+    for range in [0..100, p1 - 10..p1 + 10, p1 + 100..p1 + 200, p2..p2 + 100] {
+        assert_get_correct_or_fails(&f.h, MP_VICTIM, &f.victim, range, "flipped header byte of part 2").await;
+    }
+    f.restore(&original).await;
+
+    // A segment of part 2 (its fourth).
+    let at = f.streams[1].start + segment_range(MP_PARTS[1], 3).start + 100;
+    f.h.rewrite_body(BUCKET, MP_VICTIM, |b| flip(b, at));
+    let how = f.get_fails(None, "flipped byte in segment 3 of part 2").await;
+    eprintln!("flipped byte in segment 3 of part 2: {how}");
+    let seg = p1 + 3 * SEGMENT;
+    for range in [seg..seg + 10, seg - 10..seg + 10, p1 - 10..p2 + 10] {
+        f.get_fails(Some(range), "flipped byte in segment 3 of part 2").await;
+    }
+    for range in [
+        0..100,
+        p1 - 10..p1 + 10,
+        seg - 100..seg,
+        seg + SEGMENT..seg + SEGMENT + 10,
+        p2..MP_LEN,
+    ] {
+        f.reads(range, "flipped byte in segment 3 of part 2").await;
+    }
+    f.restore(&original).await;
+
+    // Part 1's trailer, and the last part's trailer.
+    for (i, what) in [
+        (0, "flipped byte in the trailer of part 1"),
+        (2, "flipped byte in the last part's trailer"),
+    ] {
+        let at = f.streams[i].end - TRAILER + 50;
+        f.h.rewrite_body(BUCKET, MP_VICTIM, |b| flip(b, at));
+        f.get_fails(None, what).await;
+        for range in [0..100, p1 + 100..p1 + 200, MP_LEN - 100..MP_LEN] {
+            assert_get_correct_or_fails(&f.h, MP_VICTIM, &f.victim, range, what).await;
+        }
+        f.restore(&original).await;
+    }
+    f.others_intact().await;
+}
+
+async fn mp_flipped_manifest_bytes(kind: StoreKind) {
+    let f = mp_fixture(kind, false).await;
+    let original = f.h.stored_object(BUCKET, MP_VICTIM);
+    let manifest = manifest_range(&original.body);
+    let sealed_end = manifest.end - 4;
+    let positions = [
+        ("nonce", manifest.start),
+        ("ciphertext", manifest.start + 12 + 20),
+        ("middle", (manifest.start + sealed_end) / 2),
+        ("tag", sealed_end - 1),
+        ("length suffix, high byte", manifest.end - 4),
+        ("length suffix, low byte", manifest.end - 1),
+    ];
+    for (name, at) in positions {
+        f.h.rewrite_body(BUCKET, MP_VICTIM, |b| flip(b, at));
+        f.refused(&format!("flipped manifest byte ({name})")).await;
+        f.restore(&original).await;
+    }
+    // Cut short by a byte (its length suffix rewritten to match).
+    f.h.rewrite_body(BUCKET, MP_VICTIM, |b| {
+        let len = manifest.len() - 4 - 1;
+        b.truncate(sealed_end - 1);
+        b.extend_from_slice(&u32::try_from(len).expect("small").to_be_bytes());
+    });
+    f.refused("manifest cut short, length suffix adjusted").await;
+    f.restore(&original).await;
+    f.others_intact().await;
+}
+
+async fn mp_parts_metadata_removed_or_changed(kind: StoreKind) {
+    let f = mp_fixture(kind, false).await;
+    let original = f.h.stored_object(BUCKET, MP_VICTIM);
+    for value in [None, Some("2"), Some("4"), Some("0"), Some("three"), Some("")] {
+        f.h.rewrite_metadata(BUCKET, MP_VICTIM, |m| match value {
+            None => {
+                m.remove("escrow-parts");
+            }
+            Some(v) => {
+                m.insert("escrow-parts".into(), v.into());
+            }
+        });
+        f.refused(&format!("escrow-parts {value:?}")).await;
+        f.restore(&original).await;
+    }
+    // A record in the metadata as well (a single-part object's): claimed twice.
+    f.h.put(BUCKET, "single", &data_with_marker(100)).await;
+    let record = f.h.stored_object(BUCKET, "single").metadata["escrow-meta"].clone();
+    f.h.rewrite_metadata(BUCKET, MP_VICTIM, |m| {
+        m.insert("escrow-meta".into(), record);
+    });
+    f.refused("a sealed record in the metadata of a multipart object").await;
+    f.restore(&original).await;
+    f.others_intact().await;
+}
+
+/// A whole multipart object (body and metadata) moved under another key or bucket; and bodies or
+/// metadata swapped between two multipart objects.
+async fn mp_moved_or_swapped(kind: StoreKind) {
+    let f = mp_fixture(kind, true).await;
+    let victim = f.h.stored_object(BUCKET, MP_VICTIM);
+    let other = f.h.stored_object(BUCKET, MP_OTHER);
+    let decoy = data_with_marker(100);
+    f.h.put(BUCKET, "mp-decoy", &decoy).await;
+    f.h.write_stored_object(BUCKET, "mp-decoy", &victim);
+    let how = assert_get_fails(&f.h, "mp-decoy", &f.victim, None, "moved to another key").await;
+    assert!(how.starts_with("refused"), "moved to another key: {how}");
+    assert_head_fails(&f.h, "mp-decoy", "moved to another key").await;
+    let elsewhere = "escrow-integrity-2";
+    f.h.create_bucket(elsewhere).await;
+    f.h.put(elsewhere, MP_VICTIM, &decoy).await;
+    f.h.write_stored_object(elsewhere, MP_VICTIM, &victim);
+    match try_get(&f.h.plain_client, elsewhere, MP_VICTIM, None).await {
+        GetOutcome::Refused { status, code, .. } => assert!(status >= 400, "{status} {code}"),
+        outcome => panic!("a multipart object moved to another bucket: {outcome:?}"),
+    }
+
+    // The other object's body under the victim's metadata, and the other way round.
+    f.h.rewrite_body(BUCKET, MP_VICTIM, |b| *b = other.body.clone());
+    f.refused("another multipart object's body").await;
+    f.restore(&victim).await;
+    f.h.rewrite_metadata(BUCKET, MP_VICTIM, |m| *m = other.metadata.clone());
+    f.refused("another multipart object's metadata").await;
+    f.restore(&victim).await;
+    f.h.write_stored_object(BUCKET, MP_VICTIM, &other);
+    f.refused("another multipart object, body and metadata").await;
+    f.restore(&victim).await;
+    f.others_intact().await;
+}
+
+/// A multipart object of one small part: small enough that a GET reads the whole stored object
+/// in one store request (a different read path from the large objects above).
+async fn mp_small_object_damaged(kind: StoreKind) {
+    let h = Harness::new(kind).await;
+    h.create_bucket(BUCKET).await;
+    let data = data_with_marker(SEGMENT + 3000);
+    for key in ["small-mp", "small-mp-twin"] {
+        upload_multipart(&h.plain_client, BUCKET, key, &[&data]).await;
+    }
+    let original = h.stored_object(BUCKET, "small-mp");
+    let stream = part_streams(&[data.len()])[0].clone();
+    assert_eq!(
+        manifest_range(&original.body).start,
+        stream.end,
+        "one part stream, then the manifest"
+    );
+    let manifest = manifest_range(&original.body);
+    type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Damage)> = vec![
+        (
+            "flipped byte in segment 1",
+            Box::new(|b| flip(b, segment_range(SEGMENT + 3000, 1).start + 7)),
+        ),
+        ("flipped header byte", Box::new(|b| flip(b, 10))),
+        ("flipped trailer byte", Box::new(move |b| flip(b, stream.end - 20))),
+        ("flipped manifest byte", Box::new(move |b| flip(b, manifest.start + 40))),
+        (
+            "the part's last segment dropped",
+            Box::new(|b| {
+                b.drain(segment_range(SEGMENT + 3000, 1));
+            }),
+        ),
+        (
+            "the part removed, the manifest kept",
+            Box::new(move |b| {
+                b.drain(..manifest_range(b).start);
+            }),
+        ),
+    ];
+    for (what, damage) in cases {
+        h.rewrite_body(BUCKET, "small-mp", |b| damage(b));
+        assert_get_fails(&h, "small-mp", &data, None, what).await;
+        h.write_stored_object(BUCKET, "small-mp", &original);
+    }
+    assert!(h_get(&h, "small-mp").await == data, "the restored object reads again");
+    assert!(h_get(&h, "small-mp-twin").await == data);
+    h.assert_no_plaintext(MARKER);
+}
+
 #[test]
 fn layout_arithmetic_matches_the_format() {
     assert_eq!(stored_len(0), HEADER + TAG + TRAILER);
     assert_eq!(stored_len(LEN), HEADER + LEN + 3 * TAG + TRAILER);
     assert_eq!(segment_range(LEN, 2).end, stored_len(LEN) - TRAILER);
     assert_eq!(segment_range(LEN, 2).len(), LEN - 2 * SEGMENT + TAG);
+    let streams = part_streams(&MP_PARTS);
+    assert_eq!(streams[1].start, stored_len(MIN_PART));
+    assert_eq!(streams[2].end, 2 * stored_len(MIN_PART) + stored_len(SEGMENT + 4321));
+    assert_eq!(MP_PARTS.iter().sum::<usize>(), MP_LEN);
 }

@@ -20,27 +20,29 @@ use sha2::Sha256;
 
 use super::CryptoError;
 use super::aead::{AeadKey, random_nonce};
-use super::format::{FORMAT_VERSION, NONCE_LEN, SALT_LEN, TAG_LEN, label};
+use super::format::{ENVELOPE_VERSION, NONCE_LEN, SALT_LEN, TAG_LEN, label};
 use crate::secret::Key256;
 
 /// Length of a wrapped DEK.
 pub const WRAPPED_DEK_LEN: usize = NONCE_LEN + Key256::LEN + TAG_LEN;
 
-/// Wraps `dek` under `kek` (version `kek_version`) for the object `bucket`/`key`.
+/// Wraps `dek` under `kek` (version `kek_version`) for the object `bucket`/`key`, as envelope
+/// version [`ENVELOPE_VERSION`].
 pub fn wrap_dek(kek: &Key256, kek_version: u32, dek: &Key256, bucket: &str, key: &str) -> Vec<u8> {
     let nonce = random_nonce();
     let mut buf = dek.expose().to_vec();
-    AeadKey::new(kek).seal(nonce, &wrap_aad(kek_version, bucket, key), &mut buf);
+    AeadKey::new(kek).seal(nonce, &wrap_aad(ENVELOPE_VERSION, kek_version, bucket, key), &mut buf);
     let mut out = nonce.to_vec();
     out.extend_from_slice(&buf);
     zeroize::Zeroize::zeroize(&mut buf);
     out
 }
 
-/// Unwraps a DEK wrapped by [`wrap_dek`] for the same object and KEK version.
+/// Unwraps a DEK wrapped for the same object, KEK version and envelope version.
 pub fn unwrap_dek(
     kek: &Key256,
     kek_version: u32,
+    envelope_version: u8,
     wrapped: &[u8],
     bucket: &str,
     key: &str,
@@ -52,15 +54,15 @@ pub fn unwrap_dek(
     nonce.copy_from_slice(&wrapped[..NONCE_LEN]);
     let mut buf = wrapped[NONCE_LEN..].to_vec();
     let result = AeadKey::new(kek)
-        .open(nonce, &wrap_aad(kek_version, bucket, key), &mut buf)
+        .open(nonce, &wrap_aad(envelope_version, kek_version, bucket, key), &mut buf)
         .map(|plain| Key256::from_slice(plain));
     zeroize::Zeroize::zeroize(&mut buf);
     result?.ok_or(CryptoError::Decrypt)
 }
 
-fn wrap_aad(kek_version: u32, bucket: &str, key: &str) -> Vec<u8> {
+fn wrap_aad(envelope_version: u8, kek_version: u32, bucket: &str, key: &str) -> Vec<u8> {
     let mut aad = label::DEK_WRAP.to_vec();
-    aad.push(FORMAT_VERSION);
+    aad.push(envelope_version);
     aad.extend_from_slice(&kek_version.to_be_bytes());
     for field in [bucket, key] {
         // Invariant: S3 bucket names and keys are far below 4 GiB.
@@ -89,6 +91,13 @@ pub fn trailer_key(dek: &Key256, part: u32) -> Key256 {
 /// The key of a multipart object's manifest.
 pub fn manifest_key(dek: &Key256) -> Key256 {
     derive(dek, None, label::MANIFEST_KEY)
+}
+
+/// Associated data `label ‖ binding`.
+pub(crate) fn bound(label: &[u8], binding: &[u8]) -> Vec<u8> {
+    let mut aad = label.to_vec();
+    aad.extend_from_slice(binding);
+    aad
 }
 
 fn record_key(dek: &Key256) -> Key256 {
@@ -135,26 +144,27 @@ pub struct ObjectRecord {
     pub user: BTreeMap<String, String>,
 }
 
-/// Seals a record under the object's DEK.
-pub fn seal_record(dek: &Key256, record: &ObjectRecord) -> Vec<u8> {
+/// Seals a record under the object's DEK, bound to `binding` (envelope version 2: the object's
+/// wrapped DEK; version 1: nothing).
+pub fn seal_record(dek: &Key256, binding: &[u8], record: &ObjectRecord) -> Vec<u8> {
     // Invariant: the record holds only strings and integers, which always serialize.
     let mut buf = serde_json::to_vec(record).expect("record serializes");
     let nonce = random_nonce();
-    AeadKey::new(&record_key(dek)).seal(nonce, label::META_AAD, &mut buf);
+    AeadKey::new(&record_key(dek)).seal(nonce, &bound(label::META_AAD, binding), &mut buf);
     let mut out = nonce.to_vec();
     out.extend_from_slice(&buf);
     out
 }
 
-/// Opens a record sealed by [`seal_record`] under the same DEK.
-pub fn open_record(dek: &Key256, sealed: &[u8]) -> Result<ObjectRecord, CryptoError> {
+/// Opens a record sealed by [`seal_record`] under the same DEK and binding.
+pub fn open_record(dek: &Key256, binding: &[u8], sealed: &[u8]) -> Result<ObjectRecord, CryptoError> {
     if sealed.len() < NONCE_LEN + TAG_LEN {
         return Err(CryptoError::Decrypt);
     }
     let mut nonce = [0u8; NONCE_LEN];
     nonce.copy_from_slice(&sealed[..NONCE_LEN]);
     let mut buf = sealed[NONCE_LEN..].to_vec();
-    let plain = AeadKey::new(&record_key(dek)).open(nonce, label::META_AAD, &mut buf)?;
+    let plain = AeadKey::new(&record_key(dek)).open(nonce, &bound(label::META_AAD, binding), &mut buf)?;
     serde_json::from_slice(plain).map_err(|_| CryptoError::Format("bad metadata record"))
 }
 
@@ -168,22 +178,29 @@ mod tests {
         let dek = Key256::random();
         let wrapped = wrap_dek(&kek, 3, &dek, "b", "k");
         assert_eq!(wrapped.len(), WRAPPED_DEK_LEN);
-        let back = unwrap_dek(&kek, 3, &wrapped, "b", "k").expect("unwraps");
+        let back = unwrap_dek(&kek, 3, ENVELOPE_VERSION, &wrapped, "b", "k").expect("unwraps");
+        assert!(
+            unwrap_dek(&kek, 3, 1, &wrapped, "b", "k").is_err(),
+            "bound to the envelope version"
+        );
         assert_eq!(back.expose(), dek.expose());
         // Must-fail twins: other object, other bucket, other version, other KEK, flipped byte.
-        assert!(unwrap_dek(&kek, 3, &wrapped, "b", "k2").is_err());
-        assert!(unwrap_dek(&kek, 3, &wrapped, "b2", "k").is_err());
-        assert!(unwrap_dek(&kek, 4, &wrapped, "b", "k").is_err());
+        assert!(unwrap_dek(&kek, 3, ENVELOPE_VERSION, &wrapped, "b", "k2").is_err());
+        assert!(unwrap_dek(&kek, 3, ENVELOPE_VERSION, &wrapped, "b2", "k").is_err());
+        assert!(unwrap_dek(&kek, 4, ENVELOPE_VERSION, &wrapped, "b", "k").is_err());
         // Length-prefixing: ("ab","c") and ("a","bc") differ.
         let w2 = wrap_dek(&kek, 1, &dek, "ab", "c");
-        assert!(unwrap_dek(&kek, 1, &w2, "a", "bc").is_err());
-        assert!(unwrap_dek(&Key256::random(), 3, &wrapped, "b", "k").is_err());
+        assert!(unwrap_dek(&kek, 1, ENVELOPE_VERSION, &w2, "a", "bc").is_err());
+        assert!(unwrap_dek(&Key256::random(), 3, ENVELOPE_VERSION, &wrapped, "b", "k").is_err());
         for pos in 0..wrapped.len() {
             let mut bad = wrapped.clone();
             bad[pos] ^= 0x80;
-            assert!(unwrap_dek(&kek, 3, &bad, "b", "k").is_err(), "flip at {pos}");
+            assert!(
+                unwrap_dek(&kek, 3, ENVELOPE_VERSION, &bad, "b", "k").is_err(),
+                "flip at {pos}"
+            );
         }
-        assert!(unwrap_dek(&kek, 3, &wrapped[..wrapped.len() - 1], "b", "k").is_err());
+        assert!(unwrap_dek(&kek, 3, ENVELOPE_VERSION, &wrapped[..wrapped.len() - 1], "b", "k").is_err());
     }
 
     #[test]
@@ -209,12 +226,15 @@ mod tests {
             user: [("color".to_string(), "blue".to_string())].into(),
             ..Default::default()
         };
-        let sealed = seal_record(&dek, &record);
-        assert_eq!(open_record(&dek, &sealed).expect("opens"), record);
-        assert!(open_record(&Key256::random(), &sealed).is_err());
+        let sealed = seal_record(&dek, b"wrapped-1", &record);
+        assert_eq!(open_record(&dek, b"wrapped-1", &sealed).expect("opens"), record);
+        assert!(open_record(&Key256::random(), b"wrapped-1", &sealed).is_err());
+        // Bound: the same DEK under another wrap (a copy's) does not open it.
+        assert!(open_record(&dek, b"wrapped-2", &sealed).is_err());
+        assert!(open_record(&dek, b"", &sealed).is_err());
         let mut bad = sealed.clone();
         bad[20] ^= 1;
-        assert!(open_record(&dek, &bad).is_err());
+        assert!(open_record(&dek, b"wrapped-1", &bad).is_err());
         assert!(!String::from_utf8_lossy(&sealed).contains("blue"));
     }
 }

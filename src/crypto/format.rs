@@ -1,8 +1,16 @@
 //! Format constants and the stored-metadata names. Frozen: DO NOT CHANGE these values for
 //! version 1; a new layout gets a new version number and the old decoders stay.
 
-/// The format version written in every stream header and in the `escrow-v` metadata value.
+/// The stream layout's version, written in every stream header (byte 3).
 pub const FORMAT_VERSION: u8 = 1;
+
+/// The envelope version written today: the `escrow-v` metadata value, also bound into the DEK
+/// wrap. Version 2 binds each object's sealed record and manifest to its wrapped DEK (so to its
+/// name, and to this one wrap of it); version 1 (records not bound, no multipart) is still read.
+pub const ENVELOPE_VERSION: u8 = 2;
+
+/// Envelope versions readers accept.
+pub const ENVELOPE_VERSIONS: std::ops::RangeInclusive<u8> = 1..=ENVELOPE_VERSION;
 
 /// Stream header magic.
 pub const MAGIC: [u8; 3] = *b"EPX";

@@ -19,7 +19,7 @@ use md5::{Digest as _, Md5};
 
 use super::CryptoError;
 use super::aead::{AeadKey, random_nonce};
-use super::envelope::{ObjectRecord, manifest_key};
+use super::envelope::{ObjectRecord, bound, manifest_key};
 use super::format::{HEADER_LEN, NONCE_LEN, TAG_LEN, label};
 use super::segment::StreamHeader;
 use crate::secret::Key256;
@@ -123,8 +123,9 @@ impl Manifest {
             .collect()
     }
 
-    /// `sealed manifest ‖ u32be(its length)`, to append after the last part.
-    pub fn seal(&self, dek: &Key256) -> Vec<u8> {
+    /// `sealed manifest ‖ u32be(its length)`, to append after the last part; bound to `binding`
+    /// (the object's wrapped DEK).
+    pub fn seal(&self, dek: &Key256, binding: &[u8]) -> Vec<u8> {
         // Invariant: the record holds only strings and integers, which always serialize.
         let record = serde_json::to_vec(&self.record).expect("record serializes");
         let mut buf = Vec::with_capacity(9 + record.len() + self.parts.len() * ENTRY_LEN + TAG_LEN);
@@ -139,7 +140,7 @@ impl Manifest {
             buf.extend_from_slice(&part.header.encode());
         }
         let nonce = random_nonce();
-        AeadKey::new(&manifest_key(dek)).seal(nonce, label::MANIFEST_AAD, &mut buf);
+        AeadKey::new(&manifest_key(dek)).seal(nonce, &bound(label::MANIFEST_AAD, binding), &mut buf);
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
         let sealed_len = out.len();
@@ -163,8 +164,9 @@ impl Manifest {
     }
 
     /// Opens the tail (`sealed ‖ u32be(len)`, exactly) of an object stored `stored_len` bytes
-    /// long, and checks that the part streams it describes fill the rest of the object.
-    pub fn open(dek: &Key256, tail: &[u8], stored_len: u64) -> Result<Self, CryptoError> {
+    /// long, sealed with `binding`, and checks that the part streams it describes fill the rest
+    /// of the object.
+    pub fn open(dek: &Key256, binding: &[u8], tail: &[u8], stored_len: u64) -> Result<Self, CryptoError> {
         if Self::tail_len(tail)? != tail.len() {
             return Err(CryptoError::Format("bad manifest length"));
         }
@@ -172,7 +174,7 @@ impl Manifest {
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&sealed[..NONCE_LEN]);
         let mut buf = sealed[NONCE_LEN..].to_vec();
-        let plain = AeadKey::new(&manifest_key(dek)).open(nonce, label::MANIFEST_AAD, &mut buf)?;
+        let plain = AeadKey::new(&manifest_key(dek)).open(nonce, &bound(label::MANIFEST_AAD, binding), &mut buf)?;
         let manifest = Self::decode(plain)?;
         if manifest.parts_stored_len() + tail.len() as u64 != stored_len {
             return Err(CryptoError::Decrypt);
@@ -276,20 +278,22 @@ mod tests {
     fn seals_opens_and_binds_the_stored_length() {
         let dek = Key256::random();
         let m = manifest(&[(1, 5 << 20), (2, 5 << 20), (4, 17)]);
-        let tail = m.seal(&dek);
+        let tail = m.seal(&dek, b"wrap");
         let stored = m.parts_stored_len() + tail.len() as u64;
         assert_eq!(Manifest::tail_len(&tail[tail.len() - 10..]).unwrap(), tail.len());
-        assert_eq!(Manifest::open(&dek, &tail, stored).unwrap(), m);
-        // Must-fail twins: a part cut off (shorter object), another key, any flipped byte.
+        assert_eq!(Manifest::open(&dek, b"wrap", &tail, stored).unwrap(), m);
+        // Must-fail twins: a part cut off (shorter object), another key or binding (a copy's
+        // manifest), any flipped byte.
         assert_eq!(
-            Manifest::open(&dek, &tail, stored - m.parts[2].stored_len()),
+            Manifest::open(&dek, b"wrap", &tail, stored - m.parts[2].stored_len()),
             Err(CryptoError::Decrypt)
         );
-        assert!(Manifest::open(&Key256::random(), &tail, stored).is_err());
+        assert!(Manifest::open(&Key256::random(), b"wrap", &tail, stored).is_err());
+        assert!(Manifest::open(&dek, b"other wrap", &tail, stored).is_err());
         for i in 0..tail.len() - LEN_SUFFIX {
             let mut bad = tail.clone();
             bad[i] ^= 1;
-            assert!(Manifest::open(&dek, &bad, stored).is_err(), "byte {i}");
+            assert!(Manifest::open(&dek, b"wrap", &bad, stored).is_err(), "byte {i}");
         }
     }
 

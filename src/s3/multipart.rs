@@ -115,7 +115,7 @@ impl Proxy {
         }
         let unwrapped = stored::unwrap(&self.keyring, bucket, key, &got.head.metadata).map_err(error::envelope)?;
         let sealed = B64.decode(&marker.record).map_err(|_| no_such_upload())?;
-        let record = open_record(&unwrapped.dek, &sealed).map_err(error::crypto)?;
+        let record = open_record(&unwrapped.dek, &unwrapped.binding, &sealed).map_err(error::crypto)?;
         Ok(InProgress {
             dek: unwrapped.dek,
             record,
@@ -198,10 +198,11 @@ impl Proxy {
         let record = record_of!(input);
         let dek = Key256::random();
         let id = hex::encode(rand::random::<[u8; 16]>());
-        let metadata = stored::key_metadata(&self.keyring, &input.bucket, &input.key, &dek);
+        let wrapped = stored::key_metadata(&self.keyring, &input.bucket, &input.key, &dek);
+        let metadata = wrapped.metadata;
         let body = serde_json::to_vec(&MarkerBody {
             key: input.key.clone(),
-            record: B64.encode(seal_record(&dek, &record)),
+            record: B64.encode(seal_record(&dek, &wrapped.binding, &record)),
         })
         .map_err(|_| s3_error!(InternalError))?;
         let len = body.len() as u64;
@@ -284,7 +285,10 @@ impl Proxy {
     {
         let key = part_key(id, number);
         let mut metadata = Metadata::new();
-        metadata.insert(meta::VERSION.into(), crate::crypto::format::FORMAT_VERSION.to_string());
+        metadata.insert(
+            meta::VERSION.into(),
+            crate::crypto::format::ENVELOPE_VERSION.to_string(),
+        );
         let upload = Upload {
             bucket,
             key: &key,
@@ -438,8 +442,9 @@ impl Proxy {
         let mut record = upload.record;
         record.size = entries.iter().map(|e| e.plain_len).sum();
         let manifest = Manifest { parts: entries, record };
-        let tail = manifest.seal(&upload.dek);
-        let mut metadata = stored::key_metadata(&self.keyring, bucket, key, &upload.dek);
+        let wrapped = stored::key_metadata(&self.keyring, bucket, key, &upload.dek);
+        let tail = manifest.seal(&upload.dek, &wrapped.binding);
+        let mut metadata = wrapped.metadata;
         metadata.insert(meta::PARTS.into(), manifest.parts.len().to_string());
         let sources = chosen
             .iter()

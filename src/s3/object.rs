@@ -385,7 +385,8 @@ impl Proxy {
             opened.record.clone()
         };
         let (bucket, key) = (input.bucket.as_str(), input.key.as_str());
-        let mut metadata = stored::key_metadata(&self.keyring, bucket, key, &opened.dek);
+        // A fresh wrap for the new name; the record or manifest is sealed again, bound to it.
+        let stored::Wrapped { mut metadata, binding } = stored::key_metadata(&self.keyring, bucket, key, &opened.dek);
         let source = |end: u64| Source {
             bucket: src_bucket.clone(),
             key: src_key.clone(),
@@ -399,21 +400,20 @@ impl Proxy {
                     record: record.clone(),
                 };
                 metadata.insert(meta::PARTS.into(), manifest.parts.len().to_string());
-                let tail = manifest.seal(&opened.dek);
+                let tail = manifest.seal(&opened.dek, &binding);
                 Some((vec![source(manifest.parts_stored_len())], tail, metadata))
             }
             Shape::Single(trailer) => {
                 let stored_len = trailer.header.layout().stored_len(trailer.plain_len);
+                // A record in the source's header extension is bound to the source: the copy
+                // must be sealed again (below).
                 let in_header = trailer.header.extension_len() > 0;
-                let encoded = B64.encode(crate::crypto::envelope::seal_record(&opened.dek, &record));
-                match (in_header, replace) {
-                    // The record stays where it is, in the header.
-                    (true, false) => Some((vec![source(stored_len)], Vec::new(), metadata)),
-                    (false, _) if stored::fits_metadata(&metadata, &encoded) => {
-                        metadata.insert(meta::RECORD.into(), encoded);
-                        Some((vec![source(stored_len)], Vec::new(), metadata))
-                    }
-                    _ => None,
+                let encoded = B64.encode(crate::crypto::envelope::seal_record(&opened.dek, &binding, &record));
+                if !in_header && stored::fits_metadata(&metadata, &encoded) {
+                    metadata.insert(meta::RECORD.into(), encoded);
+                    Some((vec![source(stored_len)], Vec::new(), metadata))
+                } else {
+                    None
                 }
             }
         };

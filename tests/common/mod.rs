@@ -115,6 +115,24 @@ pub struct Harness {
     dir: TempDir,
 }
 
+/// A second proxy in front of a harness's store ([`Harness::start_peer`]), with its clients.
+pub struct Peer {
+    /// `https://127.0.0.1:PORT` of this proxy.
+    pub endpoint: String,
+    /// SDK defaults (aws-chunked uploads with a CRC32 trailer).
+    pub client: Client,
+    /// Plain bodies, no checksum validation.
+    pub plain_client: Client,
+    proxy: Running,
+}
+
+impl Peer {
+    /// Stops this proxy, waiting for its accept loop to end.
+    pub async fn stop(self) {
+        self.proxy.stop().await;
+    }
+}
+
 /// One object as the store holds it: the stored stream and the stored user metadata (names
 /// without `x-amz-meta-`).
 #[derive(Clone, Debug)]
@@ -252,6 +270,19 @@ impl Harness {
             Checksums::WhenRequired,
         );
         self.proxy = Some(proxy);
+    }
+
+    /// Starts another proxy with this one's configuration: the same store and keyring, its own
+    /// listener and process state (as a second instance behind a load balancer would be).
+    pub async fn start_peer(&self) -> Peer {
+        let proxy = escrow_proxy::start(&self.config).await.expect("start a second proxy");
+        let endpoint = proxy.url();
+        Peer {
+            client: sdk_client(&endpoint, &self.ca_pem, ACCESS_KEY, SECRET_KEY, Checksums::Default),
+            plain_client: sdk_client(&endpoint, &self.ca_pem, ACCESS_KEY, SECRET_KEY, Checksums::WhenRequired),
+            endpoint,
+            proxy,
+        }
     }
 
     /// Stops the proxy (and the upstream), waiting for the accept loop to end.
@@ -512,6 +543,87 @@ pub async fn get_object(client: &Client, bucket: &str, key: &str) -> Vec<u8> {
     out.body.collect().await.expect("read GET body").to_vec()
 }
 
+// === multipart ===
+
+/// S3's smallest part other than the last.
+pub const MIN_PART: usize = 5 << 20;
+
+/// The ETag S3 answers for a multipart object of `parts`: the quoted hex MD5 of the parts' MD5s,
+/// `-`, the part count.
+pub fn multipart_etag(parts: &[&[u8]]) -> String {
+    let mut md5 = Md5::new();
+    for part in parts {
+        md5.update(Md5::digest(part));
+    }
+    format!("\"{}-{}\"", hex::encode(md5.finalize()), parts.len())
+}
+
+/// Uploads `parts` as parts 1..=n of one multipart upload with `client`, in order, and completes
+/// it; returns the ETag the proxy answered.
+pub async fn upload_multipart(client: &Client, bucket: &str, key: &str, parts: &[&[u8]]) -> String {
+    let what = |e: &dyn std::fmt::Display| format!("multipart {bucket}/{key}: {e}");
+    let id = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", what(&DisplayErrorContext(&e))))
+        .upload_id()
+        .expect("CreateMultipartUpload answers an upload id")
+        .to_string();
+    let mut completed = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        let number = i as i32 + 1;
+        let out = client
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&id)
+            .part_number(number)
+            .body(ByteStream::from(part.to_vec()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}", what(&DisplayErrorContext(&e))));
+        completed.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(number)
+                .e_tag(out.e_tag().expect("UploadPart answers an ETag"))
+                .build(),
+        );
+    }
+    client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(&id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(completed))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}", what(&DisplayErrorContext(&e))))
+        .e_tag()
+        .expect("CompleteMultipartUpload answers an ETag")
+        .to_string()
+}
+
+/// Where each part's stream lies in a stored multipart object whose parts have plaintext lengths
+/// `part_lens` (FORMAT.md §5.1); the sealed manifest and its length follow the last one.
+pub fn part_streams(part_lens: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut at = 0;
+    part_lens
+        .iter()
+        .map(|&len| {
+            let range = at..at + stored_len(len);
+            at = range.end;
+            range
+        })
+        .collect()
+}
+
 /// Starts s3s-fs (behind [`AwsLike`]) over `root` on `127.0.0.1:0` in the current runtime.
 async fn start_s3s_fs(root: &Path) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs FileSystem::new");
@@ -531,6 +643,7 @@ async fn start_s3s_fs(root: &Path) -> (SocketAddr, tokio::task::JoinHandle<()>) 
 /// - echoes `encoding-type=url` in listings without encoding the keys, so a client that decodes
 ///   (the proxy, like botocore) turns `+` into a space and fails on `%`;
 /// - ignores `If-Match` on GET;
+/// - fails a suffix range longer than the object with 500 (AWS: the whole object, as a 206);
 /// - accepts any amount of user metadata (AWS: at most 2 KB of names and values, else
 ///   `400 MetadataTooLarge`).
 ///
@@ -598,11 +711,17 @@ impl S3 for AwsLike {
         self.fs.put_object(req).await
     }
 
-    async fn get_object(&self, req: S3Request<dto::GetObjectInput>) -> S3Result<S3Response<dto::GetObjectOutput>> {
+    async fn get_object(&self, mut req: S3Request<dto::GetObjectInput>) -> S3Result<S3Response<dto::GetObjectOutput>> {
         if !self.bucket_exists(&req.input.bucket) {
             return Err(s3_error!(NoSuchBucket));
         }
         let if_match = req.input.if_match.clone();
+        if let Some(dto::Range::Suffix { length }) = req.input.range {
+            let path = self.root.join(&req.input.bucket).join(&req.input.key);
+            if std::fs::metadata(&path).is_ok_and(|m| length >= m.len()) {
+                req.input.range = Some(dto::Range::Int { first: 0, last: None });
+            }
+        }
         let resp = self.fs.get_object(req).await?;
         if let Some(dto::ETagCondition::ETag(expected)) = if_match
             && !resp.output.e_tag.as_ref().is_some_and(|t| t.strong_cmp(&expected))
