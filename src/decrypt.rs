@@ -129,12 +129,10 @@ pub async fn decrypt_from_store(
     key: &str,
     out: &mut (dyn Write + Send),
 ) -> Result<ObjectRecord, DecryptError> {
-    let opened = stored::open(store, keyring, bucket, key, stored::TAIL_HINT)
-        .await
-        .map_err(|e| match e {
-            stored::OpenError::Store(e) => DecryptError::Store(e),
-            stored::OpenError::Envelope(e) => envelope(e),
-        })?;
+    let opened = stored::open(store, keyring, bucket, key).await.map_err(|e| match e {
+        stored::OpenError::Store(e) => DecryptError::Store(e),
+        stored::OpenError::Envelope(e) => envelope(e),
+    })?;
     let (range, pieces) = opened.read(None);
     let got = store
         .get_object(bucket, key, Some(ByteRange::Bounded(range)), Some(&opened.store_etag))

@@ -168,26 +168,20 @@ impl Opened {
     }
 }
 
-/// Suffix bytes read first when opening an object for a HEAD or GET: the whole trailer of a
-/// single-part object, and the manifest of a multipart one of up to about 200 parts.
-pub const TAIL_HINT: u64 = 16 << 10;
+/// Bytes of a large object's end read before its body: the whole trailer of a single-part
+/// object, and the manifest of a multipart one of up to about 200 parts.
+const TAIL_HINT: u64 = 16 << 10;
 
-/// Opens `bucket`/`key` in `store`: one suffix-range read of `hint` bytes (at least the
-/// trailer) for the metadata and the end of the object, one more when the record lives in the
-/// header extension or a manifest is longer than `hint`. Checks that the stored length and
+/// Opens `bucket`/`key` in `store`: one suffix-range read of the trailer's length for the
+/// metadata and the end of the object (every stored object is longer, so the read never asks a
+/// store for more than the object holds, which some stores refuse), one more for a multipart
+/// object's manifest or a record in the header extension. Checks that the stored length and
 /// everything sealed agree.
-pub async fn open(
-    store: &dyn ObjectStore,
-    keyring: &Keyring,
-    bucket: &str,
-    key: &str,
-    hint: u64,
-) -> Result<Opened, OpenError> {
-    let hint = hint.max(TRAILER_LEN as u64);
+pub async fn open(store: &dyn ObjectStore, keyring: &Keyring, bucket: &str, key: &str) -> Result<Opened, OpenError> {
     let got = store
-        .get_object(bucket, key, Some(ByteRange::Suffix(hint)), None)
+        .get_object(bucket, key, Some(ByteRange::Suffix(TRAILER_LEN as u64)), None)
         .await?;
-    let tail = read_small(got.body, hint as usize)
+    let tail = read_small(got.body, TRAILER_LEN)
         .await
         .map_err(|e| read_failed(store, e))?;
     finish_open(store, keyring, bucket, key, &got.head, Have::Suffix(tail)).await
@@ -211,9 +205,8 @@ pub async fn open_whole(
     let size = got.head.size;
     if size > ONE_REQUEST_MAX {
         // The end comes last: read it first, from the same version, then stream the body.
-        let tail = store
-            .get_object(bucket, key, Some(ByteRange::Suffix(TAIL_HINT)), Some(&got.head.etag))
-            .await?;
+        let range = ByteRange::Bounded(size.saturating_sub(TAIL_HINT)..size);
+        let tail = store.get_object(bucket, key, Some(range), Some(&got.head.etag)).await?;
         let tail = read_small(tail.body, TAIL_HINT as usize)
             .await
             .map_err(|e| read_failed(store, e))?;

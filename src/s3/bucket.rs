@@ -11,7 +11,7 @@ use super::error;
 use super::etags::Known;
 use super::multipart::RESERVED_PREFIX;
 use crate::backend::{ListEntry, ListQuery};
-use crate::crypto::format::{DEFAULT_SEGMENT_LOG2, TRAILER_LEN};
+use crate::crypto::format::DEFAULT_SEGMENT_LOG2;
 use crate::crypto::segment::Layout;
 
 /// Largest page S3 returns.
@@ -213,7 +213,7 @@ impl Proxy {
     async fn plaintext_entry(&self, bucket: &str, entry: ListEntry) -> Object {
         let known = match self.etags.get(bucket, &entry.key, &entry.etag) {
             Some(known) => Some(known),
-            None => match self.open(bucket, &entry.key, TRAILER_LEN as u64).await {
+            None => match self.open(bucket, &entry.key).await {
                 Ok(opened) => Some(Known {
                     etag: opened.etag(),
                     size: opened.size(),

@@ -10,7 +10,7 @@ use super::bucket::{encode_if, is_url, max_keys, prefixes};
 use super::error;
 use super::object::{checksum_dto, refuse_reserved};
 use crate::backend::ListQuery;
-use crate::stored::{self, Shape};
+use crate::stored::Shape;
 
 impl Proxy {
     pub(super) async fn get_object_attributes_op(
@@ -26,7 +26,7 @@ impl Proxy {
             ));
         }
         no_versions(input.version_id.as_deref())?;
-        let opened = self.open(&input.bucket, &input.key, stored::TAIL_HINT).await?;
+        let opened = self.open(&input.bucket, &input.key).await?;
         let wants = |name: &str| input.object_attributes.iter().any(|a| a.as_str() == name);
         let checksum = opened
             .checksum()
@@ -131,7 +131,7 @@ impl Proxy {
         let input = req.input;
         refuse_reserved(&input.key)?;
         no_versions(input.version_id.as_deref())?;
-        self.open(&input.bucket, &input.key, stored::TAIL_HINT).await?;
+        self.open(&input.bucket, &input.key).await?;
         Ok(S3Response::new(GetObjectTaggingOutput {
             tag_set: Vec::new(),
             version_id: None,
@@ -146,7 +146,7 @@ impl Proxy {
         let input = req.input;
         refuse_reserved(&input.key)?;
         no_versions(input.version_id.as_deref())?;
-        self.open(&input.bucket, &input.key, stored::TAIL_HINT).await?;
+        self.open(&input.bucket, &input.key).await?;
         Ok(S3Response::new(DeleteObjectTaggingOutput::default()))
     }
 

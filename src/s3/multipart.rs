@@ -316,7 +316,7 @@ impl Proxy {
         }
         let (src_bucket, src_key) = super::object::copy_source(&input.copy_source)?;
         let upload = self.load_upload(&input.bucket, &input.key, &input.upload_id).await?;
-        let opened = self.open(&src_bucket, &src_key, stored::TAIL_HINT).await?;
+        let opened = self.open(&src_bucket, &src_key).await?;
         check_copy_conditions(
             &opened,
             input.copy_source_if_match.as_ref(),

@@ -97,7 +97,7 @@ impl Proxy {
             self.remember(bucket, key, &opened);
             (opened, Some(body))
         } else {
-            (self.open(bucket, key, stored::TAIL_HINT).await?, None)
+            (self.open(bucket, key).await?, None)
         };
         check_conditions(
             &opened,
@@ -126,10 +126,9 @@ impl Proxy {
         Ok((opened, range, body))
     }
 
-    /// Opens an object (see [`stored::open`], reading `hint` bytes of its end first) and
-    /// remembers its client ETag for listings.
-    pub(super) async fn open(&self, bucket: &str, key: &str, hint: u64) -> S3Result<Opened> {
-        let opened = stored::open(self.store.as_ref(), &self.keyring, bucket, key, hint)
+    /// Opens an object (see [`stored::open`]) and remembers its client ETag for listings.
+    pub(super) async fn open(&self, bucket: &str, key: &str) -> S3Result<Opened> {
+        let opened = stored::open(self.store.as_ref(), &self.keyring, bucket, key)
             .await
             .map_err(error::open)?;
         self.remember(bucket, key, &opened);
@@ -369,7 +368,7 @@ impl Proxy {
             ));
         }
         self.store.head_bucket(&input.bucket).await.map_err(error::backend)?;
-        let opened = self.open(&src_bucket, &src_key, stored::TAIL_HINT).await?;
+        let opened = self.open(&src_bucket, &src_key).await?;
         check_copy_conditions(
             &opened,
             input.copy_source_if_match.as_ref(),

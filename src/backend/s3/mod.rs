@@ -368,6 +368,10 @@ impl ObjectStore for S3Store {
         let out = req.send().await.map_err(|e| self.error("GetObject", Missing::Key, e))?;
         let size = match (&range, out.content_range()) {
             (Some(_), Some(content_range)) => content_range_total(content_range),
+            // A suffix at least as long as the object is the whole object: a 200 is right.
+            (Some(ByteRange::Suffix(n)), None) if object_size(out.content_length()).is_some_and(|s| s <= *n) => {
+                object_size(out.content_length())
+            }
             // A 200 with the whole object: some stores (Alibaba OSS by default) answer an
             // unsatisfiable range so. Streaming it as the range would be wrong bytes.
             (Some(r), None) => {
