@@ -22,6 +22,43 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// A TLS handshake that takes longer than this is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The s3s service, with two fixes at the HTTP layer:
+/// - an answer to HEAD carries no body over h2 either (hyper drops it only on HTTP/1.1; s3s
+///   writes error XML even for HEAD, which h2 clients reject as a protocol error);
+/// - an HTTP/1.1 request with `Expect: 100-continue` and an empty body gets its connection closed
+///   after the answer: botocore before 1.43.77 (boto/botocore#3755, so the AWS CLI) misreads the
+///   next response on that connection and stalls until its read timeout.
+#[derive(Clone)]
+struct Front(s3s::service::S3Service);
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Front {
+    type Response = s3s::HttpResponse;
+    type Error = s3s::HttpError;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let head = req.method() == http::Method::HEAD;
+        let headers = req.headers();
+        let close = req.version() <= http::Version::HTTP_11
+            && headers.contains_key(http::header::EXPECT)
+            && headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() == b"0");
+        let answer = hyper::service::Service::call(&self.0, req);
+        Box::pin(async move {
+            let mut resp = answer.await?;
+            if head {
+                *resp.body_mut() = s3s::Body::empty();
+            }
+            if close {
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            Ok(resp)
+        })
+    }
+}
+
 /// A running S3 listener.
 pub struct Running {
     /// The bound address (with the real port when the configuration said 0).
@@ -58,7 +95,7 @@ pub async fn start(
     let service = {
         let mut builder = S3ServiceBuilder::new(Proxy::new(store, keyring, config.server.region.clone()));
         builder.set_auth(ClientAuth::new(&config.clients));
-        builder.build()
+        Front(builder.build())
     };
     let listener = TcpListener::bind(config.server.listen)
         .await

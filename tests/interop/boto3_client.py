@@ -14,9 +14,16 @@ Commands:
                                    GET via urllib); leaves the objects in place so the caller
                                    can scan the store for plaintext
   delete BUCKET                    delete what `upload` wrote, verify it is gone
+  multipart BUCKET DATA_FILE       create BUCKET; upload_file/download_file in 5 MiB parts with
+                                   10 threads; a partNumber GET; a managed `copy` of the
+                                   multipart object, downloaded and compared; leaves both
+                                   objects in place
+  empty BUCKET                     delete every object of BUCKET, verify it lists empty and
+                                   holds no multipart upload
   mkbucket BUCKET                  create BUCKET
   presign METHOD BUCKET KEY        print a presigned URL
-                                   (METHOD: get_object | put_object | delete_object)
+                                   (METHOD: get_object | head_object | put_object |
+                                   delete_object)
 
 Every check is an `expect(...)` that exits non-zero with a message naming what differed.
 Prints `boto3-ok COMMAND` on success.
@@ -34,10 +41,15 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-# Single-part transfers only: multipart is not served by the proxy yet.
-SINGLE_PART = TransferConfig(multipart_threshold=5 * 1024**3, use_threads=False)
+# The transfer manager's defaults (8 MiB threshold): `upload`'s file stays below it.
+DEFAULT_TRANSFER = TransferConfig()
+# 5 MiB parts (S3's smallest), 10 threads: every transfer above 5 MiB goes in parts, in parallel.
+PART_SIZE = 5 * 1024**2
+MULTIPART = TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE, max_concurrency=10)
 KEY_PUT = "boto3/put-object.bin"
 KEY_UPLOAD = "boto3/upload-file.bin"
+KEY_MULTIPART = "boto3/multipart.bin"
+KEY_COPY = "boto3/multipart-copy.bin"
 RANGES = [(0, 0), (100, 70000), (65530, 65545), (65536, 131071)]
 CONTENT_TYPE = "application/x-escrow-interop"
 
@@ -50,6 +62,13 @@ def expect(ok, what):
 
 def quoted_md5(data):
     return '"' + hashlib.md5(data).hexdigest() + '"'
+
+
+def multipart_etag(data, part_size):
+    """The S3 ETag of `data` uploaded in `part_size` parts: MD5 of the part MD5s, and the count."""
+    parts = [data[i : i + part_size] for i in range(0, len(data), part_size)]
+    digest = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest()
+    return f'"{digest}-{len(parts)}"'
 
 
 def client():
@@ -115,11 +134,11 @@ def upload(bucket, data_file, marker):
     suffix = s3.get_object(Bucket=bucket, Key=KEY_PUT, Range="bytes=-1000")["Body"].read()
     expect(suffix == data[-1000:], "suffix range bytes=-1000: wrong bytes")
 
-    # upload_file / download_file through the transfer manager, single part.
-    s3.upload_file(data_file, bucket, KEY_UPLOAD, Config=SINGLE_PART)
+    # upload_file / download_file through the transfer manager, with its defaults (one part).
+    s3.upload_file(data_file, bucket, KEY_UPLOAD, Config=DEFAULT_TRANSFER)
     with tempfile.TemporaryDirectory() as tmp:
         down = os.path.join(tmp, "download.bin")
-        s3.download_file(bucket, KEY_UPLOAD, down, Config=SINGLE_PART)
+        s3.download_file(bucket, KEY_UPLOAD, down, Config=DEFAULT_TRANSFER)
         with open(down, "rb") as f:
             expect(f.read() == data, "download_file bytes differ from upload_file source")
     head = s3.head_object(Bucket=bucket, Key=KEY_UPLOAD)
@@ -160,12 +179,92 @@ def delete(bucket):
     expect(not listing.get("Contents"), f"list after delete: {listing.get('Contents')}")
 
 
+def expect_same_file(path, data, what):
+    with open(path, "rb") as f:
+        got = f.read()
+    expect(len(got) == len(data), f"{what}: {len(got)} bytes, expected {len(data)}")
+    expect(got == data, f"{what}: bytes differ")
+
+
+def multipart(bucket, data_file):
+    s3 = client()
+    with open(data_file, "rb") as f:
+        data = f.read()
+    size = len(data)
+    parts = -(-size // PART_SIZE)
+    expect(parts > 10, f"{size} bytes make only {parts} parts of {PART_SIZE}")
+    etag = multipart_etag(data, PART_SIZE)
+
+    s3.create_bucket(Bucket=bucket)
+    s3.upload_file(data_file, bucket, KEY_MULTIPART, Config=MULTIPART)
+    head = s3.head_object(Bucket=bucket, Key=KEY_MULTIPART)
+    expect(head["ContentLength"] == size, f"multipart head ContentLength {head['ContentLength']} != {size}")
+    expect(head["ETag"] == etag, f"multipart head ETag {head['ETag']} != {etag} (MD5 of {parts} part MD5s)")
+
+    # One part by number, and a range across the boundary of parts 1 and 2.
+    got = s3.get_object(Bucket=bucket, Key=KEY_MULTIPART, PartNumber=2)
+    body = got["Body"].read()
+    expect(body == data[PART_SIZE : 2 * PART_SIZE], f"get_object PartNumber=2: wrong bytes ({len(body)} returned)")
+    expect(got.get("PartsCount") == parts, f"get_object PartNumber=2: PartsCount {got.get('PartsCount')}")
+    first, last = PART_SIZE - 1000, PART_SIZE + 999
+    body = s3.get_object(Bucket=bucket, Key=KEY_MULTIPART, Range=f"bytes={first}-{last}")["Body"].read()
+    expect(body == data[first : last + 1], f"range {first}-{last} across parts 1-2: wrong bytes")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        down = os.path.join(tmp, "download.bin")
+        s3.download_file(bucket, KEY_MULTIPART, down, Config=MULTIPART)
+        expect_same_file(down, data, "download_file of the multipart upload")
+
+    # Managed copy: UploadPartCopy in 5 MiB ranges, 10 threads.
+    s3.copy({"Bucket": bucket, "Key": KEY_MULTIPART}, bucket, KEY_COPY, Config=MULTIPART)
+    head = s3.head_object(Bucket=bucket, Key=KEY_COPY)
+    expect(head["ContentLength"] == size, f"copy head ContentLength {head['ContentLength']} != {size}")
+    copy_etag = head["ETag"]
+    expect(
+        copy_etag in (etag, quoted_md5(data)),
+        f"copy ETag {copy_etag}: neither the source's {etag} nor the MD5 {quoted_md5(data)}",
+    )
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix="boto3/")
+    objects = {o["Key"]: o for o in listing.get("Contents", [])}
+    expect(sorted(objects) == sorted([KEY_MULTIPART, KEY_COPY]), f"list keys {sorted(objects)}")
+    for key, want in ((KEY_MULTIPART, etag), (KEY_COPY, copy_etag)):
+        expect(objects[key]["Size"] == size, f"list Size of {key} = {objects[key]['Size']}, expected {size}")
+        expect(objects[key].get("ETag") == want, f"list ETag of {key} = {objects[key].get('ETag')!r}, head said {want}")
+    got = s3.get_object(Bucket=bucket, Key=KEY_COPY, Range="bytes=0-0")
+    expect(got["ETag"] == copy_etag, f"get_object ETag of the copy {got['ETag']} != head's {copy_etag}")
+    with tempfile.TemporaryDirectory() as tmp:
+        down = os.path.join(tmp, "copy.bin")
+        s3.download_file(bucket, KEY_COPY, down, Config=MULTIPART)
+        expect_same_file(down, data, "download_file of the managed copy")
+
+    uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    expect(not uploads, f"multipart uploads left open: {uploads}")
+
+
+def empty(bucket):
+    s3 = client()
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    expect(keys, f"bucket {bucket} is already empty")
+    deleted = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys]})
+    expect(not deleted.get("Errors"), f"delete_objects errors: {deleted.get('Errors')}")
+    expect(
+        sorted(d["Key"] for d in deleted.get("Deleted", [])) == sorted(keys),
+        f"delete_objects deleted {deleted.get('Deleted')}, asked {keys}",
+    )
+    listing = s3.list_objects_v2(Bucket=bucket)
+    expect(listing.get("KeyCount") == 0, f"list after delete_objects: {listing.get('Contents')}")
+    uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    expect(not uploads, f"multipart uploads left open: {uploads}")
+
+
 def mkbucket(bucket):
     client().create_bucket(Bucket=bucket)
 
 
 def presign(method, bucket, key):
-    methods = ("get_object", "put_object", "delete_object")
+    methods = ("get_object", "head_object", "put_object", "delete_object")
     expect(method in methods, f"unknown presign method {method}")
     url = client().generate_presigned_url(
         method, Params={"Bucket": bucket, "Key": key}, ExpiresIn=300
@@ -177,6 +276,8 @@ def main(argv):
     commands = {
         "upload": (upload, 3),
         "delete": (delete, 1),
+        "multipart": (multipart, 2),
+        "empty": (empty, 1),
         "mkbucket": (mkbucket, 1),
         "presign": (presign, 3),
     }

@@ -299,3 +299,21 @@ fn quote(text: &str) -> &str {
 pub fn quoted_md5(data: &[u8]) -> String {
     format!("\"{}\"", hex::encode(Md5::digest(data)))
 }
+
+/// `"md5hex-N"`: the ETag S3 gives an object uploaded in parts of `part_size` bytes (the last
+/// may be shorter).
+pub fn multipart_etag(data: &[u8], part_size: usize) -> String {
+    parts_etag(data.chunks(part_size))
+}
+
+/// `"md5hex-N"`: the ETag S3 gives an object completed from these `N` parts: the MD5 of the
+/// parts' binary MD5s, then the number of parts.
+pub fn parts_etag<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut digests = Md5::new();
+    let mut count = 0;
+    for part in parts {
+        digests.update(Md5::digest(part));
+        count += 1;
+    }
+    format!("\"{}-{count}\"", hex::encode(digests.finalize()))
+}

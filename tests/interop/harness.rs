@@ -8,7 +8,7 @@
 //! The child process is killed (by its pid, via [`Child::kill`]) when the harness drops.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -65,10 +65,29 @@ pub struct Proxy {
     pub work: PathBuf,
     /// Where the primary store's bytes land on disk.
     pub store_dir: PathBuf,
+    /// Which store that is.
+    pub store: Store,
     child: Child,
     stderr_log: PathBuf,
+    config_path: PathBuf,
     upstream: Option<tokio::runtime::Runtime>,
     dir: TempDir,
+}
+
+/// A second `escrow-proxy serve` process on the same config (so the same store and keyring),
+/// listening on its own port: what a second instance behind a load balancer is.
+pub struct Peer {
+    /// `https://127.0.0.1:PORT` of this process.
+    pub endpoint: String,
+    child: Child,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // `Child::kill` signals this child's own pid: never a process-name match.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 // === impl Proxy ===
@@ -132,38 +151,7 @@ impl Proxy {
         fs::write(&config_path, config).expect("write config");
 
         let stderr_log = root.join("proxy.stderr.log");
-        let stderr = fs::File::create(&stderr_log).expect("create stderr log");
-        let mut command = Command::new(BIN);
-        command
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .current_dir(&root)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr);
-        // `ESCROW_<SECTION>__<KEY>` variables override the config: keep the test runner's
-        // own (such as ESCROW_ALLOW_MISSING_CLIENTS) away from the proxy.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("ESCROW_") {
-                command.env_remove(&key);
-            }
-        }
-        let mut child = command.spawn().expect("spawn escrow-proxy serve");
-
-        let endpoint = match wait_for_endpoint(&mut child) {
-            Ok(endpoint) => endpoint,
-            Err(why) => {
-                let _ = child.kill();
-                let status = child.wait();
-                panic!(
-                    "escrow-proxy serve did not become ready: {why}; exit: {status:?}\n\
-                     --- proxy stderr ---\n{}",
-                    tail(&stderr_log, STDERR_TAIL_BYTES)
-                );
-            }
-        };
+        let (child, endpoint) = serve(&root, &config_path, &stderr_log);
         let host_port = endpoint
             .strip_prefix("https://")
             .unwrap_or_else(|| panic!("endpoint {endpoint:?} is not https://"))
@@ -176,11 +164,20 @@ impl Proxy {
             ca,
             work,
             store_dir,
+            store,
             child,
             stderr_log,
+            config_path,
             upstream,
             dir,
         }
+    }
+
+    /// Starts a second proxy process on this one's config; it logs to `proxy-peer.stderr.log`.
+    pub fn start_peer(&self) -> Peer {
+        let root = self.dir.path();
+        let (child, endpoint) = serve(root, &self.config_path, &root.join("proxy-peer.stderr.log"));
+        Peer { endpoint, child }
     }
 
     /// Writes a ~`size`-byte random plaintext with [`MARKER`] planted throughout, returning
@@ -207,6 +204,46 @@ impl Proxy {
             self.store_dir.display(),
             scanned.bytes,
             scanned.files
+        );
+    }
+
+    /// The keys the store holds in `bucket`, sorted: those of client objects and the proxy's own
+    /// (multipart state under `.escrow-mpu/`). Read from the store's files, not through the proxy.
+    pub fn stored_keys(&self, bucket: &str) -> Vec<String> {
+        let dir = self.store_dir.join(bucket);
+        let mut keys: Vec<String> = shared::files_under(&dir)
+            .iter()
+            .map(|file| match self.store {
+                Store::Fs => fs_object_key(file),
+                // s3s-fs keeps object `k` of bucket `b` as the file `<root>/b/k`.
+                Store::S3 => file
+                    .strip_prefix(&dir)
+                    .expect("under the bucket directory")
+                    .to_str()
+                    .expect("utf-8 key")
+                    .to_string(),
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Asserts the store holds no object at all, in any bucket, and nothing half-written: no
+    /// client object, no multipart state of the proxy (`.escrow-mpu/`), no temp file, and on
+    /// s3s-fs no store-side multipart upload left open. Only s3s-fs's per-object attribute
+    /// files (`.bucket-….object-….{metadata,internal}.json` in its root) are allowed to remain:
+    /// s3s-fs never deletes them, even when it deletes the object.
+    pub fn assert_store_holds_no_objects(&self) {
+        let left: Vec<PathBuf> = shared::files_under(&self.store_dir)
+            .into_iter()
+            .filter(|file| match self.store {
+                Store::Fs => true,
+                Store::S3 => !is_s3s_fs_attribute_file(&self.store_dir, file),
+            })
+            .collect();
+        assert!(
+            left.is_empty(),
+            "the store still holds files after everything was deleted: {left:#?}"
         );
     }
 
@@ -239,6 +276,42 @@ impl Drop for Proxy {
 }
 
 // === helpers ===
+
+/// Spawns `escrow-proxy serve --config CONFIG` in `root`, stderr to `stderr_log`, and waits for
+/// its endpoint line.
+fn serve(root: &Path, config_path: &Path, stderr_log: &Path) -> (Child, String) {
+    let stderr = fs::File::create(stderr_log).expect("create stderr log");
+    let mut command = Command::new(BIN);
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(config_path)
+        .current_dir(root)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    // `ESCROW_<SECTION>__<KEY>` variables override the config: keep the test runner's own (such
+    // as ESCROW_ALLOW_MISSING_CLIENTS) away from the proxy.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ESCROW_") {
+            command.env_remove(&key);
+        }
+    }
+    let mut child = command.spawn().expect("spawn escrow-proxy serve");
+    match wait_for_endpoint(&mut child) {
+        Ok(endpoint) => (child, endpoint),
+        Err(why) => {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!(
+                "escrow-proxy serve did not become ready: {why}; exit: {status:?}\n\
+                 --- proxy stderr ---\n{}",
+                tail(stderr_log, STDERR_TAIL_BYTES)
+            );
+        }
+    }
+}
 
 /// Reads the child's stdout until `endpoint: URL`, bounded by [`STARTUP_TIMEOUT`]; keeps
 /// draining stdout afterwards so the child never blocks on a full pipe.
@@ -276,6 +349,43 @@ fn start_s3s_fs(root: &Path) -> (tokio::runtime::Runtime, u16) {
     let (addr, accept) = rt.block_on(shared::bind_s3_server(fs, UPSTREAM_ACCESS_KEY, UPSTREAM_SECRET_KEY));
     rt.spawn(accept);
     (rt, addr.port())
+}
+
+/// The key recorded in one of the fs store's object files (FORMAT.md §4: `"EPFSOBJ1" ‖
+/// u32be(L) ‖ JSON(L bytes) ‖ body`), reading only the header; a file of any other shape fails
+/// the test.
+fn fs_object_key(file: &Path) -> String {
+    let read_header = || -> std::io::Result<Vec<u8>> {
+        let mut f = fs::File::open(file)?;
+        let mut preamble = [0u8; 12];
+        f.read_exact(&mut preamble)?;
+        if &preamble[..8] != b"EPFSOBJ1" {
+            return Err(std::io::Error::other("no EPFSOBJ1 magic"));
+        }
+        let len = u32::from_be_bytes(preamble[8..].try_into().expect("4 bytes"));
+        let mut json = vec![0u8; len as usize];
+        f.read_exact(&mut json)?;
+        Ok(json)
+    };
+    let json = read_header().unwrap_or_else(|e| panic!("{} is not an fs store object file: {e}", file.display()));
+    let header: serde_json::Value =
+        serde_json::from_slice(&json).unwrap_or_else(|e| panic!("{}: header is not JSON: {e}", file.display()));
+    header["key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}: header has no key: {header}", file.display()))
+        .to_string()
+}
+
+/// s3s-fs's attribute files of an object, `<root>/.bucket-<b64>.object-<b64>.metadata.json`
+/// and `….internal.json` (not those of a store-side multipart upload, `….upload-<id>.metadata.json`).
+fn is_s3s_fs_attribute_file(root: &Path, file: &Path) -> bool {
+    let Some(name) = file.strip_prefix(root).ok().and_then(Path::to_str) else {
+        return false;
+    };
+    !name.contains('/')
+        && name.starts_with(".bucket-")
+        && !name.contains(".upload-")
+        && (name.ends_with(".metadata.json") || name.ends_with(".internal.json"))
 }
 
 /// Random bytes with [`MARKER`] planted every 64 KiB (and at both ends).
