@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end benchmark of escrow-proxy (issue #4). One command:
 #
-#     bash benches/e2e.sh            (CARGO_TARGET_DIR is honoured; ~12 min with a cold build)
+#     bash benches/e2e.sh    (CARGO_TARGET_DIR is honoured; ~14 min on 2 cores from a fresh
+#                            clone, 9 of them the release build; ~5 min once built)
 #
 # Installs what is missing (nginx-light, rclone and curl from Debian, s3s-fs 0.14.1 from
 # crates.io; each only when absent), builds escrow-proxy and the load generator
@@ -20,7 +21,8 @@
 # s3s-fs binary distorts small-object numbers), E2E_ARGS (more load-generator options, e.g.
 # "--only put-large-8,get-large-8 --targets c --no-rclone --profile get-large-8
 # --profile-dir /tmp/prof": perf-record the hops during one phase; needs linux-perf, and perf
-# slows what it watches, so not for published numbers). `load --help` lists them all.
+# slows what it watches, so not for published numbers);
+# `cargo bench --bench load -- --help` lists them all.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
