@@ -162,7 +162,8 @@ impl<S> EncryptBody<S> {
             plain_len,
             segments: layout.segment_count(plain_len),
             received: 0,
-            segment: Vec::with_capacity(layout.segment_size() as usize + TAG_LEN),
+            // Sized to the first segment: a small object allocates what it needs, not 64 KiB.
+            segment: Vec::with_capacity(layout.stored_segment_len(plain_len, 0) as usize),
             md5: Some(s3s::crypto::Md5::new()),
             hasher: expect.algorithm.map(Hasher::new),
             expect,
@@ -215,8 +216,13 @@ impl<S> EncryptBody<S> {
     }
 
     fn flush_segment(&mut self, last: bool) {
-        let capacity = self.layout.segment_size() as usize + TAG_LEN;
-        let mut buf = std::mem::replace(&mut self.segment, Vec::with_capacity(capacity));
+        let next = if last {
+            Vec::new()
+        } else {
+            let index = self.sealer_index() + 1;
+            Vec::with_capacity(self.layout.stored_segment_len(self.plain_len, index) as usize)
+        };
+        let mut buf = std::mem::replace(&mut self.segment, next);
         self.sealer.seal_segment(&mut buf, last);
         self.outbox.push_back(Bytes::from(buf));
     }
