@@ -7,7 +7,7 @@ use crate::auth::presign_get;
 use crate::common::{ErrorExt, GetOutcome, MARKER, SEGMENT, StoreKind, data_with_marker, etag_of, try_get};
 use crate::{BUCKET, harness};
 
-per_store!(ranges, part_numbers);
+per_store!(ranges, part_numbers, ranges_after_another_process_rewrote_the_object);
 
 async fn ranges(kind: StoreKind) {
     let h = harness(kind).await;
@@ -152,5 +152,43 @@ async fn part_numbers(kind: StoreKind) {
         "{}",
         e.describe()
     );
+    h.assert_no_plaintext(MARKER);
+}
+
+/// Ranged GETs of one download (a HEAD, then ranges) while another proxy process replaces the
+/// object (new content, same size): the next ranged GET returns the new bytes, never the old
+/// ones or an error.
+async fn ranges_after_another_process_rewrote_the_object(kind: StoreKind) {
+    let h = harness(kind).await;
+    let peer = h.start_peer().await;
+    let size = 3 * SEGMENT + 100;
+    let old = data_with_marker(size);
+    let mut new = data_with_marker(size);
+    new.reverse();
+    h.put(BUCKET, "moving", &old).await;
+    let range = |r: &str| {
+        let client = h.client.clone();
+        let r = r.to_string();
+        async move {
+            let got = client
+                .get_object()
+                .bucket(BUCKET)
+                .key("moving")
+                .range(r)
+                .send()
+                .await
+                .expect("ranged get");
+            got.body.collect().await.expect("body").into_bytes().to_vec()
+        }
+    };
+    // HEAD, then ranges: what a parallel download does.
+    h.client.head_object().bucket(BUCKET).key("moving").send().await.expect("head");
+    assert_eq!(range("bytes=100-70000").await, &old[100..70001]);
+    assert_eq!(range("bytes=70000-140000").await, &old[70000..140001]);
+    // Another proxy process replaces the object; this one must serve the new version.
+    crate::common::put_object(&peer.client, BUCKET, "moving", &new).await;
+    assert_eq!(range("bytes=100-70000").await, &new[100..70001]);
+    assert_eq!(range("bytes=70000-140000").await, &new[70000..140001]);
+    peer.stop().await;
     h.assert_no_plaintext(MARKER);
 }
