@@ -23,9 +23,11 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use futures::{StreamExt, TryStreamExt, stream};
 use md5::Digest as _;
 
-use escrow_proxy::body::{DecryptBody, DecryptPlan, EncryptBody, Expectations};
+use escrow_proxy::body::{DecryptBody, EncryptBody, Expectations, Piece};
 use escrow_proxy::crypto::envelope::{stream_key, unwrap_dek, wrap_dek};
-use escrow_proxy::crypto::format::{DEFAULT_SEGMENT_LOG2, NONCE_LEN, SINGLE_PART, TAG_LEN, TRAILER_LEN};
+use escrow_proxy::crypto::format::{
+    DEFAULT_SEGMENT_LOG2, ENVELOPE_VERSION, NONCE_LEN, SINGLE_PART, TAG_LEN, TRAILER_LEN,
+};
 use escrow_proxy::crypto::segment::{
     Layout, StreamHeader, StreamOpener, StreamSealer, Trailer, open_trailer, seal_all,
 };
@@ -141,7 +143,6 @@ fn segment_open(c: &mut Criterion) {
 struct Sealed {
     dek: Key256,
     stored: Vec<u8>,
-    trailer: Trailer,
 }
 
 fn seal_object(plain: &[u8]) -> Sealed {
@@ -155,7 +156,7 @@ fn seal_object(plain: &[u8]) -> Sealed {
         header,
     };
     let stored = seal_all(&dek, SINGLE_PART, header, &[], plain, &trailer);
-    Sealed { dek, stored, trailer }
+    Sealed { dek, stored }
 }
 
 fn chunks(data: &Bytes) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Unpin + use<> {
@@ -196,15 +197,7 @@ fn object(c: &mut Criterion) {
         });
         let sealed = seal_object(&plain);
         let stored = Bytes::from(sealed.stored[..sealed.stored.len() - TRAILER_LEN].to_vec());
-        let layout = sealed.trailer.header.layout();
-        let plan = DecryptPlan {
-            plain_len: size as u64,
-            first_segment: 0,
-            last_segment: layout.segment_count(size as u64) - 1,
-            skip: 0,
-            len: size as u64,
-            header_first: true,
-        };
+
         group.bench_function(BenchmarkId::new("get_body", kib(size)), |b| {
             b.iter(|| {
                 let trailer = open_trailer(
@@ -213,7 +206,8 @@ fn object(c: &mut Criterion) {
                     &sealed.stored[sealed.stored.len() - TRAILER_LEN..],
                 )
                 .expect("trailer opens");
-                let body = DecryptBody::new(chunks(&stored), &sealed.dek, SINGLE_PART, &trailer, &plan);
+                let (piece, _) = Piece::new(SINGLE_PART, trailer.header, size as u64, 0..size as u64, true, false);
+                let body = DecryptBody::new(chunks(&stored), &sealed.dek, vec![piece]);
                 let n: usize =
                     futures::executor::block_on(body.map(|r| r.expect("decrypts").len()).collect::<Vec<_>>())
                         .into_iter()
@@ -263,7 +257,7 @@ fn dek(c: &mut Criterion) {
     });
     let wrapped = wrap_dek(&kek, 1, &dek, bucket, key);
     group.bench_function("unwrap/ring", |b| {
-        b.iter(|| black_box(unwrap_dek(&kek, 1, &wrapped, bucket, key).expect("unwraps")))
+        b.iter(|| black_box(unwrap_dek(&kek, 1, ENVELOPE_VERSION, &wrapped, bucket, key).expect("unwraps")))
     });
     // The same work through the aes-gcm crate: key schedule, then a 32-byte seal or open with
     // an AAD of the same length as the proxy's (label, version, KEK version, bucket, key).

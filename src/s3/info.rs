@@ -8,7 +8,7 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 use super::Proxy;
 use super::bucket::{encode_if, is_url, max_keys, prefixes};
 use super::error;
-use super::object::{checksum_dto, refuse_reserved};
+use super::object::{checksum_dto, refuse_reserved, refuse_sse_c};
 use crate::backend::ListQuery;
 use crate::stored::Shape;
 
@@ -19,12 +19,7 @@ impl Proxy {
     ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
         let input = req.input;
         refuse_reserved(&input.key)?;
-        if input.sse_customer_algorithm.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "SSE-C is not supported through escrow-proxy."
-            ));
-        }
+        refuse_sse_c(input.sse_customer_algorithm.is_some())?;
         no_versions(input.version_id.as_deref())?;
         let opened = self.open(&input.bucket, &input.key).await?;
         let wants = |name: &str| input.object_attributes.iter().any(|a| a.as_str() == name);

@@ -28,7 +28,7 @@ use super::error;
 use super::etags::Known;
 use super::object::{
     ClientDigests, UnsafeAsks, Upload, check_copy_conditions, client_digests, declared_length, digests_checksum,
-    expectations, record_of, refuse_reserved, refuse_unsafe, sse, unsafe_asks,
+    expectations, record_of, refuse_reserved, refuse_sse_c, refuse_unsafe, sse, unsafe_asks,
 };
 use crate::backend::{BackendError, ByteRange, ListEntry, ListQuery, Metadata, Source, read_small};
 use crate::body::Expectations;
@@ -229,12 +229,7 @@ impl Proxy {
         let expect = expectations(&req.headers, &req.trailing_headers, client_digests!(req.input))?;
         let input = req.input;
         let number = part_number(input.part_number)?;
-        if input.sse_customer_algorithm.is_some() || input.sse_customer_key.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "SSE-C is not supported through escrow-proxy."
-            ));
-        }
+        refuse_sse_c(input.sse_customer_algorithm.is_some() || input.sse_customer_key.is_some())?;
         if plain_len > MAX_PART_SIZE {
             return Err(s3_error!(
                 EntityTooLarge,
@@ -308,12 +303,7 @@ impl Proxy {
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let input = req.input;
         let number = part_number(input.part_number)?;
-        if input.sse_customer_algorithm.is_some() || input.copy_source_sse_customer_algorithm.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "SSE-C is not supported through escrow-proxy."
-            ));
-        }
+        refuse_sse_c(input.sse_customer_algorithm.is_some() || input.copy_source_sse_customer_algorithm.is_some())?;
         let (src_bucket, src_key) = super::object::copy_source(&input.copy_source)?;
         let upload = self.load_upload(&input.bucket, &input.key, &input.upload_id).await?;
         let opened = self.open(&src_bucket, &src_key).await?;

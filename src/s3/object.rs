@@ -82,12 +82,7 @@ impl Proxy {
         want_body: bool,
     ) -> S3Result<(Opened, Option<std::ops::Range<u64>>, Option<ByteStream>)> {
         refuse_reserved(key)?;
-        if read.sse_c {
-            return Err(s3_error!(
-                NotImplemented,
-                "SSE-C is not supported through escrow-proxy."
-            ));
-        }
+        refuse_sse_c(read.sse_c)?;
         // A GET of the whole object opens it with its body: one store request for small objects.
         let whole = want_body && read.range.is_none() && read.part_number.is_none();
         let (opened, body) = if whole {
@@ -350,12 +345,7 @@ impl Proxy {
         let input = req.input;
         refuse_reserved(&input.key)?;
         refuse_unsafe(unsafe_asks!(input))?;
-        if input.copy_source_sse_customer_algorithm.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "SSE-C is not supported through escrow-proxy."
-            ));
-        }
+        refuse_sse_c(input.copy_source_sse_customer_algorithm.is_some())?;
         let (src_bucket, src_key) = copy_source(&input.copy_source)?;
         let replace = input
             .metadata_directive
@@ -737,12 +727,7 @@ pub(super) use unsafe_asks;
 
 /// Refuses what the proxy cannot honour without leaking or lying.
 pub(super) fn refuse_unsafe(asks: UnsafeAsks<'_>) -> S3Result<()> {
-    if asks.sse_c {
-        return Err(s3_error!(
-            NotImplemented,
-            "SSE-C is not supported through escrow-proxy."
-        ));
-    }
+    refuse_sse_c(asks.sse_c)?;
     if asks.kms || asks.sse.is_some_and(|s| s.as_str() != ServerSideEncryption::AES256) {
         return Err(s3_error!(
             NotImplemented,
@@ -770,6 +755,18 @@ pub(super) fn refuse_unsafe(asks: UnsafeAsks<'_>) -> S3Result<()> {
         return Err(s3_error!(
             NotImplemented,
             "Only private ACLs are supported through escrow-proxy."
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses SSE-C (`asked`): the proxy encrypts every object itself and cannot honour a
+/// customer's key on top.
+pub(super) fn refuse_sse_c(asked: bool) -> S3Result<()> {
+    if asked {
+        return Err(s3_error!(
+            NotImplemented,
+            "SSE-C is not supported through escrow-proxy."
         ));
     }
     Ok(())

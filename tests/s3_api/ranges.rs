@@ -182,7 +182,13 @@ async fn ranges_after_another_process_rewrote_the_object(kind: StoreKind) {
         }
     };
     // HEAD, then ranges: what a parallel download does.
-    h.client.head_object().bucket(BUCKET).key("moving").send().await.expect("head");
+    h.client
+        .head_object()
+        .bucket(BUCKET)
+        .key("moving")
+        .send()
+        .await
+        .expect("head");
     assert_eq!(range("bytes=100-70000").await, &old[100..70001]);
     assert_eq!(range("bytes=70000-140000").await, &old[70000..140001]);
     // Another proxy process replaces the object; this one must serve the new version.
