@@ -40,6 +40,7 @@ mod checksums;
 mod chunked;
 mod conditionals;
 mod copy;
+mod info;
 mod listing;
 mod metadata;
 mod multipart;
