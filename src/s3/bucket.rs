@@ -114,13 +114,7 @@ impl Proxy {
         let input = req.input;
         let url = is_url(input.encoding_type.as_ref())?;
         let max_keys = max_keys(input.max_keys)?;
-        let query = ListQuery {
-            prefix: input.prefix.clone().filter(|p| !p.is_empty()),
-            delimiter: input.delimiter.clone().filter(|d| !d.is_empty()),
-            start_after: input.marker.clone().filter(|m| !m.is_empty()),
-            continuation_token: None,
-            max_keys,
-        };
+        let query = list_query(&input.prefix, &input.delimiter, &input.marker, &None, max_keys);
         let page = self.list_page(&input.bucket, query, max_keys).await?;
         let next_marker = page.resume_marker.clone().filter(|_| page.is_truncated);
         let enc = |s: Option<String>| s.map(|s| encode_if(url, &s));
@@ -146,13 +140,13 @@ impl Proxy {
         let input = req.input;
         let url = is_url(input.encoding_type.as_ref())?;
         let max_keys = max_keys(input.max_keys)?;
-        let query = ListQuery {
-            prefix: input.prefix.clone().filter(|p| !p.is_empty()),
-            delimiter: input.delimiter.clone().filter(|d| !d.is_empty()),
-            start_after: input.start_after.clone().filter(|s| !s.is_empty()),
-            continuation_token: input.continuation_token.clone().filter(|t| !t.is_empty()),
+        let query = list_query(
+            &input.prefix,
+            &input.delimiter,
+            &input.start_after,
+            &input.continuation_token,
             max_keys,
-        };
+        );
         let page = self.list_page(&input.bucket, query, max_keys).await?;
         let key_count = (page.objects.len() + page.common_prefixes.len()) as i32;
         let enc = |s: Option<String>| s.map(|s| encode_if(url, &s));
@@ -259,6 +253,24 @@ fn skip_rolled_up(start_after: Option<String>, prefix: Option<&str>, delimiter: 
     match rest.find(delim) {
         Some(i) => Some(format!("{prefix}{}{}", &rest[..i + delim.len()], char::MAX)),
         None => start_after,
+    }
+}
+
+/// A store listing query from a client's parameters; S3 treats an empty one as absent.
+pub(super) fn list_query(
+    prefix: &Option<String>,
+    delimiter: &Option<String>,
+    start_after: &Option<String>,
+    continuation_token: &Option<String>,
+    max_keys: i32,
+) -> ListQuery {
+    let given = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+    ListQuery {
+        prefix: given(prefix),
+        delimiter: given(delimiter),
+        start_after: given(start_after),
+        continuation_token: given(continuation_token),
+        max_keys,
     }
 }
 

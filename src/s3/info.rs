@@ -3,13 +3,12 @@
 //! status. Every answer is true of what the proxy stores; nothing is passed through.
 
 use s3s::dto::*;
-use s3s::{S3Request, S3Response, S3Result, s3_error};
+use s3s::{S3Request, S3Response, S3Result};
 
 use super::Proxy;
-use super::bucket::{encode_if, is_url, max_keys, prefixes};
+use super::bucket::{encode_if, is_url, list_query, max_keys, prefixes};
 use super::error;
-use super::object::{checksum_dto, refuse_reserved, refuse_sse_c};
-use crate::backend::ListQuery;
+use super::object::{checksum_dto, no_versions, refuse_reserved, refuse_sse_c};
 use crate::stored::Shape;
 
 impl Proxy {
@@ -72,13 +71,7 @@ impl Proxy {
         let input = req.input;
         let url = is_url(input.encoding_type.as_ref())?;
         let max_keys = max_keys(input.max_keys)?;
-        let query = ListQuery {
-            prefix: input.prefix.clone().filter(|p| !p.is_empty()),
-            delimiter: input.delimiter.clone().filter(|d| !d.is_empty()),
-            start_after: input.key_marker.clone().filter(|m| !m.is_empty()),
-            continuation_token: None,
-            max_keys,
-        };
+        let query = list_query(&input.prefix, &input.delimiter, &input.key_marker, &None, max_keys);
         let page = self.list_page(&input.bucket, query, max_keys).await?;
         let next_key_marker = page.resume_marker.clone().filter(|_| page.is_truncated);
         let versions = page
@@ -177,13 +170,5 @@ impl Proxy {
             .await
             .map_err(error::backend)?;
         Ok(S3Response::new(GetBucketVersioningOutput::default()))
-    }
-}
-
-/// Buckets here are unversioned: only the `null` version exists.
-fn no_versions(version_id: Option<&str>) -> S3Result<()> {
-    match version_id {
-        Some(v) if v != "null" => Err(s3_error!(NoSuchVersion, "The specified version does not exist.")),
-        _ => Ok(()),
     }
 }

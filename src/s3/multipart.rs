@@ -30,7 +30,7 @@ use super::object::{
     ClientDigests, UnsafeAsks, Upload, check_copy_conditions, client_digests, declared_length, digests_checksum,
     expectations, record_of, refuse_reserved, refuse_sse_c, refuse_unsafe, sse, unsafe_asks,
 };
-use crate::backend::{BackendError, ByteRange, ListEntry, ListQuery, Metadata, Source, read_small};
+use crate::backend::{BackendError, ByteRange, ListEntry, ListQuery, Metadata, ObjectHead, Source, read_small};
 use crate::body::Expectations;
 use crate::crypto::envelope::{ObjectRecord, open_record, seal_record};
 use crate::crypto::format::{ChecksumAlgorithm, DEFAULT_SEGMENT_LOG2, TRAILER_LEN, meta};
@@ -101,19 +101,15 @@ impl Proxy {
         if !valid_upload_id(id) {
             return Err(no_such_upload());
         }
-        let got = match self.store.get_object(bucket, &marker_key(id), None, None).await {
-            Ok(got) => got,
+        let (marker, head) = match self.read_marker(bucket, id).await {
+            Ok(found) => found,
             Err(BackendError::NoSuchKey) => return Err(no_such_upload()),
             Err(e) => return Err(error::backend(e)),
         };
-        let body = read_small(got.body, MAX_MARKER_LEN)
-            .await
-            .map_err(|e| error::backend(BackendError::Body(e)))?;
-        let marker: MarkerBody = serde_json::from_slice(&body).map_err(|_| no_such_upload())?;
         if marker.key != key {
             return Err(no_such_upload());
         }
-        let unwrapped = stored::unwrap(&self.keyring, bucket, key, &got.head.metadata).map_err(error::envelope)?;
+        let unwrapped = stored::unwrap(&self.keyring, bucket, key, &head.metadata).map_err(error::envelope)?;
         let sealed = B64.decode(&marker.record).map_err(|_| no_such_upload())?;
         let record = open_record(&unwrapped.dek, &unwrapped.binding, &sealed).map_err(error::crypto)?;
         Ok(InProgress {
@@ -122,29 +118,56 @@ impl Proxy {
         })
     }
 
-    /// Every part object of upload `id`, in part-number order.
-    async fn stored_parts(&self, bucket: &str, id: &str) -> S3Result<Vec<StoredPart>> {
-        let prefix = parts_prefix(id);
+    /// The marker of upload `id` (whatever key it is for) and its head. A marker that is not
+    /// the proxy's JSON is as good as missing (`NoSuchKey`).
+    async fn read_marker(&self, bucket: &str, id: &str) -> Result<(MarkerBody, ObjectHead), BackendError> {
+        let got = self.store.get_object(bucket, &marker_key(id), None, None).await?;
+        let body = read_small(got.body, MAX_MARKER_LEN).await.map_err(BackendError::Body)?;
+        let marker = serde_json::from_slice(&body).map_err(|_| BackendError::NoSuchKey)?;
+        Ok((marker, got.head))
+    }
+
+    /// Every stored object under `prefix` (all pages).
+    async fn list_all(&self, bucket: &str, prefix: &str) -> S3Result<Vec<ListEntry>> {
         let mut query = ListQuery {
-            prefix: Some(prefix.clone()),
+            prefix: Some(prefix.to_string()),
             max_keys: 1000,
             ..Default::default()
         };
-        let mut parts = Vec::new();
+        let mut all = Vec::new();
         loop {
             let page = self.store.list_objects(bucket, &query).await.map_err(error::backend)?;
-            for entry in page.objects {
-                if let Ok(number) = entry.key[prefix.len()..].parse::<u32>() {
-                    parts.push(StoredPart { number, entry });
-                }
-            }
+            all.extend(page.objects);
             match page.next_continuation_token {
                 Some(token) if page.is_truncated => query.continuation_token = Some(token),
-                _ => break,
+                _ => return Ok(all),
             }
         }
+    }
+
+    /// Every part object of upload `id`, in part-number order.
+    async fn stored_parts(&self, bucket: &str, id: &str) -> S3Result<Vec<StoredPart>> {
+        let prefix = parts_prefix(id);
+        let mut parts: Vec<StoredPart> = self
+            .list_all(bucket, &prefix)
+            .await?
+            .into_iter()
+            .filter_map(|entry| {
+                let number = entry.key[prefix.len()..].parse::<u32>().ok()?;
+                Some(StoredPart { number, entry })
+            })
+            .collect();
         parts.sort_by_key(|p| p.number);
         Ok(parts)
+    }
+
+    /// Opens the trailers of `parts`, [`CONCURRENCY`] at a time, in order.
+    async fn part_trailers(&self, bucket: &str, dek: &Key256, parts: &[&StoredPart]) -> Vec<S3Result<Trailer>> {
+        futures::stream::iter(0..parts.len())
+            .map(|i| self.part_trailer(bucket, dek, parts[i]))
+            .buffered(CONCURRENCY)
+            .collect()
+            .await
     }
 
     /// Opens the trailer of a part object: its plaintext length, MD5, checksum and header.
@@ -392,12 +415,7 @@ impl Proxy {
             .map(|n| by_number.get(n).copied())
             .collect::<Option<_>>()
             .ok_or_else(|| s3_error!(InvalidPart, "One or more of the specified parts could not be found."))?;
-        let dek = &upload.dek;
-        let trailers: Vec<S3Result<Trailer>> = futures::stream::iter(0..chosen.len())
-            .map(|i| self.part_trailer(bucket, dek, chosen[i]))
-            .buffered(CONCURRENCY)
-            .collect()
-            .await;
+        let trailers = self.part_trailers(bucket, &upload.dek, &chosen).await;
         let mut entries = Vec::with_capacity(chosen.len());
         for ((asked, part), trailer) in asked.iter().zip(&chosen).zip(trailers) {
             let trailer = trailer?;
@@ -495,12 +513,8 @@ impl Proxy {
             .collect();
         let is_truncated = all.len() > max_parts;
         let page: Vec<StoredPart> = all.into_iter().take(max_parts).collect();
-        let (bucket, dek, page_ref) = (input.bucket.as_str(), &upload.dek, &page);
-        let trailers: Vec<S3Result<Trailer>> = futures::stream::iter(0..page.len())
-            .map(|i| self.part_trailer(bucket, dek, &page_ref[i]))
-            .buffered(CONCURRENCY)
-            .collect()
-            .await;
+        let page_refs: Vec<&StoredPart> = page.iter().collect();
+        let trailers = self.part_trailers(&input.bucket, &upload.dek, &page_refs).await;
         let mut parts = Vec::with_capacity(page.len());
         for (p, trailer) in page.iter().zip(trailers) {
             let trailer = trailer?;
@@ -550,35 +564,18 @@ impl Proxy {
         let prefix = input.prefix.clone().unwrap_or_default();
         let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
         let markers_prefix = format!("{RESERVED_PREFIX}u/");
-        let mut query = ListQuery {
-            prefix: Some(markers_prefix.clone()),
-            max_keys: 1000,
-            ..Default::default()
-        };
-        let mut ids = Vec::new();
-        loop {
-            let page = self
-                .store
-                .list_objects(&input.bucket, &query)
-                .await
-                .map_err(error::backend)?;
-            ids.extend(
-                page.objects
-                    .into_iter()
-                    .map(|o| o.key[markers_prefix.len()..].to_string()),
-            );
-            match page.next_continuation_token {
-                Some(token) if page.is_truncated => query.continuation_token = Some(token),
-                _ => break,
-            }
-        }
+        let ids: Vec<String> = self
+            .list_all(&input.bucket, &markers_prefix)
+            .await?
+            .into_iter()
+            .map(|o| o.key[markers_prefix.len()..].to_string())
+            .collect();
         let bucket = input.bucket.as_str();
+        // A marker gone meanwhile (completed, aborted) is simply not listed.
         let found: Vec<Option<(String, String, Option<SystemTime>)>> = futures::stream::iter(ids)
             .map(|id| async move {
-                let got = self.store.get_object(bucket, &marker_key(&id), None, None).await.ok()?;
-                let body = read_small(got.body, MAX_MARKER_LEN).await.ok()?;
-                let marker: MarkerBody = serde_json::from_slice(&body).ok()?;
-                Some((marker.key, id, got.head.last_modified))
+                let (marker, head) = self.read_marker(bucket, &id).await.ok()?;
+                Some((marker.key, id, head.last_modified))
             })
             .buffered(CONCURRENCY)
             .collect()

@@ -760,6 +760,14 @@ pub(super) fn refuse_unsafe(asks: UnsafeAsks<'_>) -> S3Result<()> {
     Ok(())
 }
 
+/// Buckets here are unversioned: only the `null` version exists.
+pub(super) fn no_versions(version_id: Option<&str>) -> S3Result<()> {
+    match version_id {
+        Some(v) if v != "null" => Err(s3_error!(NoSuchVersion, "The specified version does not exist.")),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses SSE-C (`asked`): the proxy encrypts every object itself and cannot honour a
 /// customer's key on top.
 pub(super) fn refuse_sse_c(asked: bool) -> S3Result<()> {
@@ -863,9 +871,7 @@ pub(super) fn copy_source(src: &CopySource) -> S3Result<(String, String)> {
             key,
             version_id,
         } => {
-            if version_id.as_deref().is_some_and(|v| v != "null") {
-                return Err(s3_error!(NoSuchVersion, "The specified version does not exist."));
-            }
+            no_versions(version_id.as_deref())?;
             refuse_reserved(key)?;
             Ok((bucket.to_string(), key.to_string()))
         }
