@@ -213,7 +213,7 @@ impl Config {
                     cert: data.join("certs/server.pem"),
                     key: data.join("certs/server-key.pem"),
                 }),
-                region: "us-east-1".into(),
+                region: crate::limits::DEFAULT_REGION.into(),
             },
             clients: vec![client],
             primary: StoreConfig::Fs {
@@ -236,7 +236,7 @@ impl Config {
     fn from_raw(raw: RawConfig, base: &Path, mut problems: Vec<String>) -> Result<Self, ConfigError> {
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
 
-        let listen = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8443");
+        let listen = raw.server.listen.as_deref().unwrap_or(crate::limits::DEFAULT_LISTEN);
         let listen = listen.parse().unwrap_or_else(|_| {
             problems.push(format!(
                 "server.listen: `{listen}` is not an address like 127.0.0.1:8443"
@@ -257,7 +257,7 @@ impl Config {
         let server = ServerConfig {
             listen,
             tls,
-            region: raw.server.region.unwrap_or_else(|| "us-east-1".into()),
+            region: raw.server.region.unwrap_or_else(|| crate::limits::DEFAULT_REGION.into()),
         };
 
         let mut clients = Vec::new();
@@ -367,7 +367,7 @@ fn store(
             }
             Some(StoreConfig::S3(crate::backend::s3::S3StoreConfig {
                 endpoint,
-                region: s.region.unwrap_or_else(|| "us-east-1".into()),
+                region: s.region.unwrap_or_else(|| crate::limits::DEFAULT_REGION.into()),
                 access_key: access_key?,
                 secret_key: secret_key?,
                 path_style: s.path_style.unwrap_or(true),

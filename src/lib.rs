@@ -20,6 +20,7 @@ pub mod config;
 pub mod crypto;
 pub mod decrypt;
 pub mod keys;
+pub mod limits;
 pub mod mirror;
 pub mod s3;
 pub mod secret;

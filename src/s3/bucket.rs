@@ -101,7 +101,7 @@ impl Proxy {
             .head_bucket(&req.input.bucket)
             .await
             .map_err(error::backend)?;
-        let region = Some(self.region.clone()).filter(|r| r != "us-east-1");
+        let region = Some(self.region.clone()).filter(|r| r != crate::limits::DEFAULT_REGION);
         Ok(S3Response::new(GetBucketLocationOutput {
             location_constraint: region.map(BucketLocationConstraint::from),
         }))

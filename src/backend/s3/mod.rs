@@ -58,10 +58,6 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const STALL_GRACE: Duration = Duration::from_secs(30);
 /// Attempts for requests without a streamed body (the SDK's standard retry with backoff).
 const MAX_ATTEMPTS: u32 = 3;
-/// Largest listing page S3 returns.
-const MAX_LIST_KEYS: i32 = 1000;
-/// The one region where CreateBucket must not carry a location constraint.
-const DEFAULT_REGION: &str = "us-east-1";
 
 /// How to reach and authenticate to one S3-compatible store.
 #[derive(Debug, Clone)]
@@ -264,7 +260,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn create_bucket(&self, bucket: &str) -> BackendResult<()> {
-        let location = (self.region != DEFAULT_REGION).then(|| {
+        let location = (self.region != crate::limits::DEFAULT_REGION).then(|| {
             CreateBucketConfiguration::builder()
                 .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
                 .build()
@@ -442,7 +438,7 @@ impl ObjectStore for S3Store {
             .list_objects_v2()
             .bucket(bucket)
             .encoding_type(EncodingType::Url)
-            .max_keys(query.max_keys.clamp(0, MAX_LIST_KEYS))
+            .max_keys(query.max_keys.clamp(0, crate::limits::MAX_KEYS))
             .set_prefix(non_empty(&query.prefix))
             .set_delimiter(non_empty(&query.delimiter))
             .set_start_after(non_empty(&query.start_after))
