@@ -23,7 +23,6 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use futures::{StreamExt, TryStreamExt, stream};
 use md5::Digest as _;
 
-use escrow_proxy::body::{DecryptBody, EncryptBody, Expectations, Piece};
 use escrow_proxy::crypto::envelope::{stream_key, unwrap_dek, wrap_dek};
 use escrow_proxy::crypto::format::{
     DEFAULT_SEGMENT_LOG2, ENVELOPE_VERSION, NONCE_LEN, SINGLE_PART, TAG_LEN, TRAILER_LEN,
@@ -31,6 +30,7 @@ use escrow_proxy::crypto::format::{
 use escrow_proxy::crypto::segment::{
     Layout, StreamHeader, StreamOpener, StreamSealer, Trailer, open_trailer, seal_all,
 };
+use escrow_proxy::object::body::{DecryptBody, EncryptBody, Expectations, Piece};
 use escrow_proxy::secret::Key256;
 
 /// Segment sizes measured, as log2: 16 KiB, 64 KiB (the default), 256 KiB, 1 MiB.
@@ -178,7 +178,7 @@ fn object(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("put_body", kib(size)), |b| {
             b.iter(|| {
                 let dek = Key256::random();
-                let (body, outcome) = EncryptBody::new(
+                let mut body = EncryptBody::new(
                     chunks(&plain),
                     &dek,
                     SINGLE_PART,
@@ -188,11 +188,12 @@ fn object(c: &mut Criterion) {
                     Expectations::default(),
                 );
                 let stored: usize = futures::executor::block_on(
-                    body.map_ok(|c| c.len())
+                    (&mut body)
+                        .map_ok(|c| c.len())
                         .try_fold(0, |n, l| async move { Ok::<_, std::io::Error>(n + l) }),
                 )
                 .expect("encrypts");
-                black_box((stored, outcome));
+                black_box((stored, body.outcome()));
             })
         });
         let sealed = seal_object(&plain);
@@ -206,7 +207,8 @@ fn object(c: &mut Criterion) {
                     &sealed.stored[sealed.stored.len() - TRAILER_LEN..],
                 )
                 .expect("trailer opens");
-                let (piece, _) = Piece::new(SINGLE_PART, trailer.header, size as u64, 0..size as u64, true, false);
+                let (piece, _) = Piece::new(SINGLE_PART, trailer.header, size as u64, 0..size as u64, true, false)
+                    .expect("range within the stream");
                 let body = DecryptBody::new(chunks(&stored), &sealed.dek, vec![piece]);
                 let n: usize =
                     futures::executor::block_on(body.map(|r| r.expect("decrypts").len()).collect::<Vec<_>>())

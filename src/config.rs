@@ -257,7 +257,10 @@ impl Config {
         let server = ServerConfig {
             listen,
             tls,
-            region: raw.server.region.unwrap_or_else(|| crate::limits::DEFAULT_REGION.into()),
+            region: raw
+                .server
+                .region
+                .unwrap_or_else(|| crate::limits::DEFAULT_REGION.into()),
         };
 
         let mut clients = Vec::new();

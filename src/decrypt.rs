@@ -1,23 +1,21 @@
 //! The offline exit path: decrypt an object without a running proxy, from the keyring and root
 //! key alone, either fetched from a configured store or from a raw object file plus its stored
 //! metadata (for example from `aws s3api get-object` and `head-object` run directly against any
-//! store).
+//! store). Both use the proxy's own reader ([`crate::object::open`]).
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use async_trait::async_trait;
 use futures::TryStreamExt;
-
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::backend::{ByteRange, Metadata, ObjectStore};
-use crate::body::{DecryptBody, Piece};
+use crate::backend::{BackendError, BackendResult, ByteRange, GetObject, Metadata, ObjectHead, ObjectStore};
 use crate::crypto::CryptoError;
 use crate::crypto::envelope::ObjectRecord;
-use crate::crypto::format::{HEADER_LEN, TRAILER_LEN, meta};
 use crate::crypto::keyring::Keyring;
-use crate::crypto::manifest::{LEN_SUFFIX, Manifest};
-use crate::stored::{self, EnvelopeError, Opened, Shape};
+use crate::object::ObjectError;
+use crate::object::open::{self, InStore, StoredObject};
 
 /// Why an offline decryption failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +31,17 @@ pub enum DecryptError {
     Io(#[from] std::io::Error),
     /// The store failed.
     #[error("store: {0}")]
-    Store(#[from] crate::backend::BackendError),
+    Store(#[from] BackendError),
+}
+
+impl From<ObjectError> for DecryptError {
+    fn from(e: ObjectError) -> Self {
+        match e {
+            ObjectError::Store(e) => Self::Store(e),
+            ObjectError::Crypto(e) => Self::Crypto(e),
+            other => Self::Metadata(other.to_string()),
+        }
+    }
 }
 
 /// Reads stored metadata from a JSON file: either `aws s3api head-object` output (with a
@@ -74,51 +82,14 @@ pub async fn decrypt_file(
     let metadata = metadata
         .or(own_meta.as_ref())
         .ok_or_else(|| DecryptError::Metadata("a raw object file needs its metadata (--metadata)".into()))?;
-    if len < (HEADER_LEN + TRAILER_LEN) as u64 {
-        return Err(CryptoError::Format("object too short").into());
-    }
-    let mut file = tokio::fs::File::open(stored).await?;
-    let unwrapped = stored::unwrap(keyring, bucket, key, metadata).map_err(envelope)?;
-    let (record, shape) = if metadata.contains_key(meta::PARTS) {
-        let last = read_at(&mut file, offset + len - LEN_SUFFIX as u64, LEN_SUFFIX).await?;
-        let need = Manifest::tail_len(&last)?;
-        if need as u64 > len {
-            return Err(CryptoError::Format("object too short").into());
-        }
-        let tail = read_at(&mut file, offset + len - need as u64, need).await?;
-        let manifest = unwrapped.open_manifest(metadata, &tail, len)?;
-        (manifest.record.clone(), Shape::Multipart(manifest))
-    } else {
-        let tail = read_at(&mut file, offset + len - TRAILER_LEN as u64, TRAILER_LEN).await?;
-        let trailer = unwrapped.open_trailer(&tail, len)?;
-        let extension = match trailer.header.extension_len() {
-            0 => None,
-            n => Some(read_at(&mut file, offset + HEADER_LEN as u64, n).await?),
-        };
-        (
-            unwrapped.open_record(&trailer, extension.as_deref())?,
-            Shape::Single(trailer),
-        )
+    let file = ObjectFile {
+        path: stored.to_path_buf(),
+        name: stored.display().to_string(),
+        offset,
+        len,
+        metadata: metadata.clone(),
     };
-    let opened = Opened {
-        dek: unwrapped.dek,
-        record,
-        shape,
-        store_etag: String::new(),
-        last_modified: None,
-    };
-    let (range, pieces) = opened.read(None);
-    file.seek(std::io::SeekFrom::Start(offset + range.start)).await?;
-    let body = tokio_util::io::ReaderStream::new(file.take(range.end - range.start));
-    decrypt_stream(&opened.dek, pieces, Box::pin(body), out).await?;
-    Ok(opened.record)
-}
-
-async fn read_at(file: &mut tokio::fs::File, at: u64, len: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    file.seek(std::io::SeekFrom::Start(at)).await?;
-    file.read_exact(&mut buf).await?;
-    Ok(buf)
+    decrypt_object(&file, keyring, bucket, key, out).await
 }
 
 /// Decrypts `bucket`/`key` fetched from `store` into `out`, streaming.
@@ -129,35 +100,61 @@ pub async fn decrypt_from_store(
     key: &str,
     out: &mut (dyn Write + Send),
 ) -> Result<ObjectRecord, DecryptError> {
-    let opened = stored::open(store, keyring, bucket, key).await.map_err(|e| match e {
-        stored::OpenError::Store(e) => DecryptError::Store(e),
-        stored::OpenError::Envelope(e) => envelope(e),
-    })?;
-    let (range, pieces) = opened.read(None);
-    let got = store
-        .get_object(bucket, key, Some(ByteRange::Bounded(range)), Some(&opened.store_etag))
-        .await?;
-    decrypt_stream(&opened.dek, pieces, got.body, out).await?;
-    Ok(opened.record)
+    decrypt_object(&InStore { store, bucket, key }, keyring, bucket, key, out).await
 }
 
-fn envelope(e: EnvelopeError) -> DecryptError {
-    match e {
-        EnvelopeError::NotEscrow => DecryptError::Metadata(e.to_string()),
-        EnvelopeError::Crypto(c) => DecryptError::Crypto(c),
-    }
-}
-
-async fn decrypt_stream(
-    dek: &crate::secret::Key256,
-    pieces: Vec<Piece>,
-    body: crate::backend::ByteStream,
+/// Opens `object` and writes all of its plaintext to `out`.
+async fn decrypt_object(
+    object: &dyn StoredObject,
+    keyring: &Keyring,
+    bucket: &str,
+    key: &str,
     out: &mut (dyn Write + Send),
-) -> Result<(), DecryptError> {
-    let mut plain = DecryptBody::new(body, dek, pieces);
+) -> Result<ObjectRecord, DecryptError> {
+    let opened = open::open(object, keyring, bucket, key).await.map_err(|e| match e {
+        ObjectError::NotEscrow => DecryptError::Metadata(e.to_string()),
+        other => other.into(),
+    })?;
+    let mut plain = open::plaintext(object, &opened, None).await?;
     while let Some(chunk) = plain.try_next().await? {
         out.write_all(&chunk)?;
     }
     out.flush()?;
-    Ok(())
+    Ok(opened.record)
+}
+
+/// A stored object in a local file: `len` stored bytes from `offset`, with its metadata.
+struct ObjectFile {
+    path: PathBuf,
+    name: String,
+    offset: u64,
+    len: u64,
+    metadata: Metadata,
+}
+
+#[async_trait]
+impl StoredObject for ObjectFile {
+    fn source(&self) -> &str {
+        &self.name
+    }
+
+    async fn get(&self, range: Option<ByteRange>, _if_match: Option<&str>) -> BackendResult<GetObject> {
+        let range = match range {
+            Some(r) => r.resolve(self.len)?,
+            None => 0..self.len,
+        };
+        let mut file = tokio::fs::File::open(&self.path).await?;
+        file.seek(std::io::SeekFrom::Start(self.offset + range.start)).await?;
+        let body = tokio_util::io::ReaderStream::new(file.take(range.end - range.start));
+        Ok(GetObject {
+            head: ObjectHead {
+                size: self.len,
+                // A file is one version: nothing to pin.
+                etag: String::new(),
+                last_modified: None,
+                metadata: self.metadata.clone(),
+            },
+            body: Box::pin(body),
+        })
+    }
 }

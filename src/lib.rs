@@ -15,17 +15,16 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
-pub mod body;
 pub mod config;
 pub mod crypto;
 pub mod decrypt;
 pub mod keys;
 pub mod limits;
 pub mod mirror;
+pub mod object;
 pub mod s3;
 pub mod secret;
 pub mod server;
-pub mod stored;
 pub mod tls;
 
 use std::net::SocketAddr;

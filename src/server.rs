@@ -93,7 +93,10 @@ pub async fn start(
         None => None,
     };
     let service = {
-        let mut builder = S3ServiceBuilder::new(Proxy::new(store, keyring, config.server.region.clone()));
+        let mut builder = S3ServiceBuilder::new(Proxy::new(
+            crate::object::Objects::new(store, keyring),
+            config.server.region.clone(),
+        ));
         builder.set_auth(ClientAuth::new(&config.clients));
         Front(builder.build())
     };

@@ -355,7 +355,7 @@ fn generate_vectors() {
             user: [("origin".to_string(), "F".repeat(user_bytes))].into(),
             ..Default::default()
         };
-        let sealed = escrow_proxy::stored::seal(&ring, bucket, key, &dek, &record);
+        let sealed = escrow_proxy::object::sealed::seal(&ring, bucket, key, &dek, &record);
         assert_eq!(sealed.extension.is_empty(), user_bytes < 1000, "{name}");
         let trailer = Trailer {
             plain_len: plaintext.len() as u64,
@@ -437,7 +437,7 @@ fn generate_multipart_vector() {
             ..Default::default()
         },
     };
-    let wrapped = escrow_proxy::stored::key_metadata(&ring, bucket, key, &dek);
+    let wrapped = escrow_proxy::object::sealed::key_metadata(&ring, bucket, key, &dek);
     stored.extend_from_slice(&manifest.seal(&dek, &wrapped.binding));
     let mut metadata = wrapped.metadata;
     metadata.insert(meta::PARTS.into(), "3".into());

@@ -2,8 +2,9 @@
 //!
 //! This module owns the one seam between the proxy and the outside world's storage: the
 //! [`ObjectStore`] trait. Implementations move opaque bytes and opaque metadata; they never see
-//! plaintext and never interpret the proxy's format. The S3 front end (`crate::s3`) only ever talks
-//! to a `dyn ObjectStore`, so a later mirror can wrap two stores behind the same trait.
+//! plaintext and never interpret the proxy's format. The object layer only ever talks to a
+//! `dyn ObjectStore`, so the mirror wraps two stores behind the same trait. Nothing here reaches
+//! the S3 front end, the object layer or the mirror.
 //!
 //! - [`fs::FsStore`]: a local directory (the embedded default, and a domestic mirror).
 //! - [`s3::S3Store`]: any S3-compatible endpoint through `aws-sdk-s3`, always with plain bodies and
@@ -113,6 +114,22 @@ pub enum ByteRange {
     Bounded(Range<u64>),
     /// The last `n` bytes (`bytes=-n`); the whole object when it is shorter. `n > 0`.
     Suffix(u64),
+}
+
+impl ByteRange {
+    /// The bytes this range selects in an object of `size` bytes, the way S3 does: a bounded end
+    /// may lie beyond the object (clamped), its start may not; a suffix longer than the object is
+    /// the whole object; an empty range, or any range of an empty object, is invalid.
+    pub fn resolve(&self, size: u64) -> BackendResult<Range<u64>> {
+        let resolved = match self {
+            ByteRange::Bounded(r) => r.start..r.end.min(size),
+            ByteRange::Suffix(n) => size.saturating_sub(*n)..size,
+        };
+        if resolved.start >= resolved.end {
+            return Err(BackendError::InvalidRange);
+        }
+        Ok(resolved)
+    }
 }
 
 /// A byte range of a stored object: one source of a composed object.

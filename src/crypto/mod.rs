@@ -31,6 +31,7 @@ mod aead;
 pub mod envelope;
 pub mod format;
 pub mod keyring;
+pub mod layout;
 pub mod manifest;
 pub mod segment;
 

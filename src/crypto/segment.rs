@@ -213,24 +213,24 @@ impl Layout {
         end - TRAILER_LEN as u64..end
     }
 
-    /// Maps the non-empty plaintext range `range` (within `0..plain_len`) to stored segments.
-    pub fn locate(&self, plain_len: u64, range: Range<u64>) -> Span {
-        assert!(
-            range.start < range.end && range.end <= plain_len,
-            "range within the plaintext"
-        );
+    /// Maps the non-empty plaintext range `range` (within `0..plain_len`) to stored segments;
+    /// `None` for an empty range or one outside the plaintext.
+    pub fn locate(&self, plain_len: u64, range: Range<u64>) -> Option<Span> {
+        if range.start >= range.end || range.end > plain_len {
+            return None;
+        }
         let first_segment = range.start >> self.segment_log2;
         let last_segment = (range.end - 1) >> self.segment_log2;
         let start = self.body_start() + first_segment * self.stored_segment_size();
         let end_plain = ((last_segment + 1) << self.segment_log2).min(plain_len);
         let end = self.body_start() + end_plain + TAG_LEN as u64 * (last_segment + 1);
-        Span {
+        Some(Span {
             first_segment,
             last_segment,
             stored: start..end,
             skip: range.start - (first_segment << self.segment_log2),
             len: range.end - range.start,
-        }
+        })
     }
 
     /// Stored length of segment `index` of a stream of `plain_len` bytes.
@@ -655,7 +655,7 @@ mod tests {
             let (mut a, mut b) = (a % plain_len, b % plain_len);
             if a > b { std::mem::swap(&mut a, &mut b); }
             let range = a..b + 1;
-            let span = layout.locate(plain_len, range.clone());
+            let span = layout.locate(plain_len, range.clone()).expect("range within the plaintext");
             let seg = layout.segment_size();
             // The segments hold the range, and no more segments than needed.
             prop_assert!(span.first_segment * seg <= range.start);
@@ -670,12 +670,19 @@ mod tests {
         }
 
         #[test]
+        fn locate_refuses_empty_and_outside_ranges(plain_len in 0u64..(1 << 24), a in any::<u64>()) {
+            let layout = Layout::new(12);
+            prop_assert!(layout.locate(plain_len, a..a).is_none());
+            prop_assert!(layout.locate(plain_len, a.min(plain_len)..plain_len.saturating_add(1)).is_none());
+        }
+
+        #[test]
         fn ranged_open_matches_plaintext(len in 1usize..20_000, a in any::<usize>(), b in any::<usize>()) {
             let (key, plain, stored) = sample(len);
             let (mut a, mut b) = (a % len, b % len);
             if a > b { std::mem::swap(&mut a, &mut b); }
             let layout = Layout::new(12);
-            let span = layout.locate(len as u64, a as u64..b as u64 + 1);
+            let span = layout.locate(len as u64, a as u64..b as u64 + 1).expect("range within the plaintext");
             let opener = StreamOpener::new(&key, 0, StreamHeader::decode(&stored).unwrap());
             let n = layout.segment_count(len as u64);
             let mut out = Vec::new();

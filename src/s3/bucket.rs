@@ -1,41 +1,26 @@
-//! Bucket operations and listings. Listings come from the store in one request per page;
-//! plaintext sizes follow from stored sizes by the format's arithmetic, and ETags come from the
-//! ETag cache or, for objects this process has not seen, from each object's trailer.
+//! Bucket operations and listings, translated to and from the object layer (which resolves
+//! plaintext sizes and ETags): client listing parameters become one store query, pages become
+//! S3's answers, with `encoding-type=url` applied exactly when asked.
 
-use futures::StreamExt;
-use s3s::dto::*;
+use s3s::dto::{
+    Bucket, BucketLocationConstraint, CommonPrefix, CreateBucketInput, CreateBucketOutput, DeleteBucketInput,
+    DeleteBucketOutput, ETag, EncodingType, GetBucketLocationInput, GetBucketLocationOutput, HeadBucketInput,
+    HeadBucketOutput, ListBucketsInput, ListBucketsOutput, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input,
+    ListObjectsV2Output, Object, ObjectStorageClass, Owner, Timestamp,
+};
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::Proxy;
 use super::error;
-use super::etags::Known;
-use super::multipart::RESERVED_PREFIX;
-use crate::backend::{ListEntry, ListQuery};
-use crate::crypto::format::DEFAULT_SEGMENT_LOG2;
-use crate::crypto::segment::Layout;
-
-/// Largest page S3 returns.
-const MAX_KEYS: i32 = 1000;
-/// Trailer reads in flight at once while resolving a listing's ETags.
-const LIST_RESOLVE_CONCURRENCY: usize = 16;
-
-/// One listing page in plaintext terms.
-pub(super) struct Page {
-    pub objects: Vec<Object>,
-    pub common_prefixes: Vec<String>,
-    pub is_truncated: bool,
-    pub next_token: Option<String>,
-    /// The last key or common prefix of the store's page (before hiding reserved keys): where
-    /// a ListObjects (v1) continues.
-    pub resume_marker: Option<String>,
-}
+use crate::limits::{DEFAULT_REGION, MAX_KEYS};
+use crate::object::{ListQuery, Listed};
 
 impl Proxy {
     pub(super) async fn list_buckets_op(
         &self,
         _req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
-        let buckets = self.store.list_buckets().await.map_err(error::backend)?;
+        let buckets = self.objects.list_buckets().await.map_err(error::object)?;
         let buckets = buckets
             .into_iter()
             .map(|b| Bucket {
@@ -65,7 +50,7 @@ impl Proxy {
                 "Object Lock is not supported through escrow-proxy."
             ));
         }
-        self.store.create_bucket(&input.bucket).await.map_err(error::backend)?;
+        self.objects.create_bucket(&input.bucket).await.map_err(error::object)?;
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{}", input.bucket)),
         }))
@@ -75,10 +60,10 @@ impl Proxy {
         &self,
         req: S3Request<HeadBucketInput>,
     ) -> S3Result<S3Response<HeadBucketOutput>> {
-        self.store
+        self.objects
             .head_bucket(&req.input.bucket)
             .await
-            .map_err(error::backend)?;
+            .map_err(error::object)?;
         Ok(S3Response::new(HeadBucketOutput::default()))
     }
 
@@ -86,10 +71,10 @@ impl Proxy {
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
-        self.store
+        self.objects
             .delete_bucket(&req.input.bucket)
             .await
-            .map_err(error::backend)?;
+            .map_err(error::object)?;
         Ok(S3Response::new(DeleteBucketOutput::default()))
     }
 
@@ -97,11 +82,11 @@ impl Proxy {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        self.store
+        self.objects
             .head_bucket(&req.input.bucket)
             .await
-            .map_err(error::backend)?;
-        let region = Some(self.region.clone()).filter(|r| r != crate::limits::DEFAULT_REGION);
+            .map_err(error::object)?;
+        let region = Some(self.region.clone()).filter(|r| r != DEFAULT_REGION);
         Ok(S3Response::new(GetBucketLocationOutput {
             location_constraint: region.map(BucketLocationConstraint::from),
         }))
@@ -115,7 +100,7 @@ impl Proxy {
         let url = is_url(input.encoding_type.as_ref())?;
         let max_keys = max_keys(input.max_keys)?;
         let query = list_query(&input.prefix, &input.delimiter, &input.marker, &None, max_keys);
-        let page = self.list_page(&input.bucket, query, max_keys).await?;
+        let page = self.objects.list(&input.bucket, query).await.map_err(error::object)?;
         let next_marker = page.resume_marker.clone().filter(|_| page.is_truncated);
         let enc = |s: Option<String>| s.map(|s| encode_if(url, &s));
         Ok(S3Response::new(ListObjectsOutput {
@@ -126,7 +111,7 @@ impl Proxy {
             max_keys: Some(max_keys),
             is_truncated: Some(page.is_truncated),
             next_marker: enc(next_marker),
-            contents: Some(encode_objects(url, page.objects)),
+            contents: Some(objects(url, page.objects)),
             common_prefixes: Some(prefixes(url, page.common_prefixes)),
             encoding_type: input.encoding_type,
             ..Default::default()
@@ -147,7 +132,7 @@ impl Proxy {
             &input.continuation_token,
             max_keys,
         );
-        let page = self.list_page(&input.bucket, query, max_keys).await?;
+        let page = self.objects.list(&input.bucket, query).await.map_err(error::object)?;
         let key_count = (page.objects.len() + page.common_prefixes.len()) as i32;
         let enc = |s: Option<String>| s.map(|s| encode_if(url, &s));
         Ok(S3Response::new(ListObjectsV2Output {
@@ -160,99 +145,11 @@ impl Proxy {
             next_continuation_token: page.next_token,
             start_after: enc(input.start_after),
             is_truncated: Some(page.is_truncated),
-            contents: Some(encode_objects(url, page.objects)),
+            contents: Some(objects(url, page.objects)),
             common_prefixes: Some(prefixes(url, page.common_prefixes)),
             encoding_type: input.encoding_type,
             ..Default::default()
         }))
-    }
-
-    /// One page from the store, in plaintext terms.
-    pub(super) async fn list_page(&self, bucket: &str, mut query: ListQuery, max_keys: i32) -> S3Result<Page> {
-        if max_keys == 0 {
-            self.store.head_bucket(bucket).await.map_err(error::backend)?;
-            return Ok(Page {
-                objects: Vec::new(),
-                common_prefixes: Vec::new(),
-                is_truncated: false,
-                next_token: None,
-                resume_marker: None,
-            });
-        }
-        query.start_after = skip_rolled_up(query.start_after, query.prefix.as_deref(), query.delimiter.as_deref());
-        let mut page = self.store.list_objects(bucket, &query).await.map_err(error::backend)?;
-        let resume_marker = page
-            .objects
-            .last()
-            .map(|o| o.key.clone())
-            .max(page.common_prefixes.last().cloned());
-        // The proxy's own multipart state is not the client's to see.
-        page.objects.retain(|o| !o.key.starts_with(RESERVED_PREFIX));
-        page.common_prefixes.retain(|p| !p.starts_with(RESERVED_PREFIX));
-        let objects: Vec<Object> = futures::stream::iter(page.objects)
-            .map(|entry| self.plaintext_entry(bucket, entry))
-            .buffered(LIST_RESOLVE_CONCURRENCY)
-            .collect()
-            .await;
-        Ok(Page {
-            objects,
-            common_prefixes: page.common_prefixes,
-            is_truncated: page.is_truncated,
-            next_token: page.next_continuation_token,
-            resume_marker,
-        })
-    }
-
-    /// A listed object with its plaintext size and ETag.
-    async fn plaintext_entry(&self, bucket: &str, entry: ListEntry) -> Object {
-        let known = match self.etags.get(bucket, &entry.key, &entry.etag) {
-            Some(known) => Some(known),
-            None => match self.open(bucket, &entry.key).await {
-                Ok(opened) => Some(Known {
-                    etag: opened.etag(),
-                    size: opened.size(),
-                }),
-                Err(e) => {
-                    tracing::warn!(bucket, code = %e.code().as_str(), "listed object could not be opened");
-                    None
-                }
-            },
-        };
-        // An object that cannot be opened is listed with the size its stored length implies
-        // (or the stored length) and no ETag: a GET of it fails with a clear error.
-        let (size, etag) = match known {
-            Some(k) => (k.size, Some(ETag::Strong(k.etag))),
-            None => (
-                Layout::new(DEFAULT_SEGMENT_LOG2)
-                    .plain_len(entry.size)
-                    .unwrap_or(entry.size),
-                None,
-            ),
-        };
-        Object {
-            key: Some(entry.key),
-            size: Some(size as i64),
-            e_tag: etag,
-            last_modified: entry.last_modified.map(Timestamp::from),
-            storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
-            ..Default::default()
-        }
-    }
-}
-
-/// With a delimiter, a marker inside a rolled-up common prefix means that whole prefix was
-/// already returned: continue after every key under it (as S3 does).
-fn skip_rolled_up(start_after: Option<String>, prefix: Option<&str>, delimiter: Option<&str>) -> Option<String> {
-    let (Some(after), Some(delim)) = (start_after.as_deref(), delimiter) else {
-        return start_after;
-    };
-    let prefix = prefix.unwrap_or("");
-    let Some(rest) = after.strip_prefix(prefix) else {
-        return start_after;
-    };
-    match rest.find(delim) {
-        Some(i) => Some(format!("{prefix}{}{}", &rest[..i + delim.len()], char::MAX)),
-        None => start_after,
     }
 }
 
@@ -293,13 +190,19 @@ pub(super) fn is_url(encoding: Option<&EncodingType>) -> S3Result<bool> {
     }
 }
 
-fn encode_objects(url: bool, mut objects: Vec<Object>) -> Vec<Object> {
-    if url {
-        for o in &mut objects {
-            o.key = o.key.take().map(|k| url_encode(&k));
-        }
-    }
-    objects
+/// Listed objects as S3 answers carry them, keys encoded when asked.
+pub(super) fn objects(url: bool, listed: Vec<Listed>) -> Vec<Object> {
+    listed
+        .into_iter()
+        .map(|o| Object {
+            key: Some(encode_if(url, &o.key)),
+            size: Some(o.size as i64),
+            e_tag: o.etag.map(ETag::Strong),
+            last_modified: o.last_modified.map(Timestamp::from),
+            storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+            ..Default::default()
+        })
+        .collect()
 }
 
 pub(super) fn prefixes(url: bool, list: Vec<String>) -> Vec<CommonPrefix> {
@@ -333,18 +236,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn markers_inside_common_prefixes_skip_them() {
+    fn client_listing_parameters_map_to_one_store_query() {
         let s = |v: &str| Some(v.to_string());
-        assert_eq!(
-            skip_rolled_up(s("a/"), None, Some("/")),
-            Some(format!("a/{}", char::MAX))
-        );
-        assert_eq!(
-            skip_rolled_up(s("p/a/b"), Some("p/"), Some("/")),
-            Some(format!("p/a/{}", char::MAX))
-        );
-        assert_eq!(skip_rolled_up(s("p/ab"), Some("p/"), Some("/")), s("p/ab"));
-        assert_eq!(skip_rolled_up(s("a/"), None, None), s("a/"));
+        let q = list_query(&s("p/"), &s("/"), &s("p/a"), &s("tok"), 10);
+        assert_eq!(q.prefix.as_deref(), Some("p/"));
+        assert_eq!(q.delimiter.as_deref(), Some("/"));
+        assert_eq!(q.start_after.as_deref(), Some("p/a"));
+        assert_eq!(q.continuation_token.as_deref(), Some("tok"));
+        assert_eq!(q.max_keys, 10);
+        // S3 treats empty parameters as absent.
+        let q = list_query(&s(""), &s(""), &s(""), &s(""), 1000);
+        assert!(q.prefix.is_none() && q.delimiter.is_none() && q.start_after.is_none());
+        assert!(q.continuation_token.is_none());
+    }
+
+    #[test]
+    fn max_keys_is_capped_and_never_negative() {
+        assert_eq!(max_keys(None).unwrap(), MAX_KEYS);
+        assert_eq!(max_keys(Some(5)).unwrap(), 5);
+        assert_eq!(max_keys(Some(0)).unwrap(), 0);
+        assert_eq!(max_keys(Some(100_000)).unwrap(), MAX_KEYS);
+        assert_eq!(max_keys(Some(-1)).unwrap_err().code().as_str(), "InvalidArgument");
+    }
+
+    #[test]
+    fn encoding_type_is_url_or_nothing() {
+        assert!(!is_url(None).unwrap());
+        assert!(is_url(Some(&EncodingType::from_static(EncodingType::URL))).unwrap());
+        assert!(is_url(Some(&EncodingType::from("base64".to_string()))).is_err());
     }
 
     #[test]

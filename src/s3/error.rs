@@ -4,12 +4,10 @@
 
 use s3s::{S3Error, S3ErrorCode, s3_error};
 
-use crate::backend::BackendError;
-use crate::body::BodyFailure;
-use crate::crypto::CryptoError;
+use crate::object::{BackendError, BodyFailure, CryptoError, ObjectError};
 
 /// A store failure as the client sees it.
-pub fn backend(e: BackendError) -> S3Error {
+fn backend(e: BackendError) -> S3Error {
     match e {
         BackendError::NoSuchBucket => s3_error!(NoSuchBucket),
         BackendError::NoSuchKey => s3_error!(NoSuchKey),
@@ -42,30 +40,52 @@ pub fn backend(e: BackendError) -> S3Error {
     }
 }
 
-/// A failure to open a stored object.
-pub fn open(e: crate::stored::OpenError) -> S3Error {
+/// An object-layer failure as the client sees it.
+pub fn object(e: ObjectError) -> S3Error {
     match e {
-        crate::stored::OpenError::Store(e) => backend(e),
-        crate::stored::OpenError::Envelope(e) => envelope(e),
-    }
-}
-
-/// A failure to open an object's stored envelope.
-pub fn envelope(e: crate::stored::EnvelopeError) -> S3Error {
-    match e {
+        ObjectError::Store(e) => backend(e),
         // Foreign objects (written around the proxy) are never served in any form.
-        crate::stored::EnvelopeError::NotEscrow => {
-            s3_error!(
-                InvalidObjectState,
-                "The object's escrow metadata is missing or unknown; it is not served."
-            )
-        }
-        crate::stored::EnvelopeError::Crypto(e) => crypto(e),
+        ObjectError::NotEscrow => s3_error!(
+            InvalidObjectState,
+            "The object's escrow metadata is missing or unknown; it is not served."
+        ),
+        ObjectError::Crypto(e) => crypto(e),
+        ObjectError::Body(f) => body(f),
+        // The store holds a newer version than the one opened: a retry reads that one.
+        ObjectError::Changed => s3_error!(
+            ServiceUnavailable,
+            "The object changed while it was being read or copied; retry."
+        ),
+        ObjectError::Reserved => s3_error!(
+            InvalidArgument,
+            "Object keys under {} are reserved by escrow-proxy.",
+            crate::object::RESERVED_PREFIX
+        ),
+        ObjectError::NoSuchUpload => s3_error!(
+            NoSuchUpload,
+            "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
+        ),
+        ObjectError::InvalidPart => s3_error!(
+            InvalidPart,
+            "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag."
+        ),
+        ObjectError::InvalidPartOrder => s3_error!(
+            InvalidPartOrder,
+            "The list of parts was not in ascending order. Parts must be ordered by part number."
+        ),
+        ObjectError::EntityTooSmall(part) => s3_error!(
+            EntityTooSmall,
+            "Your proposed upload (part {part}) is smaller than the minimum allowed size."
+        ),
+        ObjectError::NoParts => s3_error!(
+            MalformedXML,
+            "The XML you provided was not well-formed or did not validate against our published schema."
+        ),
     }
 }
 
-/// A failure to open an object's envelope.
-pub fn crypto(e: CryptoError) -> S3Error {
+/// A stored object that failed authentication, or whose key is missing or retired.
+fn crypto(e: CryptoError) -> S3Error {
     match e {
         // Opaque on purpose: which byte failed helps nobody but an attacker.
         CryptoError::Decrypt | CryptoError::Format(_) => {
@@ -102,7 +122,7 @@ pub fn crypto(e: CryptoError) -> S3Error {
 const CHUNK_SIGNATURE_MISMATCH: &str = "SignatureMismatch";
 
 /// Why an upload body was refused.
-pub fn body(f: BodyFailure) -> S3Error {
+fn body(f: BodyFailure) -> S3Error {
     match f {
         BodyFailure::Incomplete => s3_error!(IncompleteBody, "The request body is shorter than its declared length."),
         BodyFailure::TooLong => s3_error!(IncompleteBody, "The request body is longer than its declared length."),

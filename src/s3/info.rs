@@ -2,14 +2,23 @@
 //! versions of an unversioned bucket, tags (objects here have none), encryption and versioning
 //! status. Every answer is true of what the proxy stores; nothing is passed through.
 
-use s3s::dto::*;
+use s3s::dto::{
+    DeleteObjectTaggingInput, DeleteObjectTaggingOutput, ETag, GetBucketEncryptionInput, GetBucketEncryptionOutput,
+    GetBucketVersioningInput, GetBucketVersioningOutput, GetObjectAttributesInput, GetObjectAttributesOutput,
+    GetObjectAttributesParts, GetObjectTaggingInput, GetObjectTaggingOutput, ListObjectVersionsInput,
+    ListObjectVersionsOutput, ObjectAttributes, ObjectPart, ObjectVersion, ObjectVersionStorageClass,
+    ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    StorageClass, Timestamp,
+};
 use s3s::{S3Request, S3Response, S3Result};
 
 use super::Proxy;
-use super::bucket::{encode_if, is_url, list_query, max_keys, prefixes};
+use super::answer::checksum_dto;
+use super::bucket::{encode_if, is_url, list_query, max_keys, objects, prefixes};
 use super::error;
-use super::object::{checksum_dto, no_versions, refuse_reserved, refuse_sse_c};
-use crate::stored::Shape;
+use super::request::{no_versions, refuse_sse_c};
+use crate::limits::MAX_KEYS;
+use crate::object::Shape;
 
 impl Proxy {
     pub(super) async fn get_object_attributes_op(
@@ -17,10 +26,13 @@ impl Proxy {
         req: S3Request<GetObjectAttributesInput>,
     ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
         let input = req.input;
-        refuse_reserved(&input.key)?;
         refuse_sse_c(input.sse_customer_algorithm.is_some())?;
         no_versions(input.version_id.as_deref())?;
-        let opened = self.open(&input.bucket, &input.key).await?;
+        let opened = self
+            .objects
+            .open(&input.bucket, &input.key)
+            .await
+            .map_err(error::object)?;
         let wants = |name: &str| input.object_attributes.iter().any(|a| a.as_str() == name);
         let checksum = opened
             .checksum()
@@ -28,7 +40,7 @@ impl Proxy {
             .map(|(algo, digest)| checksum_dto(*algo, digest));
         let object_parts = match &opened.shape {
             Shape::Multipart(manifest) if wants(ObjectAttributes::OBJECT_PARTS) => {
-                let max = input.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
+                let max = input.max_parts.unwrap_or(MAX_KEYS).clamp(0, MAX_KEYS) as usize;
                 let marker = input.part_number_marker.unwrap_or(0).max(0) as u32;
                 let after: Vec<_> = manifest.parts.iter().filter(|p| p.number > marker).collect();
                 let parts: Vec<ObjectPart> = after
@@ -72,10 +84,9 @@ impl Proxy {
         let url = is_url(input.encoding_type.as_ref())?;
         let max_keys = max_keys(input.max_keys)?;
         let query = list_query(&input.prefix, &input.delimiter, &input.key_marker, &None, max_keys);
-        let page = self.list_page(&input.bucket, query, max_keys).await?;
+        let page = self.objects.list(&input.bucket, query).await.map_err(error::object)?;
         let next_key_marker = page.resume_marker.clone().filter(|_| page.is_truncated);
-        let versions = page
-            .objects
+        let versions = objects(false, page.objects)
             .into_iter()
             .map(|o| ObjectVersion {
                 e_tag: o.e_tag,
@@ -117,9 +128,11 @@ impl Proxy {
         req: S3Request<GetObjectTaggingInput>,
     ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
         let input = req.input;
-        refuse_reserved(&input.key)?;
         no_versions(input.version_id.as_deref())?;
-        self.open(&input.bucket, &input.key).await?;
+        self.objects
+            .open(&input.bucket, &input.key)
+            .await
+            .map_err(error::object)?;
         Ok(S3Response::new(GetObjectTaggingOutput {
             tag_set: Vec::new(),
             version_id: None,
@@ -132,9 +145,11 @@ impl Proxy {
         req: S3Request<DeleteObjectTaggingInput>,
     ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
         let input = req.input;
-        refuse_reserved(&input.key)?;
         no_versions(input.version_id.as_deref())?;
-        self.open(&input.bucket, &input.key).await?;
+        self.objects
+            .open(&input.bucket, &input.key)
+            .await
+            .map_err(error::object)?;
         Ok(S3Response::new(DeleteObjectTaggingOutput::default()))
     }
 
@@ -143,10 +158,10 @@ impl Proxy {
         &self,
         req: S3Request<GetBucketEncryptionInput>,
     ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
-        self.store
+        self.objects
             .head_bucket(&req.input.bucket)
             .await
-            .map_err(error::backend)?;
+            .map_err(error::object)?;
         Ok(S3Response::new(GetBucketEncryptionOutput {
             server_side_encryption_configuration: Some(ServerSideEncryptionConfiguration {
                 rules: vec![ServerSideEncryptionRule {
@@ -165,10 +180,10 @@ impl Proxy {
         &self,
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-        self.store
+        self.objects
             .head_bucket(&req.input.bucket)
             .await
-            .map_err(error::backend)?;
+            .map_err(error::object)?;
         Ok(S3Response::new(GetBucketVersioningOutput::default()))
     }
 }

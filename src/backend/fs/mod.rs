@@ -17,7 +17,6 @@
 //! object, or hold a whole body in memory (writes and reads stream in bounded chunks).
 
 use std::io;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -306,7 +305,7 @@ impl ObjectStore for FsStore {
         }
         let range = match range {
             None => 0..header.size,
-            Some(r) => resolve_range(r, header.size)?,
+            Some(r) => r.resolve(header.size)?,
         };
         file.seek(io::SeekFrom::Start(body_offset + range.start)).await?;
         let reader = file.take(range.end - range.start);
@@ -503,20 +502,6 @@ async fn read_header(file: &mut fs::File) -> io::Result<(Header, u64)> {
     file.read_exact(&mut json).await?;
     let header = serde_json::from_slice(&json)?;
     Ok((header, PREAMBLE_LEN + u64::from(len)))
-}
-
-/// The bytes `range` selects in an object of `size` bytes, the way S3 does: a bounded end may lie
-/// beyond the object (clamped), its start may not; a suffix longer than the object is the whole
-/// object; an empty range, or any range of an empty object, is invalid.
-fn resolve_range(range: ByteRange, size: u64) -> BackendResult<Range<u64>> {
-    let resolved = match range {
-        ByteRange::Bounded(r) => r.start..r.end.min(size),
-        ByteRange::Suffix(n) => size.saturating_sub(n)..size,
-    };
-    if resolved.start >= resolved.end {
-        return Err(BackendError::InvalidRange);
-    }
-    Ok(resolved)
 }
 
 /// JSON padded with spaces (valid trailing JSON whitespace) to exactly `len` bytes.

@@ -17,7 +17,6 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
@@ -100,6 +99,12 @@ enum Missing {
     Bucket,
     Key,
 }
+
+mod compose;
+
+#[cfg(test)]
+use self::compose::PartPlan;
+use self::compose::plan_parts;
 
 // === impl S3Store ===
 
@@ -304,11 +309,9 @@ impl ObjectStore for S3Store {
         metadata: Metadata,
     ) -> BackendResult<String> {
         let content_length = i64::try_from(len).map_err(|_| self.protocol_error("PutObject: body too large"))?;
-        let failure = Arc::new(Mutex::new(None));
         let checked = ExactBody {
             inner: body,
             remaining: len,
-            failure: Arc::clone(&failure),
             done: false,
         };
         // A body built from a stream cannot be rebuilt, so the SDK cannot retry it either; the
@@ -332,13 +335,11 @@ impl ObjectStore for S3Store {
             .await;
         match sent {
             Ok(out) => Ok(strip_quotes(out.e_tag().unwrap_or_default())),
-            Err(err) => {
-                let body_error = failure.lock().unwrap_or_else(PoisonError::into_inner).take();
-                Err(match body_error {
-                    Some(e) => BackendError::Body(e),
-                    None => self.error("PutObject", Missing::Bucket, err),
-                })
-            }
+            // The body's own failure travels inside the SDK's error, as its source.
+            Err(err) => Err(match body_failure(&err) {
+                Some(e) => BackendError::Body(e),
+                None => self.error("PutObject", Missing::Bucket, err),
+            }),
         }
     }
 
@@ -490,7 +491,7 @@ impl ObjectStore for S3Store {
         if let [src] = sources.as_slice()
             && tail.is_empty()
             && src.range.start == 0
-            && src.range.end <= MAX_COPY_PART
+            && src.range.end <= crate::limits::MAX_PART_SIZE
             && self.whole_object(src).await?
         {
             return self.copy_object(src, bucket, key, metadata).await;
@@ -502,250 +503,20 @@ impl ObjectStore for S3Store {
     }
 }
 
-/// S3's smallest part other than the last.
-const MIN_PART: u64 = 5 << 20;
-/// S3's largest part and largest CopyObject.
-const MAX_COPY_PART: u64 = 5 << 30;
-/// Size of the pieces a source larger than [`MAX_COPY_PART`] is copied in.
-const COPY_CHUNK: u64 = 4 << 30;
-/// S3's most parts per upload.
-const MAX_PARTS: usize = 10_000;
-/// UploadPartCopy requests in flight at once.
-const COPY_CONCURRENCY: usize = 4;
-
-/// One part of a server-side compose: a range copied by the store, or the object's last bytes
-/// (at most [`MIN_PART`] of a source, plus the tail) sent by us.
-#[derive(Debug, Clone, PartialEq)]
-enum PartPlan {
-    Copy(Source),
-    Last(Option<Source>),
-}
-
-/// The parts of a server-side compose, or `None` when S3's part rules (every part but the last
-/// at least 5 MiB, at most 10,000 parts) cannot hold and the object must be streamed.
-fn plan_parts(sources: &[Source], tail_len: u64) -> Option<Vec<PartPlan>> {
-    let total: u64 = sources.iter().map(Source::len).sum::<u64>() + tail_len;
-    if total < 2 * MIN_PART {
-        return None;
-    }
-    let mut chunks: Vec<Source> = Vec::new();
-    for src in sources {
-        let mut start = src.range.start;
-        while start < src.range.end {
-            let left = src.range.end - start;
-            let len = if left <= MAX_COPY_PART { left } else { COPY_CHUNK };
-            chunks.push(Source {
-                range: start..start + len,
-                ..src.clone()
-            });
-            start += len;
-        }
-    }
-    // The tail rides with the last chunk when that chunk is too small to stand alone.
-    let last = match chunks.last() {
-        Some(c) if tail_len > 0 && c.len() < MIN_PART => chunks.pop(),
-        _ => None,
-    };
-    if chunks.iter().any(|c| c.len() < MIN_PART) {
-        return None;
-    }
-    let mut parts: Vec<PartPlan> = chunks.into_iter().map(PartPlan::Copy).collect();
-    if tail_len > 0 || last.is_some() {
-        parts.push(PartPlan::Last(last));
-    }
-    (parts.len() <= MAX_PARTS).then_some(parts)
-}
-
-impl S3Store {
-    /// Whether `src` covers its whole object.
-    async fn whole_object(&self, src: &Source) -> BackendResult<bool> {
-        let head = self.head_object(&src.bucket, &src.key).await?;
-        Ok(head.size == src.range.end)
-    }
-
-    async fn copy_object(&self, src: &Source, bucket: &str, key: &str, metadata: Metadata) -> BackendResult<String> {
-        let out = self
-            .client
-            .copy_object()
-            .bucket(bucket)
-            .key(key)
-            .copy_source(copy_source(src))
-            .set_copy_source_if_match(src.etag.as_ref().map(|e| format!("\"{e}\"")))
-            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
-            .content_type("application/octet-stream")
-            .set_metadata(Some(metadata.into_iter().collect::<HashMap<_, _>>()))
-            .send()
-            .await
-            .map_err(|e| self.error("CopyObject", Missing::Key, e))?;
-        Ok(strip_quotes(
-            out.copy_object_result().and_then(|r| r.e_tag()).unwrap_or_default(),
-        ))
-    }
-
-    async fn compose_multipart(
-        &self,
-        bucket: &str,
-        key: &str,
-        parts: Vec<PartPlan>,
-        tail: Bytes,
-        metadata: Metadata,
-    ) -> BackendResult<String> {
-        use futures::StreamExt;
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .content_type("application/octet-stream")
-            .set_metadata(Some(metadata.into_iter().collect::<HashMap<_, _>>()))
-            .send()
-            .await
-            .map_err(|e| self.error("CreateMultipartUpload", Missing::Bucket, e))?;
-        let upload_id = created
-            .upload_id()
-            .ok_or_else(|| self.protocol_error("CreateMultipartUpload: no upload id"))?
-            .to_owned();
-        let uploaded: Vec<BackendResult<aws_sdk_s3::types::CompletedPart>> =
-            futures::stream::iter(parts.into_iter().enumerate())
-                .map(|(i, part)| {
-                    let (upload_id, tail) = (upload_id.as_str(), tail.clone());
-                    async move {
-                        self.compose_part(bucket, key, upload_id, i as i32 + 1, part, tail)
-                            .await
-                    }
-                })
-                .buffered(COPY_CONCURRENCY)
-                .collect()
-                .await;
-        let completed: BackendResult<Vec<_>> = uploaded.into_iter().collect();
-        let result = match completed {
-            Ok(parts) => self
-                .client
-                .complete_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    aws_sdk_s3::types::CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map(|out| strip_quotes(out.e_tag().unwrap_or_default()))
-                .map_err(|e| self.error("CompleteMultipartUpload", Missing::Key, e)),
-            Err(e) => Err(e),
-        };
-        if result.is_err() {
-            let aborted = self
-                .client
-                .abort_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
-            if aborted.is_err() {
-                tracing::warn!(store = %self.name, bucket, "could not abort a failed server-side compose");
-            }
-        }
-        result
-    }
-
-    async fn compose_part(
-        &self,
-        bucket: &str,
-        key: &str,
-        upload_id: &str,
-        number: i32,
-        part: PartPlan,
-        tail: Bytes,
-    ) -> BackendResult<aws_sdk_s3::types::CompletedPart> {
-        let etag = match part {
-            PartPlan::Copy(src) => {
-                let out = self
-                    .client
-                    .upload_part_copy()
-                    .bucket(bucket)
-                    .key(key)
-                    .upload_id(upload_id)
-                    .part_number(number)
-                    .copy_source(copy_source(&src))
-                    .copy_source_range(format!("bytes={}-{}", src.range.start, src.range.end - 1))
-                    .set_copy_source_if_match(src.etag.as_ref().map(|e| format!("\"{e}\"")))
-                    .send()
-                    .await
-                    .map_err(|e| self.error("UploadPartCopy", Missing::Key, e))?;
-                out.copy_part_result().and_then(|r| r.e_tag()).map(str::to_owned)
-            }
-            PartPlan::Last(src) => {
-                // At most MIN_PART bytes of a source plus the tail: small enough to hold.
-                let mut body = Vec::new();
-                if let Some(src) = src {
-                    let got = self
-                        .get_object(
-                            &src.bucket,
-                            &src.key,
-                            Some(ByteRange::Bounded(src.range.clone())),
-                            src.etag.as_deref(),
-                        )
-                        .await?;
-                    body = crate::backend::read_small(got.body, src.len() as usize)
-                        .await
-                        .map_err(|e| self.protocol_error(&format!("UploadPart: source read failed: {e}")))?;
-                }
-                body.extend_from_slice(&tail);
-                let out = self
-                    .client
-                    .upload_part()
-                    .bucket(bucket)
-                    .key(key)
-                    .upload_id(upload_id)
-                    .part_number(number)
-                    .content_length(body.len() as i64)
-                    .body(SdkByteStream::from(body))
-                    .send()
-                    .await
-                    .map_err(|e| self.error("UploadPart", Missing::Key, e))?;
-                out.e_tag().map(str::to_owned)
-            }
-        };
-        let etag = etag.ok_or_else(|| self.protocol_error("UploadPart: no ETag"))?;
-        Ok(aws_sdk_s3::types::CompletedPart::builder()
-            .part_number(number)
-            .e_tag(etag)
-            .build())
-    }
-}
-
-/// `x-amz-copy-source`: the bucket and the URL-encoded key.
-fn copy_source(src: &Source) -> String {
-    let mut out = format!("{}/", src.bucket);
-    for b in src.key.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 // === ExactBody ===
 
 /// The request body: passes chunks through, and fails the request unless exactly `remaining`
-/// bytes arrive. The stream's own error is parked in `failure` (the SDK would only hand it back
-/// wrapped several layers deep) and reported as [`BackendError::Body`].
+/// bytes arrive. Its failure ([`BodyFailed`]) carries the cause, which [`body_failure`] finds
+/// again in the SDK's error and reports as [`BackendError::Body`].
 struct ExactBody {
     inner: ByteStream,
     remaining: u64,
-    failure: Arc<Mutex<Option<io::Error>>>,
     done: bool,
 }
 
-/// What the SDK sees when the body fails; the real error is in `ExactBody::failure`.
+/// Why the request body failed, as the SDK sees it: the cause, kept as the error's source.
 #[derive(Debug)]
-struct BodyFailed;
+struct BodyFailed(io::Error);
 
 impl fmt::Display for BodyFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -753,7 +524,23 @@ impl fmt::Display for BodyFailed {
     }
 }
 
-impl StdError for BodyFailed {}
+impl StdError for BodyFailed {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// The body's own failure, if the SDK's error came from one (anywhere in its source chain).
+fn body_failure(err: &(dyn StdError + 'static)) -> Option<io::Error> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(BodyFailed(cause)) = e.downcast_ref::<BodyFailed>() {
+            return Some(io::Error::new(cause.kind(), cause.to_string()));
+        }
+        cur = e.source();
+    }
+    None
+}
 
 impl Stream for ExactBody {
     type Item = Result<Frame<Bytes>, BodyFailed>;
@@ -776,8 +563,7 @@ impl Stream for ExactBody {
             None => io::Error::new(io::ErrorKind::UnexpectedEof, "body shorter than its declared length"),
         };
         self.done = true;
-        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
-        Poll::Ready(Some(Err(BodyFailed)))
+        Poll::Ready(Some(Err(BodyFailed(error))))
     }
 }
 

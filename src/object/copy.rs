@@ -1,0 +1,134 @@
+//! Copies. A copy keeps its source's data key, wrapped again for its new name (so it decrypts
+//! only there), and the store copies the ciphertext server-side. Only a single-part copy whose
+//! record no longer fits the metadata, or whose record sits in the source's header extension and
+//! is replaced, is decrypted and sealed again in this process, under a fresh data key.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use super::open::{Opened, Shape};
+use super::write::NewStream;
+use super::{Expectations, ObjectError, Objects, refuse_reserved, sealed};
+use crate::backend::{Metadata, Source};
+use crate::crypto::envelope::{ObjectRecord, seal_record};
+use crate::crypto::format::{SINGLE_PART, meta};
+use crate::crypto::manifest::Manifest;
+use crate::secret::Key256;
+
+/// A copy's source: where it is, and what was opened there.
+pub struct CopySource<'a> {
+    /// Source bucket.
+    pub bucket: &'a str,
+    /// Source key.
+    pub key: &'a str,
+    /// The source, opened (its version pins the copy).
+    pub opened: &'a Opened,
+}
+
+impl Objects {
+    /// Copies `src` to `bucket`/`key`, with `record` (`None`: the source's own). Returns the
+    /// copy's client ETag (the source's: same plaintext, same parts).
+    pub async fn copy(
+        &self,
+        src: CopySource<'_>,
+        bucket: &str,
+        key: &str,
+        record: Option<ObjectRecord>,
+    ) -> Result<String, ObjectError> {
+        refuse_reserved(key)?;
+        let opened = src.opened;
+        let record = match record {
+            Some(mut r) => {
+                r.size = opened.size();
+                r
+            }
+            None => opened.record.clone(),
+        };
+        let store_etag = match server_side(self, &src, bucket, key, &record) {
+            Some((sources, tail, metadata)) => self
+                .store
+                .compose(bucket, key, sources, tail.into(), metadata)
+                .await
+                .map_err(|e| match e {
+                    crate::backend::BackendError::PreconditionFailed => ObjectError::Changed,
+                    other => ObjectError::Store(other),
+                })?,
+            None => self.reseal(&src, bucket, key, &record).await?,
+        };
+        let etag = opened.etag();
+        self.remember_etag(bucket, key, &store_etag, etag.clone(), opened.size());
+        Ok(etag)
+    }
+
+    /// A single-part copy sealed again here, under a fresh data key: the source's plaintext
+    /// streams through this process (never leaving it).
+    async fn reseal(
+        &self,
+        src: &CopySource<'_>,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+    ) -> Result<String, ObjectError> {
+        let plain = self.read(src.bucket, src.key, src.opened, None).await?;
+        let dek = Key256::random();
+        let sealed = sealed::seal(&self.keyring, bucket, key, &dek, record);
+        let new = NewStream {
+            bucket,
+            key,
+            dek: &dek,
+            part: SINGLE_PART,
+            header: sealed.header,
+            extension: sealed.extension,
+            metadata: sealed.metadata,
+        };
+        let (store_etag, _) = self
+            .write_stream(new, plain, src.opened.size(), Expectations::default())
+            .await?;
+        Ok(store_etag)
+    }
+}
+
+/// What a server-side copy stores: the source's stored range, a new tail (a multipart object's
+/// manifest, sealed again), and the new metadata; `None` when the copy must be sealed again.
+fn server_side(
+    objects: &Objects,
+    src: &CopySource<'_>,
+    bucket: &str,
+    key: &str,
+    record: &ObjectRecord,
+) -> Option<(Vec<Source>, Vec<u8>, Metadata)> {
+    let opened = src.opened;
+    // A fresh wrap for the new name; the record or manifest is sealed again, bound to it.
+    let sealed::Wrapped { mut metadata, binding } = sealed::key_metadata(&objects.keyring, bucket, key, &opened.dek);
+    let source = |end: u64| Source {
+        bucket: src.bucket.to_string(),
+        key: src.key.to_string(),
+        range: 0..end,
+        etag: Some(opened.store_etag.clone()).filter(|e| !e.is_empty()),
+    };
+    match &opened.shape {
+        Shape::Multipart(manifest) => {
+            let manifest = Manifest {
+                parts: manifest.parts.clone(),
+                record: record.clone(),
+            };
+            metadata.insert(meta::PARTS.into(), manifest.parts.len().to_string());
+            let tail = manifest.seal(&opened.dek, &binding);
+            Some((vec![source(manifest.parts_stored_len())], tail, metadata))
+        }
+        Shape::Single(trailer) => {
+            let stored_len = trailer.header.layout().stored_len(trailer.plain_len);
+            // A record in the source's header extension is bound to the source: the copy must
+            // be sealed again.
+            if trailer.header.extension_len() > 0 {
+                return None;
+            }
+            let encoded = B64.encode(seal_record(&opened.dek, &binding, record));
+            if !sealed::fits_metadata(&metadata, &encoded) {
+                return None;
+            }
+            metadata.insert(meta::RECORD.into(), encoded);
+            Some((vec![source(stored_len)], Vec::new(), metadata))
+        }
+    }
+}

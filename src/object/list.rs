@@ -1,0 +1,151 @@
+//! Listings in plaintext terms. A store lists ciphertext sizes and its own ETags; plaintext sizes
+//! follow from the ETag cache or the object's trailer, which this process reads (a few at a time)
+//! for objects it has not seen. The proxy's own state under the reserved prefix is never listed.
+
+use std::time::SystemTime;
+
+use futures::StreamExt;
+
+use super::etags::Known;
+use super::{ObjectError, Objects};
+use crate::backend::{ListEntry, ListQuery};
+use crate::crypto::format::DEFAULT_SEGMENT_LOG2;
+use crate::crypto::layout::is_reserved;
+use crate::crypto::segment::Layout;
+
+/// Trailer reads in flight at once while resolving a listing's ETags.
+const LIST_RESOLVE_CONCURRENCY: usize = 16;
+
+/// One listed object.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Object key.
+    pub key: String,
+    /// Plaintext size.
+    pub size: u64,
+    /// The client ETag (no quotes); `None` when the object could not be opened.
+    pub etag: Option<String>,
+    /// The store's modification time.
+    pub last_modified: Option<SystemTime>,
+}
+
+/// One listing page in plaintext terms.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// Objects, in key order.
+    pub objects: Vec<Listed>,
+    /// Common prefixes, in order.
+    pub common_prefixes: Vec<String>,
+    /// Whether another page follows.
+    pub is_truncated: bool,
+    /// The store's token for the next page.
+    pub next_token: Option<String>,
+    /// The last key or common prefix of the store's page (before hiding reserved keys): where
+    /// a ListObjects (v1) continues.
+    pub resume_marker: Option<String>,
+}
+
+impl Objects {
+    /// One page of `bucket` from the store, in plaintext terms (`query.max_keys` of 0 only
+    /// checks that the bucket exists).
+    pub async fn list(&self, bucket: &str, mut query: ListQuery) -> Result<Page, ObjectError> {
+        if query.max_keys == 0 {
+            self.store.head_bucket(bucket).await?;
+            return Ok(Page::default());
+        }
+        query.start_after = skip_rolled_up(query.start_after, query.prefix.as_deref(), query.delimiter.as_deref());
+        let mut page = self.store.list_objects(bucket, &query).await?;
+        let resume_marker = page
+            .objects
+            .last()
+            .map(|o| o.key.clone())
+            .max(page.common_prefixes.last().cloned());
+        // The proxy's own multipart state is not the client's to see.
+        page.objects.retain(|o| !is_reserved(&o.key));
+        page.common_prefixes.retain(|p| !is_reserved(p));
+        let objects: Vec<Listed> = futures::stream::iter(page.objects)
+            .map(|entry| self.plaintext_entry(bucket, entry))
+            .buffered(LIST_RESOLVE_CONCURRENCY)
+            .collect()
+            .await;
+        Ok(Page {
+            objects,
+            common_prefixes: page.common_prefixes,
+            is_truncated: page.is_truncated,
+            next_token: page.next_continuation_token,
+            resume_marker,
+        })
+    }
+
+    /// A listed object with its plaintext size and ETag.
+    async fn plaintext_entry(&self, bucket: &str, entry: ListEntry) -> Listed {
+        let known = match self.etags.get(bucket, &entry.key, &entry.etag) {
+            Some(known) => Some(known),
+            None => match self.open(bucket, &entry.key).await {
+                Ok(opened) => Some(Known {
+                    etag: opened.etag(),
+                    size: opened.size(),
+                }),
+                Err(e) => {
+                    tracing::warn!(bucket, error = %e, "listed object could not be opened");
+                    None
+                }
+            },
+        };
+        // An object that cannot be opened is listed with the size its stored length implies
+        // (or the stored length) and no ETag: a GET of it fails with a clear error.
+        let (size, etag) = match known {
+            Some(k) => (k.size, Some(k.etag)),
+            None => (
+                Layout::new(DEFAULT_SEGMENT_LOG2)
+                    .plain_len(entry.size)
+                    .unwrap_or(entry.size),
+                None,
+            ),
+        };
+        Listed {
+            key: entry.key,
+            size,
+            etag,
+            last_modified: entry.last_modified,
+        }
+    }
+}
+
+/// With a delimiter, a marker inside a rolled-up common prefix means that whole prefix was
+/// already returned: continue after every key under it (as S3 does).
+fn skip_rolled_up(start_after: Option<String>, prefix: Option<&str>, delimiter: Option<&str>) -> Option<String> {
+    let (Some(after), Some(delim)) = (start_after.as_deref(), delimiter) else {
+        return start_after;
+    };
+    let prefix = prefix.unwrap_or("");
+    let Some(rest) = after.strip_prefix(prefix) else {
+        return start_after;
+    };
+    match rest.find(delim) {
+        Some(i) => Some(format!("{prefix}{}{}", &rest[..i + delim.len()], char::MAX)),
+        None => start_after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_inside_common_prefixes_skip_them() {
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            skip_rolled_up(s("a/"), None, Some("/")),
+            Some(format!("a/{}", char::MAX))
+        );
+        assert_eq!(
+            skip_rolled_up(s("p/a/b"), Some("p/"), Some("/")),
+            Some(format!("p/a/{}", char::MAX))
+        );
+        assert_eq!(skip_rolled_up(s("p/ab"), Some("p/"), Some("/")), s("p/ab"));
+        assert_eq!(skip_rolled_up(s("a/"), None, None), s("a/"));
+        // A marker outside the prefix is passed on unchanged.
+        assert_eq!(skip_rolled_up(s("q/a/b"), Some("p/"), Some("/")), s("q/a/b"));
+    }
+}

@@ -1,0 +1,149 @@
+//! The object layer: everything between "an S3 request with plaintext semantics" and "bytes in
+//! a store". It seals and opens objects ([`crate::crypto`]) and moves ciphertext through one
+//! [`ObjectStore`] ([`crate::backend`]); it knows nothing of the S3 wire (no s3s types), so the
+//! offline tools use the same reader as the proxy.
+//!
+//! - [`Objects::put`]: a new single-part object — a fresh data key, the envelope sealed
+//!   ([`sealed`]), the body encrypted as it streams ([`body::EncryptBody`]) into the store; the
+//!   digests come back as a value.
+//! - [`Objects::open`] and [`open::plaintext`]: an object's trailer or manifest and record, then
+//!   any plaintext range, fetching only the segments it needs.
+//! - [`Objects::copy`]: server-side in the store whenever the envelope allows.
+//! - [`upload`] and [`complete`]: multipart uploads, their state kept in the store itself.
+//! - [`Objects::list`]: listings in plaintext terms.
+//!
+//! This layer must never hand out plaintext that failed authentication, never write a client's
+//! plaintext or a plaintext digest to a store, and never buffer a body: memory is bounded by
+//! segments in flight, whatever the object's size.
+
+pub mod body;
+pub mod checksum;
+mod complete;
+mod copy;
+mod error;
+mod etags;
+mod list;
+pub mod open;
+pub mod sealed;
+mod upload;
+mod write;
+
+use std::sync::Arc;
+
+pub use self::body::{BodyFailure, Digests, Expectations, Trailers};
+pub use self::complete::{Completed, PartChoice};
+pub use self::copy::CopySource;
+pub use self::error::ObjectError;
+pub use self::list::{Listed, Page};
+pub use self::open::{Opened, PlainStream, Shape};
+pub use self::upload::{PartInfo, PartsPage, UploadInfo, UploadsPage, UploadsQuery};
+pub use crate::backend::{BackendError, BucketInfo, ListQuery};
+pub use crate::crypto::CryptoError;
+pub use crate::crypto::envelope::ObjectRecord;
+pub use crate::crypto::format::ChecksumAlgorithm;
+pub use crate::crypto::layout::RESERVED_PREFIX;
+
+use self::etags::{EtagCache, Known};
+use self::open::InStore;
+use crate::backend::ObjectStore;
+use crate::crypto::keyring::Keyring;
+use crate::crypto::layout;
+
+/// The object layer over one store (a single store, or a mirror of two) and a keyring.
+pub struct Objects {
+    store: Arc<dyn ObjectStore>,
+    keyring: Arc<Keyring>,
+    etags: EtagCache,
+}
+
+impl Objects {
+    /// Objects in `store`, sealed and opened with `keyring`.
+    pub fn new(store: Arc<dyn ObjectStore>, keyring: Arc<Keyring>) -> Self {
+        Self {
+            store,
+            keyring,
+            etags: EtagCache::default(),
+        }
+    }
+
+    /// `bucket`/`key` in this layer's store.
+    fn at<'a>(&'a self, bucket: &'a str, key: &'a str) -> InStore<'a> {
+        InStore {
+            store: self.store.as_ref(),
+            bucket,
+            key,
+        }
+    }
+
+    /// Opens an object: its record and layout, authenticated, before any content is read.
+    pub async fn open(&self, bucket: &str, key: &str) -> Result<Opened, ObjectError> {
+        refuse_reserved(key)?;
+        let opened = open::open(&self.at(bucket, key), &self.keyring, bucket, key).await?;
+        self.remember(bucket, key, &opened);
+        Ok(opened)
+    }
+
+    /// Opens an object and starts reading all of it: one store request for small objects.
+    pub async fn open_whole(&self, bucket: &str, key: &str) -> Result<(Opened, PlainStream), ObjectError> {
+        refuse_reserved(key)?;
+        let (opened, stored) = open::open_whole(&self.at(bucket, key), &self.keyring, bucket, key).await?;
+        self.remember(bucket, key, &opened);
+        let (_, pieces) = opened.read(None)?;
+        let plain = body::DecryptBody::new(stored, &opened.dek, pieces);
+        Ok((opened, plain))
+    }
+
+    /// The plaintext of `range` (`None`: all) of an object opened from `bucket`/`key`.
+    pub async fn read(
+        &self,
+        bucket: &str,
+        key: &str,
+        opened: &Opened,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<PlainStream, ObjectError> {
+        open::plaintext(&self.at(bucket, key), opened, range).await
+    }
+
+    /// Deletes an object; deleting a missing one succeeds.
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), ObjectError> {
+        refuse_reserved(key)?;
+        Ok(self.store.delete_object(bucket, key).await?)
+    }
+
+    /// All buckets.
+    pub async fn list_buckets(&self) -> Result<Vec<BucketInfo>, ObjectError> {
+        Ok(self.store.list_buckets().await?)
+    }
+
+    /// Creates a bucket.
+    pub async fn create_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
+        Ok(self.store.create_bucket(bucket).await?)
+    }
+
+    /// `Ok` if the bucket exists.
+    pub async fn head_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
+        Ok(self.store.head_bucket(bucket).await?)
+    }
+
+    /// Deletes an empty bucket.
+    pub async fn delete_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
+        Ok(self.store.delete_bucket(bucket).await?)
+    }
+
+    /// Remembers an opened object's client ETag and size for listings.
+    fn remember(&self, bucket: &str, key: &str, opened: &Opened) {
+        self.remember_etag(bucket, key, &opened.store_etag, opened.etag(), opened.size());
+    }
+
+    fn remember_etag(&self, bucket: &str, key: &str, store_etag: &str, etag: String, size: u64) {
+        self.etags.insert(bucket, key, store_etag, Known { etag, size });
+    }
+}
+
+/// Refuses client keys under the prefix where the proxy keeps its own state.
+pub fn refuse_reserved(key: &str) -> Result<(), ObjectError> {
+    if layout::is_reserved(key) {
+        return Err(ObjectError::Reserved);
+    }
+    Ok(())
+}

@@ -1,0 +1,444 @@
+//! What a client's request asks for, read once from its S3 input: the declared body length and
+//! digests, the record of a new object, refusals of what the proxy cannot honour, copy sources,
+//! ranges and part numbers. Pure translation: no store access.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use s3s::dto::{CopySource, ObjectCannedACL, Range, ServerSideEncryption};
+use s3s::{S3Result, s3_error};
+
+use crate::limits::MAX_PART_NUMBER;
+use crate::object::checksum::{checksum_header, decode_digest};
+use crate::object::{ChecksumAlgorithm, Expectations, Trailers};
+
+/// The plaintext length of an upload: `Content-Length`, or `x-amz-decoded-content-length` for
+/// aws-chunked bodies.
+pub(super) fn declared_length(headers: &http::HeaderMap, content_length: Option<i64>) -> S3Result<u64> {
+    let decoded = headers
+        .get("x-amz-decoded-content-length")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| s3_error!(InvalidArgument, "bad x-amz-decoded-content-length"))
+        })
+        .transpose()?;
+    match (decoded, content_length) {
+        (Some(len), _) => Ok(len),
+        (None, Some(len)) if len >= 0 => Ok(len as u64),
+        _ => Err(s3_error!(MissingContentLength)),
+    }
+}
+
+/// The digests a client may send with an upload body.
+pub(super) struct ClientDigests<'a> {
+    pub content_md5: Option<&'a String>,
+    pub checksums: [(ChecksumAlgorithm, Option<&'a String>); 5],
+    pub algorithm: Option<&'a s3s::dto::ChecksumAlgorithm>,
+}
+
+/// The [`ClientDigests`] of an upload input (PutObject, UploadPart: same field names).
+macro_rules! client_digests {
+    ($input:expr) => {
+        super::request::ClientDigests {
+            content_md5: $input.content_md5.as_ref(),
+            checksums: [
+                (crate::object::ChecksumAlgorithm::Crc32, $input.checksum_crc32.as_ref()),
+                (
+                    crate::object::ChecksumAlgorithm::Crc32c,
+                    $input.checksum_crc32c.as_ref(),
+                ),
+                (
+                    crate::object::ChecksumAlgorithm::Crc64Nvme,
+                    $input.checksum_crc64nvme.as_ref(),
+                ),
+                (crate::object::ChecksumAlgorithm::Sha1, $input.checksum_sha1.as_ref()),
+                (
+                    crate::object::ChecksumAlgorithm::Sha256,
+                    $input.checksum_sha256.as_ref(),
+                ),
+            ],
+            algorithm: $input.checksum_algorithm.as_ref(),
+        }
+    };
+}
+pub(super) use client_digests;
+
+/// What the client claims about its plaintext (Content-MD5, x-amz-checksum-*, trailers).
+pub(super) fn expectations(
+    headers: &http::HeaderMap,
+    trailing: &Option<s3s::TrailingHeaders>,
+    digests: ClientDigests<'_>,
+) -> S3Result<Expectations> {
+    let md5 = match digests.content_md5 {
+        Some(v) => Some(
+            B64.decode(v.trim())
+                .ok()
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .ok_or_else(|| s3_error!(InvalidDigest))?,
+        ),
+        None => None,
+    };
+    let sent: Vec<(ChecksumAlgorithm, &String)> = digests
+        .checksums
+        .into_iter()
+        .filter_map(|(a, v)| v.map(|v| (a, v)))
+        .collect();
+    if sent.len() > 1 {
+        return Err(s3_error!(InvalidRequest, "Expecting a single x-amz-checksum- header."));
+    }
+    let trailer_algo = headers
+        .get("x-amz-trailer")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|name| {
+            ChecksumAlgorithm::ALL
+                .into_iter()
+                .find(|a| checksum_header(*a).eq_ignore_ascii_case(name.trim()))
+        });
+    let declared = digests.algorithm.map(|a| {
+        ChecksumAlgorithm::ALL
+            .into_iter()
+            .find(|x| x.s3_name().eq_ignore_ascii_case(a.as_str()))
+            .ok_or_else(|| s3_error!(InvalidRequest, "Unsupported checksum algorithm."))
+    });
+    let declared = declared.transpose()?;
+    let (algorithm, digest) = match (sent.first(), trailer_algo) {
+        (Some((algo, value)), _) => {
+            let d = decode_digest(*algo, value).ok_or_else(|| {
+                s3_error!(
+                    InvalidRequest,
+                    "Value for x-amz-checksum-{} header is invalid.",
+                    algo.s3_name().to_lowercase()
+                )
+            })?;
+            (Some(*algo), Some(d))
+        }
+        (None, Some(algo)) => (Some(algo), None),
+        (None, None) => (declared, None),
+    };
+    let trailer = if trailer_algo.is_some() && digest.is_none() {
+        trailing.clone().map(trailers)
+    } else {
+        None
+    };
+    if trailer_algo.is_some() && digest.is_none() && trailer.is_none() {
+        return Err(s3_error!(
+            InvalidRequest,
+            "x-amz-trailer needs an aws-chunked body with trailers."
+        ));
+    }
+    Ok(Expectations {
+        md5,
+        algorithm,
+        digest,
+        trailer,
+    })
+}
+
+/// The object layer's view of a body's trailing headers: a lookup by name, once the body ended.
+fn trailers(headers: s3s::TrailingHeaders) -> Trailers {
+    Trailers(Arc::new(move |name: &str| {
+        headers
+            .read(|h| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned))
+            .flatten()
+    }))
+}
+
+/// The record of a new object from the headers of its PutObject or CreateMultipartUpload
+/// (same field names); `size` is left 0.
+macro_rules! record_of {
+    ($input:expr) => {
+        crate::object::ObjectRecord {
+            size: 0,
+            content_type: $input.content_type.clone(),
+            content_encoding: super::request::client_content_encoding($input.content_encoding.as_deref()),
+            content_disposition: $input.content_disposition.clone(),
+            content_language: $input.content_language.clone(),
+            cache_control: $input.cache_control.clone(),
+            expires: $input.expires.as_ref().map(super::answer::fmt_http_date),
+            user: $input
+                .metadata
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k.to_lowercase(), v))
+                .collect(),
+        }
+    };
+}
+pub(super) use record_of;
+
+/// The client's `Content-Encoding` without the `aws-chunked` transfer coding S3 strips.
+pub(super) fn client_content_encoding(value: Option<&str>) -> Option<String> {
+    let kept: Vec<&str> = value?
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(","))
+}
+
+/// What a write asks for that the proxy may have to refuse.
+pub(super) struct UnsafeAsks<'a> {
+    pub sse_c: bool,
+    pub kms: bool,
+    pub sse: Option<&'a ServerSideEncryption>,
+    pub tagging: bool,
+    pub object_lock: bool,
+    pub acl: Option<&'a ObjectCannedACL>,
+}
+
+/// The [`UnsafeAsks`] of a PutObject, CreateMultipartUpload or CopyObject input.
+macro_rules! unsafe_asks {
+    ($input:expr) => {
+        super::request::UnsafeAsks {
+            sse_c: $input.sse_customer_algorithm.is_some() || $input.sse_customer_key.is_some(),
+            kms: $input.ssekms_key_id.is_some(),
+            sse: $input.server_side_encryption.as_ref(),
+            tagging: $input.tagging.is_some(),
+            object_lock: $input.object_lock_mode.is_some() || $input.object_lock_legal_hold_status.is_some(),
+            acl: $input.acl.as_ref(),
+        }
+    };
+}
+pub(super) use unsafe_asks;
+
+/// Refuses what the proxy cannot honour without leaking or lying.
+pub(super) fn refuse_unsafe(asks: UnsafeAsks<'_>) -> S3Result<()> {
+    refuse_sse_c(asks.sse_c)?;
+    if asks.kms || asks.sse.is_some_and(|s| s.as_str() != ServerSideEncryption::AES256) {
+        return Err(s3_error!(
+            NotImplemented,
+            "SSE-KMS is not supported; escrow-proxy encrypts every object itself."
+        ));
+    }
+    if asks.tagging {
+        return Err(s3_error!(
+            NotImplemented,
+            "Object tagging is not supported through escrow-proxy."
+        ));
+    }
+    if asks.object_lock {
+        return Err(s3_error!(
+            NotImplemented,
+            "Object Lock is not supported through escrow-proxy."
+        ));
+    }
+    if let Some(acl) = asks.acl
+        && !matches!(
+            acl.as_str(),
+            ObjectCannedACL::PRIVATE | ObjectCannedACL::BUCKET_OWNER_FULL_CONTROL
+        )
+    {
+        return Err(s3_error!(
+            NotImplemented,
+            "Only private ACLs are supported through escrow-proxy."
+        ));
+    }
+    Ok(())
+}
+
+/// Buckets here are unversioned: only the `null` version exists.
+pub(super) fn no_versions(version_id: Option<&str>) -> S3Result<()> {
+    match version_id {
+        Some(v) if v != "null" => Err(s3_error!(NoSuchVersion, "The specified version does not exist.")),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses SSE-C (`asked`): the proxy encrypts every object itself and cannot honour a
+/// customer's key on top.
+pub(super) fn refuse_sse_c(asked: bool) -> S3Result<()> {
+    if asked {
+        return Err(s3_error!(
+            NotImplemented,
+            "SSE-C is not supported through escrow-proxy."
+        ));
+    }
+    Ok(())
+}
+
+/// The bucket and key of `x-amz-copy-source`. Buckets here are unversioned: a version other
+/// than `null` does not exist.
+pub(super) fn copy_source(src: &CopySource) -> S3Result<(String, String)> {
+    match src {
+        CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } => {
+            no_versions(version_id.as_deref())?;
+            Ok((bucket.to_string(), key.to_string()))
+        }
+        _ => Err(s3_error!(
+            NotImplemented,
+            "Access point and Outposts copy sources are not supported."
+        )),
+    }
+}
+
+/// An S3 `Range` as plaintext bytes `start..end` of an object of `size` bytes.
+pub(super) fn resolve_range(range: &Range, size: u64) -> S3Result<std::ops::Range<u64>> {
+    let invalid = || s3_error!(InvalidRange, "The requested range is not satisfiable");
+    match *range {
+        Range::Int { first, last } => {
+            if first >= size {
+                return Err(invalid());
+            }
+            let end = last.map_or(size, |l| l.saturating_add(1).min(size));
+            if end <= first {
+                return Err(invalid());
+            }
+            Ok(first..end)
+        }
+        Range::Suffix { length } => {
+            if length == 0 || size == 0 {
+                return Err(invalid());
+            }
+            Ok(size.saturating_sub(length)..size)
+        }
+    }
+}
+
+/// S3's answer to a `partNumber` the object does not have.
+pub(super) fn invalid_part_number() -> s3s::S3Error {
+    let mut err = s3s::S3Error::with_message(
+        s3s::S3ErrorCode::Custom("InvalidPartNumber".into()),
+        "The requested partnumber is not satisfiable",
+    );
+    err.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+    err
+}
+
+/// A part number S3 accepts.
+pub(super) fn part_number(n: i32) -> S3Result<u32> {
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive"
+            )
+        })
+}
+
+/// `x-amz-copy-source-range: bytes=first-last` as a plaintext range of a source of `size` bytes.
+pub(super) fn parse_copy_range(value: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
+    let invalid = || {
+        s3_error!(
+            InvalidArgument,
+            "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy"
+        )
+    };
+    let (first, last) = value
+        .trim()
+        .strip_prefix("bytes=")
+        .and_then(|r| r.split_once('-'))
+        .ok_or_else(invalid)?;
+    let first: u64 = first.parse().map_err(|_| invalid())?;
+    let last: u64 = last.parse().map_err(|_| invalid())?;
+    if first > last {
+        return Err(invalid());
+    }
+    if last >= size {
+        return Err(s3_error!(InvalidRange, "The requested range is not satisfiable"));
+    }
+    Ok(first..last + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(e: s3s::S3Error) -> String {
+        e.code().as_str().to_string()
+    }
+
+    #[test]
+    fn ranges_resolve_as_s3_does() {
+        let int = |first, last| Range::Int { first, last };
+        assert_eq!(resolve_range(&int(0, Some(9)), 100).unwrap(), 0..10);
+        assert_eq!(resolve_range(&int(90, None), 100).unwrap(), 90..100);
+        // An end past the object is clamped; a suffix longer than it is all of it.
+        assert_eq!(resolve_range(&int(50, Some(1000)), 100).unwrap(), 50..100);
+        assert_eq!(resolve_range(&Range::Suffix { length: 10 }, 100).unwrap(), 90..100);
+        assert_eq!(resolve_range(&Range::Suffix { length: 1000 }, 100).unwrap(), 0..100);
+        assert_eq!(resolve_range(&int(0, Some(u64::MAX)), 100).unwrap(), 0..100);
+        // Must-fail twins: a start at or past the end, an empty suffix, any range of nothing.
+        for bad in [int(100, None), int(100, Some(200)), Range::Suffix { length: 0 }] {
+            assert_eq!(code(resolve_range(&bad, 100).unwrap_err()), "InvalidRange");
+        }
+        assert_eq!(code(resolve_range(&int(0, None), 0).unwrap_err()), "InvalidRange");
+        assert_eq!(
+            code(resolve_range(&Range::Suffix { length: 5 }, 0).unwrap_err()),
+            "InvalidRange"
+        );
+    }
+
+    #[test]
+    fn copy_source_ranges_parse_as_s3_does() {
+        assert_eq!(parse_copy_range("bytes=0-9", 100).unwrap(), 0..10);
+        assert_eq!(parse_copy_range(" bytes=99-99 ", 100).unwrap(), 99..100);
+        for bad in [
+            "0-9",
+            "bytes=9-0",
+            "bytes=-5",
+            "bytes=5-",
+            "bytes=a-b",
+            "bytes=0-1,3-4",
+            "",
+        ] {
+            assert_eq!(
+                code(parse_copy_range(bad, 100).unwrap_err()),
+                "InvalidArgument",
+                "{bad}"
+            );
+        }
+        assert_eq!(code(parse_copy_range("bytes=0-100", 100).unwrap_err()), "InvalidRange");
+        assert_eq!(code(parse_copy_range("bytes=0-0", 0).unwrap_err()), "InvalidRange");
+    }
+
+    #[test]
+    fn part_numbers_are_1_to_10000() {
+        assert_eq!(part_number(1).unwrap(), 1);
+        assert_eq!(part_number(10_000).unwrap(), 10_000);
+        for bad in [0, -1, 10_001, i32::MIN] {
+            assert_eq!(code(part_number(bad).unwrap_err()), "InvalidArgument", "{bad}");
+        }
+    }
+
+    #[test]
+    fn content_encoding_drops_only_aws_chunked() {
+        assert_eq!(client_content_encoding(Some("aws-chunked")), None);
+        assert_eq!(
+            client_content_encoding(Some("aws-chunked, gzip")).as_deref(),
+            Some("gzip")
+        );
+        assert_eq!(client_content_encoding(Some("gzip,br")).as_deref(), Some("gzip,br"));
+        assert_eq!(client_content_encoding(None), None);
+    }
+
+    #[test]
+    fn declared_length_prefers_the_decoded_length() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(declared_length(&headers, Some(5)).unwrap(), 5);
+        assert_eq!(
+            code(declared_length(&headers, None).unwrap_err()),
+            "MissingContentLength"
+        );
+        assert_eq!(
+            code(declared_length(&headers, Some(-1)).unwrap_err()),
+            "MissingContentLength"
+        );
+        headers.insert("x-amz-decoded-content-length", "7".parse().unwrap());
+        assert_eq!(declared_length(&headers, Some(100)).unwrap(), 7);
+        headers.insert("x-amz-decoded-content-length", "x".parse().unwrap());
+        assert_eq!(
+            code(declared_length(&headers, Some(100)).unwrap_err()),
+            "InvalidArgument"
+        );
+    }
+}
