@@ -32,18 +32,22 @@ struct Vector {
     etag: String,
 }
 
-/// The frozen vectors. Envelope version 1 (records not bound to the wrapped DEK; still read):
-/// the record in metadata and in the header extension. Version 2 (written today): the same two,
-/// and a multipart object.
-const VECTORS: [&str; 5] = [
+/// The frozen vectors. Envelope version 1 (records not bound; still read): the record in metadata
+/// and in the header extension. Version 2 (records bound to the wrapped DEK; still read): the same
+/// two, and a multipart object. Version 3 (written today: per-wrap keys, records bound to the
+/// object id): the same three.
+const VECTORS: [&str; 8] = [
     "v1.json",
     "v1-extension.json",
+    "v2.json",
+    "v2-extension.json",
+    "v2-multipart.json",
     SINGLE_VECTORS[0],
     SINGLE_VECTORS[1],
     MULTIPART_VECTOR,
 ];
-const SINGLE_VECTORS: [&str; 2] = ["v2.json", "v2-extension.json"];
-const MULTIPART_VECTOR: &str = "v2-multipart.json";
+const SINGLE_VECTORS: [&str; 2] = ["v3.json", "v3-extension.json"];
+const MULTIPART_VECTOR: &str = "v3-multipart.json";
 
 fn vector_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -96,6 +100,7 @@ fn independent_decrypt(
     let version: u8 = match meta.get("escrow-v")?.as_str() {
         "1" => 1,
         "2" => 2,
+        "3" => 3,
         _ => return None,
     };
     let v: u32 = meta.get("escrow-kek")?.parse().ok()?;
@@ -108,16 +113,36 @@ fn independent_decrypt(
     let mut aad = b"escrow-proxy kek-seal".to_vec();
     aad.extend_from_slice(&v.to_be_bytes());
     let kek = gcm_open(&root, &sealed_kek[..12], &sealed_kek[12..], &aad)?;
-    // 2. DEK.
+    // 2. DEK. Version 3: oid(16) ‖ salt(16) ‖ nonce ‖ sealed, under a key derived per wrap.
     let wrapped = B64.decode(meta.get("escrow-dek")?).ok()?;
+    let (oid, wrap_key, sealed) = if version == 3 {
+        if wrapped.len() != 92 {
+            return None;
+        }
+        let mut info = b"escrow-proxy dek-wrap-key".to_vec();
+        info.extend_from_slice(&v.to_be_bytes());
+        (
+            &wrapped[..16],
+            hkdf(&kek, Some(&wrapped[16..32]), &info).to_vec(),
+            &wrapped[32..],
+        )
+    } else {
+        (&[][..], kek.clone(), &wrapped[..])
+    };
     let mut aad = b"escrow-proxy dek-wrap".to_vec();
     aad.push(version);
     aad.extend_from_slice(&v.to_be_bytes());
     aad.extend_from_slice(&len32(bucket));
     aad.extend_from_slice(&len32(key));
-    let dek = gcm_open(&kek, &wrapped[..12], &wrapped[12..], &aad)?;
-    // Version 2 binds the record and the manifest to the wrapped DEK.
-    let binding: &[u8] = if version == 2 { &wrapped } else { &[] };
+    aad.extend_from_slice(oid);
+    let dek = gcm_open(&wrap_key, sealed.get(..12)?, &sealed[12..], &aad)?;
+    // The record and the manifest are bound to the object id (3), the wrapped DEK (2), or
+    // nothing (1).
+    let binding: &[u8] = match version {
+        3 => oid,
+        2 => &wrapped,
+        _ => &[],
+    };
     if let Some(n) = meta.get("escrow-parts") {
         if version < 2 {
             return None;
@@ -297,10 +322,11 @@ fn independent_decoder_refuses_any_change() {
         m.insert("escrow-kek".into(), "2".into());
         assert!(!open(&stored, &v.bucket, &v.key, &m));
         // The envelope version is bound into the wrap: no downgrade (or upgrade) by relabelling.
-        let mut m = v.metadata.clone();
-        let other = if v.metadata["escrow-v"] == "1" { "2" } else { "1" };
-        m.insert("escrow-v".into(), other.into());
-        assert!(!open(&stored, &v.bucket, &v.key, &m));
+        for other in ["1", "2", "3"].into_iter().filter(|o| *o != v.metadata["escrow-v"]) {
+            let mut m = v.metadata.clone();
+            m.insert("escrow-v".into(), other.into());
+            assert!(!open(&stored, &v.bucket, &v.key, &m), "relabelled as version {other}");
+        }
     }
 }
 
@@ -333,7 +359,7 @@ async fn proxy_decoder_reads_the_vectors() {
 /// Writes the single-part vectors of the current envelope version. Run only when adding a
 /// version: `cargo test --test format_vector -- --ignored generate_vectors`.
 #[test]
-#[ignore = "generates tests/vectors/v2*.json"]
+#[ignore = "generates tests/vectors/v3*.json"]
 fn generate_vectors() {
     use escrow_proxy::crypto::envelope::ObjectRecord;
     use escrow_proxy::crypto::format::SINGLE_PART;
@@ -393,7 +419,7 @@ const LAST_PART_LEN: usize = 100;
 /// segment, a short last part). Run only when adding a format version:
 /// `cargo test --test format_vector -- --ignored generate_multipart_vector`.
 #[test]
-#[ignore = "generates tests/vectors/v2-multipart.json"]
+#[ignore = "generates tests/vectors/v3-multipart.json"]
 fn generate_multipart_vector() {
     use escrow_proxy::crypto::envelope::ObjectRecord;
     use escrow_proxy::crypto::format::{DEFAULT_SEGMENT_LOG2, meta};

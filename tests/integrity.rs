@@ -455,14 +455,16 @@ async fn relabelled_kek_version(kind: StoreKind) {
 async fn unknown_format_version(kind: StoreKind) {
     let f = fixture(kind).await;
     f.h.rewrite_metadata(BUCKET, VICTIM, |m| {
-        m.insert("escrow-v".into(), "3".into());
+        m.insert("escrow-v".into(), "4".into());
     });
     assert_metadata_damage(&f, "unknown format version").await;
     // A known version, but not the one the DEK was wrapped for (a downgrade): refused too.
-    f.h.rewrite_metadata(BUCKET, VICTIM, |m| {
-        m.insert("escrow-v".into(), "1".into());
-    });
-    assert_metadata_damage(&f, "envelope version downgraded").await;
+    for older in ["1", "2"] {
+        f.h.rewrite_metadata(BUCKET, VICTIM, |m| {
+            m.insert("escrow-v".into(), older.into());
+        });
+        assert_metadata_damage(&f, &format!("envelope version downgraded to {older}")).await;
+    }
     f.h.rewrite_metadata(BUCKET, TWIN, |m| {
         m.remove("escrow-v");
     });

@@ -1,9 +1,13 @@
 //! Envelope keys: DEK wrapping under a KEK, key derivation from the DEK, and the sealed
 //! metadata record.
 //!
-//! - Wrapped DEK = `nonce(12) ‖ AES-256-GCM(KEK, nonce, DEK, aad)` where
-//!   `aad = "escrow-proxy dek-wrap" ‖ format version (u8) ‖ KEK version (u32 BE) ‖
-//!   len(bucket) (u32 BE) ‖ bucket ‖ len(key) (u32 BE) ‖ key`.
+//! - Wrapped DEK (version 3) = `oid(16) ‖ salt(16) ‖ nonce(12) ‖ AES-256-GCM(W, nonce, DEK, aad)`
+//!   where `W = HKDF-SHA256(ikm = KEK, salt, info = "escrow-proxy dek-wrap-key" ‖ KEK version
+//!   (u32 BE))`, a fresh key for every wrap, and `aad = "escrow-proxy dek-wrap" ‖ 3 ‖ KEK version
+//!   (u32 BE) ‖ len(bucket) (u32 BE) ‖ bucket ‖ len(key) (u32 BE) ‖ key ‖ oid`. The object id is
+//!   what the record and manifest are bound to; a rewrap keeps it.
+//! - Wrapped DEK (versions 1 and 2, read only) = `nonce(12) ‖ AES-256-GCM(KEK, nonce, DEK, aad)`
+//!   with the same `aad` but no object id; version 2 binds records to these 60 bytes.
 //! - Stream key = HKDF-SHA256(ikm = DEK, salt = the stream header's 16-byte salt,
 //!   info = "escrow-proxy part-key" ‖ part (u32 BE)): fresh for every stream, even when a
 //!   multipart part is uploaded again.
@@ -20,22 +24,73 @@ use sha2::Sha256;
 
 use super::CryptoError;
 use super::aead::{AeadKey, random_nonce};
-use super::format::{ENVELOPE_VERSION, NONCE_LEN, SALT_LEN, TAG_LEN, label};
+use super::format::{ENVELOPE_VERSION, NONCE_LEN, OBJECT_ID_LEN, SALT_LEN, TAG_LEN, WRAP_SALT_LEN, label};
 use crate::secret::Key256;
 
-/// Length of a wrapped DEK.
+/// Length of a wrapped DEK of envelope versions 1 and 2.
 pub const WRAPPED_DEK_LEN: usize = NONCE_LEN + Key256::LEN + TAG_LEN;
 
+/// Length of a wrapped DEK of envelope version 3.
+pub const WRAPPED_DEK_V3_LEN: usize = OBJECT_ID_LEN + WRAP_SALT_LEN + WRAPPED_DEK_LEN;
+
+/// A DEK wrapped for one object.
+pub struct WrappedDek {
+    /// The wrapped DEK, as stored (`escrow-dek`).
+    pub bytes: Vec<u8>,
+    /// What the object's record and manifest are bound to.
+    pub binding: Vec<u8>,
+}
+
+/// An unwrapped DEK and what the object's record and manifest are bound to.
+pub struct UnwrappedDek {
+    /// The data key.
+    pub dek: Key256,
+    /// The binding: the object id (version 3), the wrapped DEK (version 2), or nothing (1).
+    pub binding: Vec<u8>,
+}
+
 /// Wraps `dek` under `kek` (version `kek_version`) for the object `bucket`/`key`, as envelope
-/// version [`ENVELOPE_VERSION`].
-pub fn wrap_dek(kek: &Key256, kek_version: u32, dek: &Key256, bucket: &str, key: &str) -> Vec<u8> {
+/// version [`ENVELOPE_VERSION`], with a fresh random object id: a new object, or a copy.
+pub fn wrap_dek(kek: &Key256, kek_version: u32, dek: &Key256, bucket: &str, key: &str) -> WrappedDek {
+    let mut oid = [0u8; OBJECT_ID_LEN];
+    rand::fill(&mut oid);
+    rewrap_dek(kek, kek_version, dek, bucket, key, &oid)
+}
+
+/// Wraps `dek` for `bucket`/`key` keeping the object id `oid`: the same object under another KEK
+/// version, whose record and manifest stay valid.
+pub fn rewrap_dek(
+    kek: &Key256,
+    kek_version: u32,
+    dek: &Key256,
+    bucket: &str,
+    key: &str,
+    oid: &[u8; OBJECT_ID_LEN],
+) -> WrappedDek {
+    let mut salt = [0u8; WRAP_SALT_LEN];
+    rand::fill(&mut salt);
     let nonce = random_nonce();
     let mut buf = dek.expose().to_vec();
-    AeadKey::new(kek).seal(nonce, &wrap_aad(ENVELOPE_VERSION, kek_version, bucket, key), &mut buf);
-    let mut out = nonce.to_vec();
-    out.extend_from_slice(&buf);
+    let aad = wrap_aad(ENVELOPE_VERSION, kek_version, bucket, key, oid);
+    AeadKey::new(&wrap_key(kek, kek_version, &salt)).seal(nonce, &aad, &mut buf);
+    let mut bytes = Vec::with_capacity(WRAPPED_DEK_V3_LEN);
+    bytes.extend_from_slice(oid);
+    bytes.extend_from_slice(&salt);
+    bytes.extend_from_slice(&nonce);
+    bytes.extend_from_slice(&buf);
     zeroize::Zeroize::zeroize(&mut buf);
-    out
+    WrappedDek {
+        bytes,
+        binding: oid.to_vec(),
+    }
+}
+
+/// The key one version-3 wrap uses: derived from the KEK and the wrap's random salt, so no two
+/// wraps share an AES-GCM key and the KEK's own nonce space is never drawn on.
+fn wrap_key(kek: &Key256, kek_version: u32, salt: &[u8; WRAP_SALT_LEN]) -> Key256 {
+    let mut info = label::DEK_WRAP_KEY.to_vec();
+    info.extend_from_slice(&kek_version.to_be_bytes());
+    derive(kek, Some(salt), &info)
 }
 
 /// Unwraps a DEK wrapped for the same object, KEK version and envelope version.
@@ -46,21 +101,36 @@ pub fn unwrap_dek(
     wrapped: &[u8],
     bucket: &str,
     key: &str,
-) -> Result<Key256, CryptoError> {
-    if wrapped.len() != WRAPPED_DEK_LEN {
-        return Err(CryptoError::Decrypt);
-    }
+) -> Result<UnwrappedDek, CryptoError> {
+    let (key_used, oid, sealed) = match envelope_version {
+        1 | 2 if wrapped.len() == WRAPPED_DEK_LEN => (kek.clone(), &[][..], wrapped),
+        3 if wrapped.len() == WRAPPED_DEK_V3_LEN => {
+            let (oid, rest) = wrapped.split_at(OBJECT_ID_LEN);
+            let (salt, sealed) = rest.split_at(WRAP_SALT_LEN);
+            // Invariant: `split_at` gave exactly WRAP_SALT_LEN bytes.
+            let salt: &[u8; WRAP_SALT_LEN] = salt.try_into().expect("salt length");
+            (wrap_key(kek, kek_version, salt), oid, sealed)
+        }
+        _ => return Err(CryptoError::Decrypt),
+    };
     let mut nonce = [0u8; NONCE_LEN];
-    nonce.copy_from_slice(&wrapped[..NONCE_LEN]);
-    let mut buf = wrapped[NONCE_LEN..].to_vec();
-    let result = AeadKey::new(kek)
-        .open(nonce, &wrap_aad(envelope_version, kek_version, bucket, key), &mut buf)
+    nonce.copy_from_slice(&sealed[..NONCE_LEN]);
+    let mut buf = sealed[NONCE_LEN..].to_vec();
+    let aad = wrap_aad(envelope_version, kek_version, bucket, key, oid);
+    let result = AeadKey::new(&key_used)
+        .open(nonce, &aad, &mut buf)
         .map(|plain| Key256::from_slice(plain));
     zeroize::Zeroize::zeroize(&mut buf);
-    result?.ok_or(CryptoError::Decrypt)
+    let dek = result?.ok_or(CryptoError::Decrypt)?;
+    let binding = match envelope_version {
+        1 => Vec::new(),
+        2 => wrapped.to_vec(),
+        _ => oid.to_vec(),
+    };
+    Ok(UnwrappedDek { dek, binding })
 }
 
-fn wrap_aad(envelope_version: u8, kek_version: u32, bucket: &str, key: &str) -> Vec<u8> {
+fn wrap_aad(envelope_version: u8, kek_version: u32, bucket: &str, key: &str, oid: &[u8]) -> Vec<u8> {
     let mut aad = label::DEK_WRAP.to_vec();
     aad.push(envelope_version);
     aad.extend_from_slice(&kek_version.to_be_bytes());
@@ -70,6 +140,7 @@ fn wrap_aad(envelope_version: u8, kek_version: u32, bucket: &str, key: &str) -> 
         aad.extend_from_slice(&len.to_be_bytes());
         aad.extend_from_slice(field.as_bytes());
     }
+    aad.extend_from_slice(oid);
     aad
 }
 
@@ -104,10 +175,10 @@ fn record_key(dek: &Key256) -> Key256 {
     derive(dek, None, label::META_KEY)
 }
 
-fn derive(dek: &Key256, salt: Option<&[u8]>, info: &[u8]) -> Key256 {
+fn derive(ikm: &Key256, salt: Option<&[u8]>, info: &[u8]) -> Key256 {
     let mut out = [0u8; 32];
     // Invariant: HKDF-SHA256 can expand up to 255·32 bytes; we ask for 32.
-    Hkdf::<Sha256>::new(salt, dek.expose())
+    Hkdf::<Sha256>::new(salt, ikm.expose())
         .expand(info, &mut out)
         .expect("32 bytes is a valid HKDF length");
     let key = Key256::from_bytes(out);
@@ -144,8 +215,8 @@ pub struct ObjectRecord {
     pub user: BTreeMap<String, String>,
 }
 
-/// Seals a record under the object's DEK, bound to `binding` (envelope version 2: the object's
-/// wrapped DEK; version 1: nothing).
+/// Seals a record under the object's DEK, bound to `binding` (envelope version 3: the object
+/// id; version 2: the object's wrapped DEK; version 1: nothing).
 pub fn seal_record(dek: &Key256, binding: &[u8], record: &ObjectRecord) -> Vec<u8> {
     // Invariant: the record holds only strings and integers, which always serialize.
     let mut buf = serde_json::to_vec(record).expect("record serializes");
@@ -172,35 +243,107 @@ pub fn open_record(dek: &Key256, binding: &[u8], sealed: &[u8]) -> Result<Object
 mod tests {
     use super::*;
 
+    /// A version-2 wrap, as proxies before version 3 wrote it (read-only today).
+    fn wrap_v2(kek: &Key256, kek_version: u32, dek: &Key256, bucket: &str, key: &str) -> Vec<u8> {
+        let nonce = random_nonce();
+        let mut buf = dek.expose().to_vec();
+        AeadKey::new(kek).seal(nonce, &wrap_aad(2, kek_version, bucket, key, &[]), &mut buf);
+        [nonce.to_vec(), buf].concat()
+    }
+
     #[test]
     fn dek_round_trip_and_binding() {
         let kek = Key256::random();
         let dek = Key256::random();
         let wrapped = wrap_dek(&kek, 3, &dek, "b", "k");
-        assert_eq!(wrapped.len(), WRAPPED_DEK_LEN);
-        let back = unwrap_dek(&kek, 3, ENVELOPE_VERSION, &wrapped, "b", "k").expect("unwraps");
+        assert_eq!(wrapped.bytes.len(), WRAPPED_DEK_V3_LEN);
+        assert_eq!(wrapped.binding, wrapped.bytes[..OBJECT_ID_LEN]);
+        let back = unwrap_dek(&kek, 3, ENVELOPE_VERSION, &wrapped.bytes, "b", "k").expect("unwraps");
+        assert_eq!(back.dek.expose(), dek.expose());
+        assert_eq!(back.binding, wrapped.binding);
+        let w = &wrapped.bytes;
+        // Must-fail twins: other envelope version, object, bucket, KEK version, KEK; any flipped
+        // byte (object id, salt, nonce, ciphertext, tag); a short wrap.
         assert!(
-            unwrap_dek(&kek, 3, 1, &wrapped, "b", "k").is_err(),
+            unwrap_dek(&kek, 3, 2, w, "b", "k").is_err(),
             "bound to the envelope version"
         );
-        assert_eq!(back.expose(), dek.expose());
-        // Must-fail twins: other object, other bucket, other version, other KEK, flipped byte.
-        assert!(unwrap_dek(&kek, 3, ENVELOPE_VERSION, &wrapped, "b", "k2").is_err());
-        assert!(unwrap_dek(&kek, 3, ENVELOPE_VERSION, &wrapped, "b2", "k").is_err());
-        assert!(unwrap_dek(&kek, 4, ENVELOPE_VERSION, &wrapped, "b", "k").is_err());
+        assert!(unwrap_dek(&kek, 3, ENVELOPE_VERSION, w, "b", "k2").is_err());
+        assert!(unwrap_dek(&kek, 3, ENVELOPE_VERSION, w, "b2", "k").is_err());
+        assert!(unwrap_dek(&kek, 4, ENVELOPE_VERSION, w, "b", "k").is_err());
+        assert!(unwrap_dek(&Key256::random(), 3, ENVELOPE_VERSION, w, "b", "k").is_err());
         // Length-prefixing: ("ab","c") and ("a","bc") differ.
         let w2 = wrap_dek(&kek, 1, &dek, "ab", "c");
-        assert!(unwrap_dek(&kek, 1, ENVELOPE_VERSION, &w2, "a", "bc").is_err());
-        assert!(unwrap_dek(&Key256::random(), 3, ENVELOPE_VERSION, &wrapped, "b", "k").is_err());
-        for pos in 0..wrapped.len() {
-            let mut bad = wrapped.clone();
+        assert!(unwrap_dek(&kek, 1, ENVELOPE_VERSION, &w2.bytes, "a", "bc").is_err());
+        for pos in 0..w.len() {
+            let mut bad = w.clone();
             bad[pos] ^= 0x80;
             assert!(
                 unwrap_dek(&kek, 3, ENVELOPE_VERSION, &bad, "b", "k").is_err(),
                 "flip at {pos}"
             );
         }
-        assert!(unwrap_dek(&kek, 3, ENVELOPE_VERSION, &wrapped[..wrapped.len() - 1], "b", "k").is_err());
+        assert!(unwrap_dek(&kek, 3, ENVELOPE_VERSION, &w[..w.len() - 1], "b", "k").is_err());
+    }
+
+    #[test]
+    fn every_wrap_has_its_own_key_and_id() {
+        let kek = Key256::random();
+        let dek = Key256::random();
+        let (a, b) = (wrap_dek(&kek, 1, &dek, "b", "k"), wrap_dek(&kek, 1, &dek, "b", "k"));
+        assert_ne!(a.binding, b.binding, "a copy gets its own object id");
+        assert_ne!(
+            a.bytes[OBJECT_ID_LEN..][..WRAP_SALT_LEN],
+            b.bytes[OBJECT_ID_LEN..][..WRAP_SALT_LEN]
+        );
+        let salt =
+            |w: &WrappedDek| -> [u8; WRAP_SALT_LEN] { w.bytes[OBJECT_ID_LEN..][..WRAP_SALT_LEN].try_into().unwrap() };
+        assert_ne!(
+            wrap_key(&kek, 1, &salt(&a)).expose(),
+            wrap_key(&kek, 1, &salt(&b)).expose()
+        );
+        assert_ne!(
+            wrap_key(&kek, 1, &salt(&a)).expose(),
+            kek.expose(),
+            "the KEK itself never seals"
+        );
+    }
+
+    #[test]
+    fn a_rewrap_keeps_the_object_id_under_a_new_kek() {
+        let (old, new) = (Key256::random(), Key256::random());
+        let dek = Key256::random();
+        let first = wrap_dek(&old, 1, &dek, "b", "k");
+        let oid: [u8; OBJECT_ID_LEN] = first.binding.clone().try_into().unwrap();
+        let second = rewrap_dek(&new, 2, &dek, "b", "k", &oid);
+        let back = unwrap_dek(&new, 2, ENVELOPE_VERSION, &second.bytes, "b", "k").expect("unwraps");
+        assert_eq!(
+            back.binding, first.binding,
+            "records sealed before the rewrap still open"
+        );
+        assert!(unwrap_dek(&old, 1, ENVELOPE_VERSION, &second.bytes, "b", "k").is_err());
+        // Must-fail twin: the object id swapped for another one.
+        let mut swapped = second.bytes.clone();
+        swapped[..OBJECT_ID_LEN].copy_from_slice(&[7u8; OBJECT_ID_LEN]);
+        assert!(unwrap_dek(&new, 2, ENVELOPE_VERSION, &swapped, "b", "k").is_err());
+    }
+
+    #[test]
+    fn version_2_wraps_are_still_read_and_bind_their_bytes() {
+        let kek = Key256::random();
+        let dek = Key256::random();
+        let w = wrap_v2(&kek, 5, &dek, "b", "k");
+        let back = unwrap_dek(&kek, 5, 2, &w, "b", "k").expect("unwraps");
+        assert_eq!(back.dek.expose(), dek.expose());
+        assert_eq!(back.binding, w);
+        assert!(
+            unwrap_dek(&kek, 5, 1, &w, "b", "k").is_err(),
+            "no downgrade by relabelling"
+        );
+        assert!(
+            unwrap_dek(&kek, 5, 3, &w, "b", "k").is_err(),
+            "no upgrade by relabelling"
+        );
     }
 
     #[test]

@@ -5,9 +5,18 @@
 pub const FORMAT_VERSION: u8 = 1;
 
 /// The envelope version written today: the `escrow-v` metadata value, also bound into the DEK
-/// wrap. Version 2 binds each object's sealed record and manifest to its wrapped DEK (so to its
-/// name, and to this one wrap of it); version 1 (records not bound, no multipart) is still read.
-pub const ENVELOPE_VERSION: u8 = 2;
+/// wrap. Version 3 wraps each DEK under its own key derived from the KEK and a random salt (a KEK
+/// never runs out of nonces), and binds the record and manifest to a random object id carried in
+/// the wrap (so a rewrap under another KEK keeps them valid, while a copy, with its own id, cannot
+/// exchange them with its source). Version 2 (records bound to the wrapped DEK's bytes) and
+/// version 1 (records not bound, no multipart) are still read.
+pub const ENVELOPE_VERSION: u8 = 3;
+
+/// Length of a version-3 object id, carried at the start of the wrapped DEK.
+pub const OBJECT_ID_LEN: usize = 16;
+
+/// Length of a version-3 wrap's key-derivation salt.
+pub const WRAP_SALT_LEN: usize = 16;
 
 /// Envelope versions readers accept.
 pub const ENVELOPE_VERSIONS: std::ops::RangeInclusive<u8> = 1..=ENVELOPE_VERSION;
@@ -64,6 +73,8 @@ pub mod meta {
 pub mod label {
     /// AAD prefix of a wrapped DEK.
     pub const DEK_WRAP: &[u8] = b"escrow-proxy dek-wrap";
+    /// HKDF info prefix of a version-3 wrap key; followed by the KEK version, u32 BE.
+    pub const DEK_WRAP_KEY: &[u8] = b"escrow-proxy dek-wrap-key";
     /// HKDF info prefix of a content (part) key; followed by the part number, u32 BE.
     pub const PART_KEY: &[u8] = b"escrow-proxy part-key";
     /// HKDF info prefix of a trailer key; followed by the part number, u32 BE.

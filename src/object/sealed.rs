@@ -61,22 +61,22 @@ pub fn fits_metadata(metadata: &Metadata, encoded: &str) -> bool {
 pub struct Wrapped {
     /// `escrow-v`, `escrow-kek`, `escrow-dek`.
     pub metadata: Metadata,
-    /// The wrapped DEK's bytes: the binding of everything sealed for this object.
+    /// The object id: the binding of everything sealed for this object.
     pub binding: Vec<u8>,
 }
 
-/// Wraps `dek` under the active KEK for `bucket`/`key` (a fresh wrap each time: a copy's record
-/// and manifest are bound to its own wrap, not the source's).
+/// Wraps `dek` under the active KEK for `bucket`/`key`, with a fresh object id each time: a
+/// copy's record and manifest are bound to its own id, not the source's.
 pub fn key_metadata(keyring: &Keyring, bucket: &str, key: &str, dek: &Key256) -> Wrapped {
     let (kek_version, kek) = keyring.active();
     let wrapped = wrap_dek(kek, kek_version, dek, bucket, key);
     let mut metadata = Metadata::new();
     metadata.insert(meta::VERSION.into(), ENVELOPE_VERSION.to_string());
     metadata.insert(meta::KEK.into(), kek_version.to_string());
-    metadata.insert(meta::DEK.into(), B64.encode(&wrapped));
+    metadata.insert(meta::DEK.into(), B64.encode(&wrapped.bytes));
     Wrapped {
         metadata,
-        binding: wrapped,
+        binding: wrapped.binding,
     }
 }
 
@@ -84,8 +84,8 @@ pub fn key_metadata(keyring: &Keyring, bucket: &str, key: &str, dek: &Key256) ->
 pub struct Unwrapped {
     /// The object's data key.
     pub dek: Key256,
-    /// What the object's record and manifest are bound to: its wrapped DEK (envelope version 2),
-    /// or nothing (version 1).
+    /// What the object's record and manifest are bound to: its object id (envelope version 3),
+    /// its wrapped DEK (version 2), or nothing (version 1).
     pub binding: Vec<u8>,
     record: Option<Vec<u8>>,
 }
@@ -151,9 +151,12 @@ pub fn unwrap(keyring: &Keyring, bucket: &str, key: &str, metadata: &Metadata) -
         Some(v) => Some(B64.decode(v).map_err(|_| CryptoError::Decrypt)?),
         None => None,
     };
-    let dek = unwrap_dek(keyring.kek(kek_version)?, kek_version, version, &wrapped, bucket, key)?;
-    let binding = if version == 1 { Vec::new() } else { wrapped };
-    Ok(Unwrapped { dek, binding, record })
+    let unwrapped = unwrap_dek(keyring.kek(kek_version)?, kek_version, version, &wrapped, bucket, key)?;
+    Ok(Unwrapped {
+        dek: unwrapped.dek,
+        binding: unwrapped.binding,
+        record,
+    })
 }
 
 #[cfg(test)]

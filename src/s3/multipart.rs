@@ -14,8 +14,8 @@ use super::Proxy;
 use super::answer::{check_copy_conditions, checksum_dto, digests_checksum, sse};
 use super::error;
 use super::request::{
-    client_digests, copy_source, declared_length, expectations, parse_copy_range, part_number, record_of, refuse_sse_c,
-    refuse_unsafe, unsafe_asks,
+    check_user_metadata, client_digests, copy_source, declared_length, expectations, parse_copy_range, part_number,
+    record_of, refuse_sse_c, refuse_unsafe, unsafe_asks,
 };
 use crate::limits::{MAX_KEYS, MAX_PART_SIZE};
 use crate::object::{ChecksumAlgorithm, CopySource, PartChoice, UploadsQuery};
@@ -46,6 +46,7 @@ impl Proxy {
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
         refuse_unsafe(unsafe_asks!(input))?;
+        check_user_metadata(input.metadata.as_ref())?;
         let record = record_of!(input);
         let id = self
             .objects

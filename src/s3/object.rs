@@ -20,8 +20,8 @@ use super::answer::{
 };
 use super::error;
 use super::request::{
-    client_digests, copy_source, declared_length, expectations, invalid_part_number, record_of, refuse_sse_c,
-    refuse_unsafe, resolve_range, unsafe_asks,
+    check_user_metadata, client_digests, copy_source, declared_length, expectations, invalid_part_number, record_of,
+    refuse_sse_c, refuse_unsafe, resolve_range, unsafe_asks,
 };
 use crate::limits::{MAX_DELETE_KEYS, MAX_PUT_SIZE};
 use crate::object::{CopySource, Opened, PlainStream};
@@ -112,6 +112,7 @@ impl Proxy {
         let expect = expectations(&req.headers, &req.trailing_headers, client_digests!(req.input))?;
         let input = req.input;
         refuse_unsafe(unsafe_asks!(input))?;
+        check_user_metadata(input.metadata.as_ref())?;
         if input.if_match.is_some() || input.if_none_match.is_some() {
             return Err(s3_error!(
                 NotImplemented,
@@ -191,6 +192,9 @@ impl Proxy {
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        if replace {
+            check_user_metadata(input.metadata.as_ref())?;
+        }
         if !replace && src_bucket == input.bucket && src_key == input.key {
             return Err(s3_error!(
                 InvalidRequest,

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use s3s::dto::{CopySource, ObjectCannedACL, Range, ServerSideEncryption};
 use s3s::{S3Result, s3_error};
 
-use crate::limits::MAX_PART_NUMBER;
+use crate::limits::{MAX_PART_NUMBER, MAX_USER_METADATA};
 use crate::object::checksum::{checksum_header, decode_digest};
 use crate::object::{ChecksumAlgorithm, Expectations, Trailers};
 
@@ -240,6 +240,20 @@ pub(super) fn refuse_unsafe(asks: UnsafeAsks<'_>) -> S3Result<()> {
     Ok(())
 }
 
+/// Refuses user metadata over S3's limit: the bytes of every name and value, counted as AWS
+/// does (UTF-8, names without the `x-amz-meta-` prefix). The proxy's own envelope metadata is not
+/// the client's to count: it moves into the object's header when it would not fit.
+pub(super) fn check_user_metadata(metadata: Option<&s3s::dto::Metadata>) -> S3Result<()> {
+    let bytes: usize = metadata.into_iter().flatten().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_USER_METADATA {
+        return Err(s3_error!(
+            MetadataTooLarge,
+            "Your metadata headers exceed the maximum allowed metadata size."
+        ));
+    }
+    Ok(())
+}
+
 /// Buckets here are unversioned: only the `null` version exists.
 pub(super) fn no_versions(version_id: Option<&str>) -> S3Result<()> {
     match version_id {
@@ -399,6 +413,20 @@ mod tests {
         }
         assert_eq!(code(parse_copy_range("bytes=0-100", 100).unwrap_err()), "InvalidRange");
         assert_eq!(code(parse_copy_range("bytes=0-0", 0).unwrap_err()), "InvalidRange");
+    }
+
+    #[test]
+    fn user_metadata_is_counted_as_s3_does() {
+        let meta = |n: usize| -> s3s::dto::Metadata { [("k".to_string(), "v".repeat(n))].into() };
+        assert!(check_user_metadata(None).is_ok());
+        assert!(check_user_metadata(Some(&meta(MAX_USER_METADATA - 1))).is_ok());
+        assert_eq!(
+            code(check_user_metadata(Some(&meta(MAX_USER_METADATA))).unwrap_err()),
+            "MetadataTooLarge"
+        );
+        // Multi-byte characters count as their UTF-8 bytes.
+        let wide: s3s::dto::Metadata = [("k".to_string(), "é".repeat(1024))].into();
+        assert_eq!(code(check_user_metadata(Some(&wide)).unwrap_err()), "MetadataTooLarge");
     }
 
     #[test]

@@ -5,12 +5,13 @@
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
 
-use crate::common::{ErrorExt, MARKER, S3_USER_METADATA_LIMIT, StoreKind, data_with_marker};
+use crate::common::{ErrorExt, MARKER, S3_USER_METADATA_LIMIT, StoreKind, assert_s3_error, data_with_marker};
 use crate::{BUCKET, harness};
 
 per_store!(
     standard_headers_and_user_metadata,
     user_metadata_near_the_limit_fits_the_store,
+    user_metadata_over_the_limit_is_refused,
 );
 
 async fn standard_headers_and_user_metadata(kind: StoreKind) {
@@ -200,5 +201,61 @@ async fn user_metadata_near_the_limit_fits_the_store(kind: StoreKind) {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+    h.assert_no_plaintext(MARKER);
+}
+
+/// A client over S3's 2 KB of user metadata gets S3's answer (400 MetadataTooLarge) from PUT,
+/// CreateMultipartUpload and a copy that replaces metadata, and nothing is stored.
+async fn user_metadata_over_the_limit_is_refused(kind: StoreKind) {
+    let h = harness(kind).await;
+    let c = &h.plain_client;
+    let big = "v".repeat(S3_USER_METADATA_LIMIT); // with the name, one name byte too many
+    let put = c
+        .put_object()
+        .bucket(BUCKET)
+        .key("too-much")
+        .metadata("k", &big)
+        .body(ByteStream::from(data_with_marker(100)))
+        .send()
+        .await;
+    assert_s3_error(put, 400, "MetadataTooLarge", "PUT");
+    let create = c
+        .create_multipart_upload()
+        .bucket(BUCKET)
+        .key("too-much")
+        .metadata("k", &big)
+        .send()
+        .await;
+    assert_s3_error(create, 400, "MetadataTooLarge", "CreateMultipartUpload");
+    h.put(BUCKET, "source", b"source bytes").await;
+    let copy = c
+        .copy_object()
+        .bucket(BUCKET)
+        .key("too-much")
+        .copy_source(format!("{BUCKET}/source"))
+        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        .metadata("k", &big)
+        .send()
+        .await;
+    assert_s3_error(copy, 400, "MetadataTooLarge", "CopyObject REPLACE");
+    let head = c.head_object().bucket(BUCKET).key("too-much").send().await;
+    assert_s3_error(head, 404, "", "nothing stored");
+    let uploads = c
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .expect("list uploads");
+    assert!(uploads.uploads().is_empty(), "no upload started");
+    // Exactly at the limit is accepted.
+    let at_limit = "v".repeat(S3_USER_METADATA_LIMIT - 1);
+    c.put_object()
+        .bucket(BUCKET)
+        .key("at-limit")
+        .metadata("k", &at_limit)
+        .body(ByteStream::from(data_with_marker(100)))
+        .send()
+        .await
+        .expect("2 KB of user metadata is accepted");
     h.assert_no_plaintext(MARKER);
 }

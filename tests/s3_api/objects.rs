@@ -15,7 +15,7 @@ use crate::common::{
 use crate::listing::list_all;
 use crate::{BUCKET, harness};
 
-per_store!(round_trips, deletes);
+per_store!(round_trips, deletes, delete_objects_takes_at_most_1000_keys);
 
 /// Sizes at and around segment boundaries.
 const SIZES: &[usize] = &[0, 1, 65535, 65536, 65537, 3 * 65536, (1 << 20) + 7];
@@ -262,4 +262,35 @@ async fn deletes(kind: StoreKind) {
         "delete in a missing bucket",
     );
     h.assert_no_plaintext(MARKER);
+}
+
+/// DeleteObjects names at most 1,000 keys (S3: 400 MalformedXML); a longer list deletes nothing.
+async fn delete_objects_takes_at_most_1000_keys(kind: StoreKind) {
+    let h = harness(kind).await;
+    h.put(BUCKET, "kept", b"still here").await;
+    let ids = |n: usize| -> Vec<ObjectIdentifier> {
+        std::iter::once("kept".to_string())
+            .chain((1..n).map(|i| format!("absent-{i}")))
+            .map(|k| ObjectIdentifier::builder().key(k).build().expect("object identifier"))
+            .collect()
+    };
+    let delete = |n: usize| {
+        h.plain_client
+            .delete_objects()
+            .bucket(BUCKET)
+            .delete(
+                Delete::builder()
+                    .set_objects(Some(ids(n)))
+                    .quiet(true)
+                    .build()
+                    .expect("delete"),
+            )
+            .send()
+    };
+    assert_s3_error(delete(1001).await, 400, "MalformedXML", "DeleteObjects of 1,001 keys");
+    assert_eq!(h.get(BUCKET, "kept").await, b"still here", "nothing was deleted");
+    let out = delete(1000).await.expect("DeleteObjects of 1,000 keys");
+    assert!(out.errors().is_empty(), "{:?}", out.errors());
+    let head = h.plain_client.head_object().bucket(BUCKET).key("kept").send().await;
+    assert_s3_error(head, 404, "", "the first of 1,000 keys was deleted");
 }

@@ -145,6 +145,9 @@ impl<S> DecryptBody<S> {
 
     /// Opens the next segment (or checks the next header or trailer) if the buffer holds all of
     /// it. `None`: more input needed, or (with `done` set) the end.
+    // Longer than our usual limit on purpose: this is the one state machine that decides the
+    // order of every check (header, extension, segments, held-back last segment, trailer), and
+    // it reads best as one sequence that a reviewer can follow top to bottom.
     fn next_plaintext(&mut self) -> Option<Result<Bytes, io::Error>> {
         loop {
             let Some(cur) = self.current.as_mut() else {
