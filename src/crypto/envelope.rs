@@ -213,6 +213,28 @@ pub struct ObjectRecord {
     /// User metadata (`x-amz-meta-*`), names lowercase without the prefix.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub user: BTreeMap<String, String>,
+    /// When the object was written (PUT, copy, or multipart completion), in milliseconds since
+    /// the Unix epoch, by the proxy's clock. Sealed, so a store cannot change it: it is the
+    /// object's `Last-Modified`, and what decides which of two stores holds the newer version.
+    /// Absent in objects written before it existed (the store's time is used for those).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_ms: Option<u64>,
+}
+
+impl ObjectRecord {
+    /// Stamps the record with the current time as its write time.
+    pub fn stamp(&mut self, now: std::time::SystemTime) {
+        let ms = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.written_ms = Some(ms);
+    }
+
+    /// The sealed write time, to the whole second (as S3 answers show it), if any.
+    pub fn written(&self) -> Option<std::time::SystemTime> {
+        let ms = self.written_ms?;
+        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(ms / 1000))
+    }
 }
 
 /// Seals a record under the object's DEK, bound to `binding` (envelope version 3: the object

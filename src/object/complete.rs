@@ -76,6 +76,7 @@ impl Objects {
         }
         let mut record = upload.record;
         record.size = entries.iter().map(|e| e.plain_len).sum();
+        record.stamp(std::time::SystemTime::now());
         let manifest = Manifest { parts: entries, record };
         let wrapped = sealed::key_metadata(&self.keyring, bucket, key, &upload.dek);
         let tail = manifest.seal(&upload.dek, &wrapped.binding);
@@ -95,7 +96,12 @@ impl Objects {
             etag: manifest.etag(),
             size: manifest.record.size,
         };
-        self.remember_etag(bucket, key, &store_etag, completed.etag.clone(), completed.size);
+        let known = super::etags::Known {
+            etag: completed.etag.clone(),
+            size: completed.size,
+            modified: manifest.record.written(),
+        };
+        self.etags.insert(bucket, key, &store_etag, known);
         self.remove_upload(bucket, id, stored).await;
         Ok(completed)
     }

@@ -3,9 +3,12 @@
 //! record no longer fits the metadata, or whose record sits in the source's header extension and
 //! is replaced, is decrypted and sealed again in this process, under a fresh data key.
 
+use std::time::SystemTime;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use super::etags::Known;
 use super::open::{Opened, Shape};
 use super::write::NewStream;
 use super::{Expectations, ObjectError, Objects, refuse_reserved, sealed};
@@ -14,6 +17,15 @@ use crate::crypto::envelope::{ObjectRecord, seal_record};
 use crate::crypto::format::{SINGLE_PART, meta};
 use crate::crypto::manifest::Manifest;
 use crate::secret::Key256;
+
+/// A finished copy.
+#[derive(Debug, Clone)]
+pub struct Copied {
+    /// The copy's client ETag (the source's: same plaintext, same parts).
+    pub etag: String,
+    /// The copy's write time, as its `Last-Modified`.
+    pub last_modified: Option<SystemTime>,
+}
 
 /// A copy's source: where it is, and what was opened there.
 pub struct CopySource<'a> {
@@ -26,24 +38,20 @@ pub struct CopySource<'a> {
 }
 
 impl Objects {
-    /// Copies `src` to `bucket`/`key`, with `record` (`None`: the source's own). Returns the
-    /// copy's client ETag (the source's: same plaintext, same parts).
+    /// Copies `src` to `bucket`/`key`, with `record` (`None`: the source's own). A copy is a new
+    /// write: its record gets its own write time.
     pub async fn copy(
         &self,
         src: CopySource<'_>,
         bucket: &str,
         key: &str,
         record: Option<ObjectRecord>,
-    ) -> Result<String, ObjectError> {
+    ) -> Result<Copied, ObjectError> {
         refuse_reserved(key)?;
         let opened = src.opened;
-        let record = match record {
-            Some(mut r) => {
-                r.size = opened.size();
-                r
-            }
-            None => opened.record.clone(),
-        };
+        let mut record = record.unwrap_or_else(|| opened.record.clone());
+        record.size = opened.size();
+        record.stamp(SystemTime::now());
         let store_etag = match server_side(self, &src, bucket, key, &record) {
             Some((sources, tail, metadata)) => self
                 .store
@@ -55,9 +63,17 @@ impl Objects {
                 })?,
             None => self.reseal(&src, bucket, key, &record).await?,
         };
-        let etag = opened.etag();
-        self.remember_etag(bucket, key, &store_etag, etag.clone(), opened.size());
-        Ok(etag)
+        let copied = Copied {
+            etag: opened.etag(),
+            last_modified: record.written(),
+        };
+        let known = Known {
+            etag: copied.etag.clone(),
+            size: opened.size(),
+            modified: copied.last_modified,
+        };
+        self.etags.insert(bucket, key, &store_etag, known);
+        Ok(copied)
     }
 
     /// A single-part copy sealed again here, under a fresh data key: the source's plaintext

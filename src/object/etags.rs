@@ -1,4 +1,5 @@
-//! A bounded cache of the client-visible ETag of stored objects, keyed by the store's own ETag.
+//! A bounded cache of what listings show of stored objects (client ETag, plaintext size, sealed
+//! write time), keyed by the store's own ETag.
 //!
 //! The plaintext MD5 lives in the (encrypted) trailer, which a store's listing cannot show. A
 //! listing therefore reads the trailer of each object it has not seen; this cache remembers
@@ -18,6 +19,8 @@ pub struct Known {
     pub etag: String,
     /// Plaintext size.
     pub size: u64,
+    /// The sealed write time (the object's `Last-Modified`), when the record has one.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// `(bucket, key, store ETag) → Known`.

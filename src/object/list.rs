@@ -25,7 +25,7 @@ pub struct Listed {
     pub size: u64,
     /// The client ETag (no quotes); `None` when the object could not be opened.
     pub etag: Option<String>,
-    /// The store's modification time.
+    /// When the object was written (as HEAD and GET show it).
     pub last_modified: Option<SystemTime>,
 }
 
@@ -85,6 +85,7 @@ impl Objects {
                 Ok(opened) => Some(Known {
                     etag: opened.etag(),
                     size: opened.size(),
+                    modified: opened.record.written(),
                 }),
                 Err(e) => {
                     tracing::warn!(bucket, error = %e, "listed object could not be opened");
@@ -94,12 +95,13 @@ impl Objects {
         };
         // An object that cannot be opened is listed with the size its stored length implies
         // (or the stored length) and no ETag: a GET of it fails with a clear error.
-        let (size, etag) = match known {
-            Some(k) => (k.size, Some(k.etag)),
+        let (size, etag, modified) = match known {
+            Some(k) => (k.size, Some(k.etag), k.modified),
             None => (
                 Layout::new(DEFAULT_SEGMENT_LOG2)
                     .plain_len(entry.size)
                     .unwrap_or(entry.size),
+                None,
                 None,
             ),
         };
@@ -107,7 +109,8 @@ impl Objects {
             key: entry.key,
             size,
             etag,
-            last_modified: entry.last_modified,
+            // The sealed write time, as HEAD and GET show it; the store's for older objects.
+            last_modified: modified.or(entry.last_modified),
         }
     }
 }

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 pub use self::body::{BodyFailure, Digests, Expectations, Trailers};
 pub use self::complete::{Completed, PartChoice};
-pub use self::copy::CopySource;
+pub use self::copy::{Copied, CopySource};
 pub use self::error::ObjectError;
 pub use self::list::{Listed, Page};
 pub use self::open::{Opened, PlainStream, Shape};
@@ -130,13 +130,14 @@ impl Objects {
         Ok(self.store.delete_bucket(bucket).await?)
     }
 
-    /// Remembers an opened object's client ETag and size for listings.
+    /// Remembers what listings show of an opened object.
     fn remember(&self, bucket: &str, key: &str, opened: &Opened) {
-        self.remember_etag(bucket, key, &opened.store_etag, opened.etag(), opened.size());
-    }
-
-    fn remember_etag(&self, bucket: &str, key: &str, store_etag: &str, etag: String, size: u64) {
-        self.etags.insert(bucket, key, store_etag, Known { etag, size });
+        let known = Known {
+            etag: opened.etag(),
+            size: opened.size(),
+            modified: opened.record.written(),
+        };
+        self.etags.insert(bucket, key, &opened.store_etag, known);
     }
 }
 

@@ -72,7 +72,9 @@ pub struct Opened {
     pub shape: Shape,
     /// The store's ETag of this version (pins later reads to it); empty when unknown.
     pub store_etag: String,
-    /// The store's modification time.
+    /// When the object was written: the time sealed into its record (to the second), or the
+    /// store's time for objects written before records carried it. HEAD, GET, listings and the
+    /// conditional headers all use this one value.
     pub last_modified: Option<SystemTime>,
 }
 
@@ -349,10 +351,10 @@ async fn finish_open(
     };
     Ok(Opened {
         dek: unwrapped.dek,
-        record,
         shape,
         store_etag: head.etag.clone(),
-        last_modified: head.last_modified,
+        last_modified: record.written().or(head.last_modified),
+        record,
     })
 }
 

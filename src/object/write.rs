@@ -5,12 +5,14 @@
 
 use std::io;
 use std::pin::pin;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::body::{Digests, EncryptBody, Expectations};
+use super::etags::Known;
 use super::{ObjectError, Objects, refuse_reserved, sealed};
 use crate::backend::{BackendError, Metadata, receiver_stream};
 use crate::crypto::envelope::ObjectRecord;
@@ -54,6 +56,7 @@ impl Objects {
     {
         refuse_reserved(key)?;
         record.size = plain_len;
+        record.stamp(SystemTime::now());
         let dek = Key256::random();
         let sealed = sealed::seal(&self.keyring, bucket, key, &dek, &record);
         let stream = NewStream {
@@ -66,7 +69,12 @@ impl Objects {
             metadata: sealed.metadata,
         };
         let (store_etag, digests) = self.write_stream(stream, body, plain_len, expect).await?;
-        self.remember_etag(bucket, key, &store_etag, hex::encode(digests.md5), plain_len);
+        let known = Known {
+            etag: hex::encode(digests.md5),
+            size: plain_len,
+            modified: record.written(),
+        };
+        self.etags.insert(bucket, key, &store_etag, known);
         Ok(digests)
     }
 

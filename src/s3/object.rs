@@ -4,7 +4,6 @@
 //! ([`super::answer`]).
 
 use std::ops::Range;
-use std::time::SystemTime;
 
 use futures::StreamExt;
 use s3s::dto::{
@@ -216,7 +215,7 @@ impl Proxy {
             key: &src_key,
             opened: &opened,
         };
-        let etag = self
+        let copied = self
             .objects
             .copy(src, &input.bucket, &input.key, record)
             .await
@@ -224,8 +223,8 @@ impl Proxy {
         Ok(S3Response::new(CopyObjectOutput {
             server_side_encryption: Some(sse()),
             copy_object_result: Some(CopyObjectResult {
-                e_tag: Some(ETag::Strong(etag)),
-                last_modified: Some(Timestamp::from(SystemTime::now())),
+                e_tag: Some(ETag::Strong(copied.etag)),
+                last_modified: copied.last_modified.map(Timestamp::from),
                 ..Default::default()
             }),
             ..Default::default()

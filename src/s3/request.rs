@@ -147,7 +147,7 @@ fn trailers(headers: s3s::TrailingHeaders) -> Trailers {
 }
 
 /// The record of a new object from the headers of its PutObject or CreateMultipartUpload
-/// (same field names); `size` is left 0.
+/// (same field names); `size` and the write time are set by the object layer.
 macro_rules! record_of {
     ($input:expr) => {
         crate::object::ObjectRecord {
@@ -165,6 +165,7 @@ macro_rules! record_of {
                 .into_iter()
                 .map(|(k, v)| (k.to_lowercase(), v))
                 .collect(),
+            written_ms: None,
         }
     };
 }

@@ -6,7 +6,7 @@ use aws_sdk_s3::primitives::DateTime;
 use crate::common::{MARKER, StoreKind, assert_s3_error, data_with_marker};
 use crate::{BUCKET, harness};
 
-per_store!(conditionals);
+per_store!(conditionals, last_modified_is_the_sealed_write_time);
 
 async fn conditionals(kind: StoreKind) {
     let h = harness(kind).await;
@@ -115,5 +115,77 @@ async fn conditionals(kind: StoreKind) {
         "",
         "If-None-Match false + If-Modified-Since true",
     );
+    h.assert_no_plaintext(MARKER);
+}
+
+/// `Last-Modified` is the write time sealed into the object's record: one value in HEAD, GET
+/// and listings (sync tools compare them), used by the conditional headers, and out of the
+/// store's reach — a store that moves its own clock back a year changes nothing.
+async fn last_modified_is_the_sealed_write_time(kind: StoreKind) {
+    let h = harness(kind).await;
+    let start = std::time::SystemTime::now();
+    h.put(BUCKET, "sealed-time", &data_with_marker(3000)).await;
+    let end = std::time::SystemTime::now();
+    if kind == StoreKind::S3sFs {
+        // s3s-fs answers with the file's modification time: make the store claim a year ago.
+        let year_ago = start - std::time::Duration::from_secs(365 * 24 * 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(h.object_path(BUCKET, "sealed-time"))
+            .expect("open the stored file")
+            .set_modified(year_ago)
+            .expect("set the store's time");
+    }
+    let c = &h.plain_client;
+    let head = c
+        .head_object()
+        .bucket(BUCKET)
+        .key("sealed-time")
+        .send()
+        .await
+        .expect("head");
+    let get = c
+        .get_object()
+        .bucket(BUCKET)
+        .key("sealed-time")
+        .send()
+        .await
+        .expect("get");
+    let list = c
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .prefix("sealed-time")
+        .send()
+        .await
+        .expect("list");
+    let listed = list.contents()[0].last_modified().copied();
+    let at = *head.last_modified().expect("HEAD Last-Modified");
+    assert_eq!(get.last_modified().copied(), Some(at), "GET and HEAD agree");
+    assert_eq!(listed, Some(at), "the listing and HEAD agree");
+    let secs = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!(
+        (secs(start)..=secs(end)).contains(&at.secs()),
+        "Last-Modified {} is the write time ({}..={}), not the store's",
+        at.secs(),
+        secs(start),
+        secs(end)
+    );
+    // The conditions use it too: modified since a day ago, so no 304; not unmodified since.
+    let day_ago = DateTime::from_secs(secs(start) - 24 * 3600);
+    c.get_object()
+        .bucket(BUCKET)
+        .key("sealed-time")
+        .if_modified_since(day_ago)
+        .send()
+        .await
+        .expect("modified since a day ago");
+    let refused = c
+        .get_object()
+        .bucket(BUCKET)
+        .key("sealed-time")
+        .if_unmodified_since(day_ago)
+        .send()
+        .await;
+    assert_s3_error(refused, 412, "PreconditionFailed", "unmodified since a day ago");
     h.assert_no_plaintext(MARKER);
 }
