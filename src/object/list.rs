@@ -60,9 +60,22 @@ impl Objects {
             .last()
             .map(|o| o.key.clone())
             .max(page.common_prefixes.last().cloned());
-        // The proxy's own multipart state is not the client's to see.
-        page.objects.retain(|o| !is_reserved(&o.key));
-        page.common_prefixes.retain(|p| !is_reserved(p));
+        // The proxy's own multipart state is not the client's to see; and a store that lists
+        // keys outside what was asked (a broken or hostile one) is not believed.
+        let prefix = query.prefix.as_deref().unwrap_or("");
+        let after = query.start_after.as_deref();
+        let asked = |k: &str| k.starts_with(prefix) && after.is_none_or(|a| k > a);
+        let listed = page.objects.len() + page.common_prefixes.len();
+        page.objects.retain(|o| !is_reserved(&o.key) && asked(&o.key));
+        page.common_prefixes.retain(|p| !is_reserved(p) && asked(p));
+        let foreign = listed - page.objects.len() - page.common_prefixes.len();
+        if foreign > 0 {
+            tracing::debug!(
+                bucket,
+                foreign,
+                "listing: skipped reserved keys or keys outside the request"
+            );
+        }
         let objects: Vec<Listed> = futures::stream::iter(page.objects)
             .map(|entry| self.plaintext_entry(bucket, entry))
             .buffered(LIST_RESOLVE_CONCURRENCY)
@@ -133,7 +146,100 @@ fn skip_rolled_up(start_after: Option<String>, prefix: Option<&str>, delimiter: 
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+
     use super::*;
+    use crate::backend::fs::FsStore;
+    use crate::backend::{
+        BackendResult, BucketInfo, ByteRange, ByteStream, GetObject, ListPage, Metadata, ObjectHead, ObjectStore,
+        Source,
+    };
+    use crate::crypto::keyring::Keyring;
+    use crate::object::{Expectations, ObjectRecord};
+
+    /// A real store that lies in its listings: every page also names keys outside the request.
+    struct Liar(FsStore);
+
+    #[async_trait]
+    impl ObjectStore for Liar {
+        fn name(&self) -> &str {
+            "liar"
+        }
+        async fn list_buckets(&self) -> BackendResult<Vec<BucketInfo>> {
+            self.0.list_buckets().await
+        }
+        async fn create_bucket(&self, bucket: &str) -> BackendResult<()> {
+            self.0.create_bucket(bucket).await
+        }
+        async fn head_bucket(&self, bucket: &str) -> BackendResult<()> {
+            self.0.head_bucket(bucket).await
+        }
+        async fn delete_bucket(&self, bucket: &str) -> BackendResult<()> {
+            self.0.delete_bucket(bucket).await
+        }
+        async fn put_object(&self, b: &str, k: &str, body: ByteStream, len: u64, m: Metadata) -> BackendResult<String> {
+            self.0.put_object(b, k, body, len, m).await
+        }
+        async fn get_object(
+            &self,
+            b: &str,
+            k: &str,
+            r: Option<ByteRange>,
+            if_match: Option<&str>,
+        ) -> BackendResult<GetObject> {
+            self.0.get_object(b, k, r, if_match).await
+        }
+        async fn head_object(&self, b: &str, k: &str) -> BackendResult<ObjectHead> {
+            self.0.head_object(b, k).await
+        }
+        async fn delete_object(&self, b: &str, k: &str) -> BackendResult<()> {
+            self.0.delete_object(b, k).await
+        }
+        async fn list_objects(&self, b: &str, q: &ListQuery) -> BackendResult<ListPage> {
+            let mut page = self.0.list_objects(b, q).await?;
+            let template = page.objects.first().cloned();
+            for key in ["outside/é", "a", "\u{10FFFF}", ".escrow-mpu/u/x"] {
+                if let Some(mut entry) = template.clone() {
+                    entry.key = key.to_string();
+                    page.objects.push(entry);
+                }
+            }
+            page.common_prefixes.push("elsewhere/".into());
+            Ok(page)
+        }
+        async fn compose(&self, b: &str, k: &str, s: Vec<Source>, t: Bytes, m: Metadata) -> BackendResult<String> {
+            self.0.compose(b, k, s, t, m).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_listing_keys_outside_the_request_is_not_believed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Liar(FsStore::new("liar", dir.path()).expect("store"));
+        let objects = Objects::new(Arc::new(store), Arc::new(Keyring::generate("2026-11-29T00:00:00Z")));
+        objects.create_bucket("bkt").await.expect("bucket");
+        for key in ["p/é1", "p/é2"] {
+            let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"data"))]);
+            objects
+                .put("bkt", key, ObjectRecord::default(), body, 4, Expectations::default())
+                .await
+                .expect("put");
+        }
+        let query = ListQuery {
+            prefix: Some("p/".into()),
+            start_after: Some("p/é1".into()),
+            max_keys: 10,
+            ..Default::default()
+        };
+        let page = objects.list("bkt", query).await.expect("list");
+        let keys: Vec<&str> = page.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["p/é2"], "only keys under the prefix and after the marker");
+        assert!(page.common_prefixes.is_empty(), "{:?}", page.common_prefixes);
+        assert_eq!(page.objects[0].size, 4);
+    }
 
     #[test]
     fn markers_inside_common_prefixes_skip_them() {
