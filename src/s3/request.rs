@@ -439,6 +439,37 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Fuzz: any Range a client can send resolves to a non-empty range within the object,
+        /// or to InvalidRange; never a panic.
+        #[test]
+        fn any_range_resolves_within_the_object_or_fails(
+            first in proptest::prelude::any::<u64>(),
+            last in proptest::option::of(proptest::prelude::any::<u64>()),
+            suffix in proptest::prelude::any::<u64>(),
+            size in 0u64..(1 << 40),
+        ) {
+            for range in [Range::Int { first, last }, Range::Suffix { length: suffix }] {
+                if let Ok(r) = resolve_range(&range, size) {
+                    proptest::prop_assert!(r.start < r.end && r.end <= size);
+                }
+            }
+        }
+
+        /// Fuzz: any `x-amz-copy-source-range` text parses to a range within the source, or to
+        /// an S3 error; never a panic.
+        #[test]
+        fn any_copy_source_range_parses_within_the_source_or_fails(value in ".{0,40}", size in 0u64..(1 << 40)) {
+            if let Ok(r) = parse_copy_range(&value, size) {
+                proptest::prop_assert!(r.start < r.end && r.end <= size);
+            }
+            let shaped = format!("bytes={value}");
+            if let Ok(r) = parse_copy_range(&shaped, size) {
+                proptest::prop_assert!(r.start < r.end && r.end <= size);
+            }
+        }
+    }
+
     #[test]
     fn content_encoding_drops_only_aws_chunked() {
         assert_eq!(client_content_encoding(Some("aws-chunked")), None);
