@@ -81,17 +81,37 @@ pub(super) fn check_conditions(
         }
     }
     match if_none_match {
-        Some(c) if matches(c) => return Err(s3_error!(NotModified)),
+        Some(c) if matches(c) => return Err(not_modified(opened)),
         Some(_) => {}
         None => {
             if let (Some(t), Some(m)) = (if_modified_since, modified)
                 && m <= secs(t)
             {
-                return Err(s3_error!(NotModified));
+                return Err(not_modified(opened));
             }
         }
     }
     Ok(())
+}
+
+/// 304 Not Modified, with the `ETag` and `Last-Modified` of the object, as S3 (and RFC 9110
+/// §15.4.5) send them: caches and sync tools revalidate with these.
+fn not_modified(opened: &Opened) -> s3s::S3Error {
+    let mut err = s3_error!(NotModified);
+    let mut headers = http::HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_str(&format!("\"{}\"", opened.etag())) {
+        headers.insert(http::header::ETAG, v);
+    }
+    if let Some(t) = opened.last_modified.map(Timestamp::from) {
+        let mut out = Vec::new();
+        if t.format(TimestampFormat::HttpDate, &mut out).is_ok()
+            && let Ok(v) = http::HeaderValue::from_bytes(&out)
+        {
+            headers.insert(http::header::LAST_MODIFIED, v);
+        }
+    }
+    err.set_headers(headers);
+    err
 }
 
 /// What every stored object is encrypted with, as S3 answers say it (`x-amz-server-side-encryption`):

@@ -107,7 +107,7 @@ impl Proxy {
             name: Some(input.bucket),
             prefix: Some(encode_if(url, input.prefix.as_deref().unwrap_or(""))),
             marker: Some(encode_if(url, input.marker.as_deref().unwrap_or(""))),
-            delimiter: enc(input.delimiter),
+            delimiter: enc(input.delimiter.filter(|d| !d.is_empty())),
             max_keys: Some(max_keys),
             is_truncated: Some(page.is_truncated),
             next_marker: enc(next_marker),
@@ -138,7 +138,7 @@ impl Proxy {
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
             prefix: Some(encode_if(url, input.prefix.as_deref().unwrap_or(""))),
-            delimiter: enc(input.delimiter),
+            delimiter: enc(input.delimiter.filter(|d| !d.is_empty())),
             max_keys: Some(max_keys),
             key_count: Some(key_count),
             continuation_token: input.continuation_token,

@@ -106,7 +106,7 @@ impl Proxy {
         Ok(S3Response::new(ListObjectVersionsOutput {
             name: Some(input.bucket),
             prefix: Some(encode_if(url, input.prefix.as_deref().unwrap_or(""))),
-            delimiter: enc(input.delimiter),
+            delimiter: enc(input.delimiter.filter(|d| !d.is_empty())),
             key_marker: Some(encode_if(url, input.key_marker.as_deref().unwrap_or(""))),
             version_id_marker: input.version_id_marker,
             max_keys: Some(max_keys),

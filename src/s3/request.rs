@@ -323,7 +323,8 @@ pub(super) fn invalid_part_number() -> s3s::S3Error {
         s3s::S3ErrorCode::Custom("InvalidPartNumber".into()),
         "The requested partnumber is not satisfiable",
     );
-    err.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+    // 400, as S3 answers it (and as S3 conformance suites expect), not 416.
+    err.set_status_code(http::StatusCode::BAD_REQUEST);
     err
 }
 

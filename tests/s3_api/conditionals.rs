@@ -51,6 +51,17 @@ async fn conditionals(kind: StoreKind) {
     );
     get().if_none_match(other).send().await.expect("If-None-Match: other");
     assert_s3_error(get().if_none_match("*").send().await, 304, "", "GET If-None-Match: *");
+    // A 304 carries the object's ETag and Last-Modified, as S3 sends them (caches revalidate
+    // with them).
+    let e = get().if_none_match(&etag).send().await.expect_err("304");
+    let raw = e.raw_response().expect("a response");
+    assert_eq!(raw.headers().get("etag"), Some(etag.as_str()), "304 ETag");
+    let lm = raw.headers().get("last-modified").expect("304 Last-Modified");
+    assert_eq!(
+        DateTime::from_str(lm, aws_sdk_s3::primitives::DateTimeFormat::HttpDate).expect("http date"),
+        modified,
+        "304 Last-Modified"
+    );
 
     // If-Modified-Since.
     assert_s3_error(

@@ -10,7 +10,7 @@ use aws_sdk_s3::types::EncodingType;
 use crate::common::{ErrorExt, Harness, MARKER, StoreKind, data_with_marker, etag_of, url_decode};
 use crate::{BUCKET, harness};
 
-per_store!(listing_v2, listing_v1, listing_url_encoding);
+per_store!(listing_v2, listing_v1, listing_url_encoding, empty_delimiter_is_absent);
 
 /// Keys of the listing fixture, in S3 order.
 fn listing_keys() -> Vec<String> {
@@ -366,4 +366,48 @@ async fn listing_url_encoding(kind: StoreKind) {
         assert_eq!(h.get(BUCKET, key).await.len(), 300, "{key}");
     }
     h.assert_no_plaintext(MARKER);
+}
+
+/// S3 treats `delimiter=` (empty) as no delimiter, and its answer carries no `Delimiter`
+/// element: nothing rolls up, and the client is not told of a delimiter it did not give.
+async fn empty_delimiter_is_absent(kind: StoreKind) {
+    let h = harness(kind).await;
+    for key in ["d/a", "d/b/c"] {
+        h.put(BUCKET, key, b"x").await;
+    }
+    let c = &h.plain_client;
+    let v2 = c
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .prefix("d/")
+        .delimiter("")
+        .send()
+        .await
+        .expect("v2");
+    assert_eq!(v2.delimiter(), None, "ListObjectsV2 echoes no empty Delimiter");
+    assert!(v2.common_prefixes().is_empty());
+    assert_eq!(v2.contents().len(), 2);
+    let v1 = c
+        .list_objects()
+        .bucket(BUCKET)
+        .prefix("d/")
+        .delimiter("")
+        .send()
+        .await
+        .expect("v1");
+    assert_eq!(v1.delimiter(), None, "ListObjects echoes no empty Delimiter");
+    assert_eq!(v1.contents().len(), 2);
+    let versions = c
+        .list_object_versions()
+        .bucket(BUCKET)
+        .prefix("d/")
+        .delimiter("")
+        .send()
+        .await
+        .expect("versions");
+    assert_eq!(
+        versions.delimiter(),
+        None,
+        "ListObjectVersions echoes no empty Delimiter"
+    );
 }

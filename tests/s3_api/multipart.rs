@@ -438,7 +438,7 @@ async fn ranges_and_part_numbers(kind: StoreKind) {
         .expect_err("partNumber past the last part");
     assert_eq!(
         (e.http_status(), e.s3_code().as_str()),
-        (416, "InvalidPartNumber"),
+        (400, "InvalidPartNumber"),
         "{}",
         e.describe()
     );

@@ -148,7 +148,7 @@ async fn part_numbers(kind: StoreKind) {
         .expect_err("partNumber=2 of a single-part object");
     assert_eq!(
         (e.http_status(), e.s3_code().as_str()),
-        (416, "InvalidPartNumber"),
+        (400, "InvalidPartNumber"),
         "{}",
         e.describe()
     );
