@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::mirror::{ReadMode, WriteMode};
 use crate::secret::SecretString;
 
 /// Prefix of configuration environment variables.
@@ -76,24 +77,6 @@ pub enum StoreConfig {
     },
     /// An S3-compatible endpoint.
     S3(crate::backend::s3::S3StoreConfig),
-}
-
-/// How writes and reads use the mirror.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteMode {
-    /// Acknowledge when both stores have the object.
-    Sync,
-    /// Acknowledge after the first store; repair the second in the background.
-    Async,
-}
-
-/// Which store reads go to first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadMode {
-    /// The primary, failing over to the mirror.
-    Primary,
-    /// The mirror, failing over to the primary.
-    Mirror,
 }
 
 /// `[mirror]`.
@@ -257,7 +240,10 @@ impl Config {
         let server = ServerConfig {
             listen,
             tls,
-            region: raw.server.region.unwrap_or_else(|| crate::limits::DEFAULT_REGION.into()),
+            region: raw
+                .server
+                .region
+                .unwrap_or_else(|| crate::limits::DEFAULT_REGION.into()),
         };
 
         let mut clients = Vec::new();
@@ -399,7 +385,7 @@ fn secret(
             None
         }
         (Some(v), None) if !v.expose().is_empty() => Some(v),
-        (None, Some(path)) => match crate::keys::read_secret_file(&path) {
+        (None, Some(path)) => match crate::files::read_secret_file(&path) {
             Ok(mut v) => {
                 let secret = SecretString::new(v.trim_end_matches(['\n', '\r']).to_string());
                 zeroize::Zeroize::zeroize(&mut v);
