@@ -89,6 +89,7 @@ pub fn build_store(name: &str, store: &StoreConfig) -> Result<Arc<dyn ObjectStor
 
 /// Starts the S3 listener for `config`: keys, store, TLS, bind.
 pub async fn start(config: &Config) -> Result<server::Running, RunError> {
+    config.server.check()?;
     let keyring = Arc::new(open_keyring(config)?);
     let primary = build_store("primary", &config.primary)?;
     let store: Arc<dyn ObjectStore> = match &config.mirror {

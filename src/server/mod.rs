@@ -2,7 +2,9 @@
 //! loop and its connection limits ([`listener`]), TLS ([`tls`]), and the HTTP-layer service in
 //! front of s3s ([`front`]), and reports its own errors ([`ServerError`]); the caller maps them.
 
+mod activity;
 mod front;
+mod gate;
 mod listener;
 pub mod tls;
 
@@ -68,7 +70,13 @@ pub async fn start(
     let addr = listener.local_addr().map_err(|e| ServerError::Bind(server.listen, e))?;
     let (shutdown, stopped) = watch::channel(false);
     let tls = acceptor.is_some();
-    let task = tokio::spawn(listener::serve(listener, acceptor, service, stopped));
+    let task = tokio::spawn(listener::serve(
+        listener,
+        acceptor,
+        service,
+        server.limits.clone(),
+        stopped,
+    ));
     Ok(Running {
         addr,
         tls,

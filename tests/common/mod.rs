@@ -188,6 +188,8 @@ impl Harness {
                     key: certs.key.clone(),
                 }),
                 region: REGION.into(),
+                limits: Default::default(),
+                allow_plaintext_non_loopback: false,
             },
             clients: vec![ClientConfig {
                 access_key: ACCESS_KEY.into(),
