@@ -457,7 +457,13 @@ fn h2_streams_are_capped() {
             }
             let mut statuses = Vec::new();
             for r in responses {
-                statuses.push(r.await.map(|r| r.status().as_u16()).unwrap_or(0));
+                // A stream sent before the client saw the server's SETTINGS, beyond the cap, is
+                // refused by the server (REFUSED_STREAM): the cap at work. Marked 0.
+                statuses.push(match r.await {
+                    Ok(r) => r.status().as_u16(),
+                    Err(e) if e.reason() == Some(h2::Reason::REFUSED_STREAM) => 0,
+                    Err(e) => panic!("stream failed otherwise: {e}"),
+                });
             }
             statuses
         };
@@ -470,8 +476,12 @@ fn h2_streams_are_capped() {
     });
     assert_eq!(limit, H2_MAX_STREAMS as usize, "advertised stream cap");
     assert!(
-        statuses.iter().all(|s| *s == 403),
-        "every stream answered (unsigned: 403): {statuses:?}"
+        statuses.iter().all(|s| *s == 403 || *s == 0),
+        "every stream answered (unsigned: 403) or refused over the cap: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().filter(|s| **s == 403).count() >= H2_MAX_STREAMS as usize,
+        "{statuses:?}"
     );
     proxy.assert_serving("after many h2 streams");
 }
