@@ -10,15 +10,17 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::mirror::{ReadMode, WriteMode};
 use crate::secret::SecretString;
 
 /// Prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "ESCROW_";
 /// Settings whose environment values are booleans; every other value is a string.
-const BOOL_KEYS: &[&str] = &["path_style"];
+const BOOL_KEYS: &[&str] = &["path_style", "allow_plaintext_non_loopback"];
 /// Separator of path segments in environment variable names.
 const ENV_SEPARATOR: &str = "__";
 
@@ -46,6 +48,60 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Region clients sign for. Default: `us-east-1`.
     pub region: String,
+    /// Timeouts and caps of client connections.
+    pub limits: ConnectionLimits,
+    /// Serve plain HTTP on a non-loopback address. Default: false: without TLS the proxy only
+    /// listens on loopback (a sidecar's pod or host), since requests carry plaintext.
+    pub allow_plaintext_non_loopback: bool,
+}
+
+impl ServerConfig {
+    /// The rules between settings that a literal `ServerConfig` can break too: plain HTTP only
+    /// on loopback unless allowed.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.tls.is_none() && !self.listen.ip().is_loopback() && !self.allow_plaintext_non_loopback {
+            return Err(ConfigError(vec![format!(
+                "server.listen: {} is not a loopback address and no tls_cert/tls_key is set: plain HTTP \
+                 would carry plaintext objects and signatures over the network. Set tls_cert and tls_key, \
+                 listen on 127.0.0.1/::1, or set allow_plaintext_non_loopback = true (e.g. behind a \
+                 TLS-terminating mesh)",
+                self.listen
+            )]));
+        }
+        Ok(())
+    }
+}
+
+/// `[server]` connection limits. Every field is a setting of the same name (`*_secs` in
+/// seconds); see `limits.rs` for the defaults and the README for what each bounds.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// `header_timeout_secs`: time to send a whole request header block (HTTP/1.1).
+    pub header_timeout: Duration,
+    /// `idle_timeout_secs`: a connection with no request in flight and no traffic is closed.
+    pub idle_timeout: Duration,
+    /// `body_timeout_secs`: a request body that makes no progress this long is abandoned.
+    pub body_timeout: Duration,
+    /// `h2_keepalive_secs`: h2 ping interval, and how long an unanswered ping is tolerated.
+    pub h2_keepalive: Duration,
+    /// `max_connections`: concurrent connections.
+    pub max_connections: usize,
+    /// `h2_max_streams`: concurrent streams per h2 connection.
+    pub h2_max_streams: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        use crate::limits::*;
+        Self {
+            header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_SECS),
+            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            body_timeout: Duration::from_secs(DEFAULT_BODY_TIMEOUT_SECS),
+            h2_keepalive: Duration::from_secs(DEFAULT_H2_KEEPALIVE_SECS),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            h2_max_streams: DEFAULT_H2_MAX_STREAMS,
+        }
+    }
 }
 
 /// PEM files of the server certificate.
@@ -76,24 +132,6 @@ pub enum StoreConfig {
     },
     /// An S3-compatible endpoint.
     S3(crate::backend::s3::S3StoreConfig),
-}
-
-/// How writes and reads use the mirror.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteMode {
-    /// Acknowledge when both stores have the object.
-    Sync,
-    /// Acknowledge after the first store; repair the second in the background.
-    Async,
-}
-
-/// Which store reads go to first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadMode {
-    /// The primary, failing over to the mirror.
-    Primary,
-    /// The mirror, failing over to the primary.
-    Mirror,
 }
 
 /// `[mirror]`.
@@ -137,6 +175,13 @@ struct RawServer {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     region: Option<String>,
+    header_timeout_secs: Option<toml::Value>,
+    idle_timeout_secs: Option<toml::Value>,
+    body_timeout_secs: Option<toml::Value>,
+    h2_keepalive_secs: Option<toml::Value>,
+    max_connections: Option<toml::Value>,
+    h2_max_streams: Option<toml::Value>,
+    allow_plaintext_non_loopback: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +259,8 @@ impl Config {
                     key: data.join("certs/server-key.pem"),
                 }),
                 region: crate::limits::DEFAULT_REGION.into(),
+                limits: ConnectionLimits::default(),
+                allow_plaintext_non_loopback: false,
             },
             clients: vec![client],
             primary: StoreConfig::Fs {
@@ -243,6 +290,7 @@ impl Config {
             ));
             SocketAddr::from(([127, 0, 0, 1], 8443))
         });
+        let limits = connection_limits(&raw.server, &mut problems);
         let tls = match (raw.server.tls_cert, raw.server.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
                 cert: abs(cert),
@@ -261,7 +309,12 @@ impl Config {
                 .server
                 .region
                 .unwrap_or_else(|| crate::limits::DEFAULT_REGION.into()),
+            limits,
+            allow_plaintext_non_loopback: raw.server.allow_plaintext_non_loopback.unwrap_or(false),
         };
+        if let Err(e) = server.check() {
+            problems.extend(e.0);
+        }
 
         let mut clients = Vec::new();
         for (i, c) in raw.clients.into_iter().enumerate() {
@@ -338,6 +391,53 @@ impl Config {
     }
 }
 
+/// `[server]`'s limits: each a positive whole number (from TOML or, as a string, from the
+/// environment), else its default.
+fn connection_limits(raw: &RawServer, problems: &mut Vec<String>) -> ConnectionLimits {
+    let mut number = |name: &str, value: &Option<toml::Value>, default: u64| -> u64 {
+        let parsed = match value {
+            None => return default,
+            Some(toml::Value::Integer(n)) => u64::try_from(*n).ok(),
+            Some(toml::Value::String(s)) => s.trim().parse::<u64>().ok(),
+            Some(_) => None,
+        };
+        match parsed {
+            Some(n) if n > 0 && n <= u64::from(u32::MAX) => n,
+            _ => {
+                problems.push(format!("server.{name}: expected a whole number from 1 to {}", u32::MAX));
+                default
+            }
+        }
+    };
+    let d = ConnectionLimits::default();
+    let secs = |n: u64| Duration::from_secs(n);
+    ConnectionLimits {
+        header_timeout: secs(number(
+            "header_timeout_secs",
+            &raw.header_timeout_secs,
+            d.header_timeout.as_secs(),
+        )),
+        idle_timeout: secs(number(
+            "idle_timeout_secs",
+            &raw.idle_timeout_secs,
+            d.idle_timeout.as_secs(),
+        )),
+        body_timeout: secs(number(
+            "body_timeout_secs",
+            &raw.body_timeout_secs,
+            d.body_timeout.as_secs(),
+        )),
+        h2_keepalive: secs(number(
+            "h2_keepalive_secs",
+            &raw.h2_keepalive_secs,
+            d.h2_keepalive.as_secs(),
+        )),
+        // Invariant (both): `number` returns at most u32::MAX.
+        max_connections: number("max_connections", &raw.max_connections, d.max_connections as u64) as usize,
+        h2_max_streams: number("h2_max_streams", &raw.h2_max_streams, u64::from(d.h2_max_streams)) as u32,
+    }
+}
+
 fn store(
     section: &str,
     s: RawStore,
@@ -402,7 +502,7 @@ fn secret(
             None
         }
         (Some(v), None) if !v.expose().is_empty() => Some(v),
-        (None, Some(path)) => match crate::keys::read_secret_file(&path) {
+        (None, Some(path)) => match crate::files::read_secret_file(&path) {
             Ok(mut v) => {
                 let secret = SecretString::new(v.trim_end_matches(['\n', '\r']).to_string());
                 zeroize::Zeroize::zeroize(&mut v);
@@ -546,6 +646,44 @@ mod tests {
         for needle in ["server.listen", "tls_key", "primary.type", "secret_key", "[keys]"] {
             assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
         }
+    }
+
+    #[test]
+    fn server_limits_from_file_and_env_and_plaintext_only_on_loopback() {
+        let base = [
+            ("ESCROW_CLIENTS__0__ACCESS_KEY", "app"),
+            ("ESCROW_CLIENTS__0__SECRET_KEY", "s"),
+            ("ESCROW_PRIMARY__TYPE", "fs"),
+            ("ESCROW_PRIMARY__PATH", "p"),
+            ("ESCROW_KEYS__KEYRING", "k"),
+            ("ESCROW_KEYS__ROOT_KEY_FILE", "r"),
+        ];
+        let cfg = Config::load(None, &env(&base)).expect("valid");
+        assert_eq!(
+            cfg.server.limits.max_connections,
+            crate::limits::DEFAULT_MAX_CONNECTIONS
+        );
+        let mut set = base.to_vec();
+        set.extend([
+            ("ESCROW_SERVER__BODY_TIMEOUT_SECS", "7"),
+            ("ESCROW_SERVER__H2_MAX_STREAMS", "9"),
+        ]);
+        let cfg = Config::load(None, &env(&set)).expect("valid");
+        assert_eq!(cfg.server.limits.body_timeout, Duration::from_secs(7));
+        assert_eq!(cfg.server.limits.h2_max_streams, 9);
+        let mut bad = base.to_vec();
+        bad.extend([
+            ("ESCROW_SERVER__IDLE_TIMEOUT_SECS", "0"),
+            ("ESCROW_SERVER__LISTEN", "0.0.0.0:8080"),
+        ]);
+        let err = Config::load(None, &env(&bad)).unwrap_err().to_string();
+        assert!(
+            err.contains("idle_timeout_secs") && err.contains("not a loopback"),
+            "{err}"
+        );
+        bad.push(("ESCROW_SERVER__ALLOW_PLAINTEXT_NON_LOOPBACK", "true"));
+        bad.retain(|(k, _)| !k.ends_with("IDLE_TIMEOUT_SECS"));
+        assert!(Config::load(None, &env(&bad)).is_ok());
     }
 
     #[test]

@@ -1,11 +1,11 @@
-//! Key files at home: the root key, the sealed keyring, secret files.
+//! Key files at home: the root key and the sealed keyring.
 //!
-//! Secret files are refused when group- or world-readable. New secret files are written 0600,
-//! atomically (temp file + rename), so a crash never leaves half a key.
+//! Both are secret files ([`crate::files`]): refused when group- or world-readable, written 0600
+//! and atomically, so a crash never leaves half a key.
 
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+use crate::files::{FileError, create_private_file, io_err, read_secret_file, write_private_file};
 
 use crate::crypto::keyring::Keyring;
 use crate::secret::Key256;
@@ -13,17 +13,9 @@ use crate::secret::Key256;
 /// Errors of key files.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// Why.
-        source: io::Error,
-    },
-    /// A secret file can be read by others than its owner.
-    #[error("{0}: secret file is group- or world-readable; chmod 600 it")]
-    Permissions(String),
+    /// A key file could not be read or written, or is readable by others.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A file's content is not what it should be.
     #[error("{path}: {what}")]
     Invalid {
@@ -32,60 +24,6 @@ pub enum KeyFileError {
         /// What is wrong.
         what: String,
     },
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KeyFileError + '_ {
-    move |source| KeyFileError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-/// Reads a secret file, refusing one that group or others may read.
-pub fn read_secret_file(path: &Path) -> Result<String, KeyFileError> {
-    let meta = std::fs::metadata(path).map_err(io_err(path))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(KeyFileError::Permissions(path.display().to_string()));
-    }
-    std::fs::read_to_string(path).map_err(io_err(path))
-}
-
-/// Writes `contents` to `path` with mode 0600, atomically (replacing any file there); creates
-/// parent directories.
-pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), KeyFileError> {
-    let tmp = write_temp(path, contents)?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
-}
-
-/// Creates `path` with mode 0600 holding `contents`, unless it exists: never replaces a file,
-/// even one another process creates at the same moment. Returns whether this call created it.
-fn create_private_file(path: &Path, contents: &[u8]) -> Result<bool, KeyFileError> {
-    let tmp = write_temp(path, contents)?;
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(io_err(path)(e)),
-    }
-}
-
-/// Writes a synced 0600 temp file beside `path`.
-fn write_temp(path: &Path, contents: &[u8]) -> Result<std::path::PathBuf, KeyFileError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    }
-    let tmp = path.with_extension(format!("tmp-{}-{}", std::process::id(), rand::random::<u32>()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    f.write_all(contents)
-        .and_then(|()| f.sync_all())
-        .map_err(io_err(&tmp))?;
-    Ok(tmp)
 }
 
 /// Loads the root key (64 hexadecimal characters).
@@ -144,7 +82,7 @@ pub fn load_or_init(root_path: &Path, keyring_path: &Path) -> Result<(Keyring, b
 
 /// Seals and writes the keyring.
 pub fn save_keyring(path: &Path, ring: &Keyring, root: &Key256) -> Result<(), KeyFileError> {
-    write_private_file(path, ring.seal(root).as_bytes())
+    Ok(write_private_file(path, ring.seal(root).as_bytes())?)
 }
 
 fn invalid(path: &Path, what: &str) -> KeyFileError {
@@ -164,6 +102,8 @@ pub fn now_rfc3339() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
@@ -179,7 +119,10 @@ mod tests {
         assert!(!created);
         assert_eq!(again.active().1.expose(), first.active().1.expose());
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o640)).expect("chmod");
-        assert!(matches!(load_or_init(&root, &ring), Err(KeyFileError::Permissions(_))));
+        assert!(matches!(
+            load_or_init(&root, &ring),
+            Err(KeyFileError::File(FileError::Permissions(_)))
+        ));
     }
 
     #[test]
@@ -207,19 +150,5 @@ mod tests {
         load_or_init(&root, &ring).expect("create");
         write_private_file(&root, format!("{}\n", hex::encode([7u8; 32])).as_bytes()).expect("write");
         assert!(load_or_init(&root, &ring).is_err());
-    }
-
-    #[test]
-    fn creation_never_replaces() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("f");
-        assert!(create_private_file(&path, b"one").expect("create"));
-        assert!(!create_private_file(&path, b"two").expect("exists"));
-        assert_eq!(std::fs::read(&path).expect("read"), b"one");
-        assert_eq!(
-            std::fs::read_dir(dir.path()).expect("ls").count(),
-            1,
-            "no temp files left"
-        );
     }
 }

@@ -12,22 +12,26 @@
 //!    conditions and streams only the needed segments back through [`body::DecryptBody`].
 //! 4. The store ([`backend::ObjectStore`]: S3 or a local directory) holds only ciphertext and
 //!    sealed metadata. The keyring and its root key stay at home ([`keys`]).
+//!
+//! The binary's commands (serve, keys, decrypt, certs) live in [`cli`]; `main.rs` only parses
+//! arguments and maps errors to exit codes.
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod decrypt;
+pub mod files;
 pub mod keys;
 pub mod limits;
+pub mod logging;
 pub mod mirror;
 pub mod object;
 pub mod s3;
 pub mod secret;
 pub mod server;
-pub mod tls;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::backend::ObjectStore;
@@ -43,15 +47,12 @@ pub enum RunError {
     /// A key file could not be used.
     #[error(transparent)]
     Keys(#[from] keys::KeyFileError),
-    /// The TLS certificate or key could not be used.
+    /// The S3 listener could not start (TLS files, bind).
     #[error(transparent)]
-    Tls(#[from] tls::TlsError),
+    Server(#[from] server::ServerError),
     /// A store could not be set up.
     #[error("store: {0}")]
     Store(String),
-    /// The listen address could not be bound.
-    #[error("cannot listen on {0}: {1}")]
-    Bind(SocketAddr, std::io::Error),
     /// The configuration asks for something this version does not do yet.
     #[error("{0}")]
     Unsupported(&'static str),
@@ -87,16 +88,17 @@ pub fn build_store(name: &str, store: &StoreConfig) -> Result<Arc<dyn ObjectStor
 
 /// Starts the S3 listener for `config`: keys, store, TLS, bind.
 pub async fn start(config: &Config) -> Result<server::Running, RunError> {
+    config.server.check()?;
     let keyring = Arc::new(open_keyring(config)?);
     let primary = build_store("primary", &config.primary)?;
     let store: Arc<dyn ObjectStore> = match &config.mirror {
         None => primary,
-        Some(m) if m.write == config::WriteMode::Async => {
+        Some(m) if m.write == mirror::WriteMode::Async => {
             return Err(RunError::Unsupported(
                 "mirror.write = \"async\" is not supported by this version yet; use \"sync\"",
             ));
         }
         Some(m) => Arc::new(mirror::Mirror::new(primary, build_store("mirror", &m.store)?, m.read)),
     };
-    server::start(config, store, keyring).await
+    Ok(server::start(&config.server, &config.clients, store, keyring).await?)
 }

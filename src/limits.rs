@@ -23,3 +23,31 @@ pub const MAX_USER_METADATA: usize = 2048;
 pub const DEFAULT_REGION: &str = "us-east-1";
 /// The S3 listener's address when none is configured (loopback: a sidecar's or a laptop's).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+
+// === the HTTP edge (`[server]`), defaults for a sidecar ===
+
+/// A client must send a request's whole header block within this many seconds (HTTP/1.1).
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// A connection with no request in flight and no traffic is closed after this many seconds.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+/// A request body that makes no progress for this many seconds is abandoned (nothing stored).
+pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 30;
+/// h2 keep-alive pings every this many seconds; a peer that does not answer within as long is
+/// dropped.
+pub const DEFAULT_H2_KEEPALIVE_SECS: u64 = 30;
+/// Concurrent connections; further connections wait in the kernel's backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Concurrent h2 streams per connection.
+pub const DEFAULT_H2_MAX_STREAMS: u32 = 128;
+/// Largest request header block accepted (HTTP/1.1 read buffer and h2 header list): S3's own
+/// limit is 8 KiB for PUT headers; presigned URLs add a few KiB to the request line.
+pub const MAX_REQUEST_HEADER_BYTES: usize = 64 << 10;
+/// Largest body of a request that is buffered before it is parsed (the XML of DeleteObjects,
+/// CompleteMultipartUpload, tagging, bucket configuration): 1,000 escaped 1 KiB keys or 10,000
+/// parts fit. Object bodies are streamed and not subject to it.
+pub const MAX_XML_BODY: usize = 4 << 20;
+/// The longest validity of a presigned URL: 7 days (`X-Amz-Expires`).
+pub const MAX_PRESIGNED_EXPIRES_SECS: u64 = 604_800;
+/// On EMFILE/ENFILE (no file descriptors left) the accept loop pauses this long before
+/// accepting again instead of spinning.
+pub const ACCEPT_BACKOFF_MS: u64 = 100;

@@ -27,7 +27,24 @@ use crate::backend::{
     BackendError, BackendResult, BucketInfo, ByteRange, ByteStream, GetObject, ListPage, ListQuery, Metadata,
     ObjectHead, ObjectStore, Source, receiver_stream,
 };
-use crate::config::ReadMode;
+
+/// How writes use the mirror (`[mirror] write`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Acknowledge when both stores have the object.
+    Sync,
+    /// Acknowledge after the first store; repair the second in the background.
+    Async,
+}
+
+/// Which store reads go to first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// The primary, failing over to the mirror.
+    Primary,
+    /// The mirror, failing over to the primary.
+    Mirror,
+}
 
 /// Chunks buffered per store in the tee: memory per mirrored upload stays at a few chunks even
 /// when one store is slower than the other.

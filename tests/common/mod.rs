@@ -156,7 +156,8 @@ impl Harness {
             .prefix("escrow-harness-")
             .tempdir()
             .expect("create tempdir");
-        let certs = escrow_proxy::tls::generate_dev_certs(&dir.path().join("certs"), &[]).expect("generate dev certs");
+        let certs =
+            escrow_proxy::server::tls::generate_dev_certs(&dir.path().join("certs"), &[]).expect("generate dev certs");
         let ca_pem = std::fs::read(&certs.ca).expect("read ca.pem");
 
         let (primary, store_dir, upstream) = match kind {
@@ -187,6 +188,8 @@ impl Harness {
                     key: certs.key.clone(),
                 }),
                 region: REGION.into(),
+                limits: Default::default(),
+                allow_plaintext_non_loopback: false,
             },
             clients: vec![ClientConfig {
                 access_key: ACCESS_KEY.into(),

@@ -1,5 +1,5 @@
-//! Authentication: wrong secrets, unknown access keys and unsigned requests are refused and
-//! store nothing; presigned GET and PUT work, and tampered, re-pointed or expired ones do not.
+//! Authentication: wrong secrets, unknown access keys (answered like wrong secrets) and unsigned
+//! requests are refused and store nothing; presigned GET and PUT work, and tampered, re-pointed or expired ones do not.
 
 use std::time::{Duration, SystemTime};
 
@@ -45,12 +45,26 @@ async fn auth_failures(kind: StoreKind) {
             "SignatureDoesNotMatch",
             "wrong secret: put",
         );
+        // An unknown access key answers exactly like a wrong secret: a stranger cannot probe
+        // which access keys exist.
         let unknown = h.client_with("AKIAUNKNOWNUNKNOWN00", SECRET_KEY, checksums);
         assert_s3_error(
             unknown.get_object().bucket(BUCKET).key("secret").send().await,
             403,
-            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
             "unknown access key",
+        );
+        assert_s3_error(
+            unknown
+                .put_object()
+                .bucket(BUCKET)
+                .key("forged")
+                .body(ByteStream::from(data.clone()))
+                .send()
+                .await,
+            403,
+            "SignatureDoesNotMatch",
+            "unknown access key: put",
         );
     }
     assert_s3_error(

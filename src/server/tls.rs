@@ -10,7 +10,7 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::keys::{KeyFileError, write_private_file};
+use crate::files::{FileError, write_private_file};
 
 /// TLS setup errors.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,7 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     /// Writing generated files failed.
     #[error(transparent)]
-    Write(#[from] KeyFileError),
+    Write(#[from] FileError),
 }
 
 /// The rustls crypto provider used everywhere (ring; aws-lc is not compiled in).

@@ -1,0 +1,280 @@
+//! The HTTP-layer service in front of s3s: builds the s3s service (the proxy, client
+//! authentication, s3s's own limits set small and explicit), refuses what [`super::gate`]
+//! refuses before s3s reads anything, bounds request bodies in time, and logs outcomes without
+//! headers (s3s's own logging is capped off, see `crate::logging`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
+use s3s::config::{S3Config, StaticConfigProvider};
+use s3s::service::{S3Service, S3ServiceBuilder};
+
+use super::activity::{Activity, InFlight};
+use super::gate::{self, Refusal};
+use crate::backend::ObjectStore;
+use crate::config::{ClientConfig, ServerConfig};
+use crate::crypto::keyring::Keyring;
+use crate::s3::{ClientAuth, Proxy};
+
+/// Refused and failed-authentication requests are summarized at info at most this often.
+const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// The s3s service behind the edge's rules, and fixes at the HTTP layer:
+/// - an answer to HEAD carries no body over h2 either (hyper drops it only on HTTP/1.1; s3s
+///   writes error XML even for HEAD, which h2 clients reject as a protocol error);
+/// - an HTTP/1.1 request with `Expect: 100-continue` and an empty body gets its connection closed
+///   after the answer: botocore before 1.43.77 (boto/botocore#3755, so the AWS CLI) misreads the
+///   next response on that connection and stalls until its read timeout.
+#[derive(Clone)]
+pub(super) struct Front {
+    s3: S3Service,
+    body_timeout: Duration,
+    refusals: Arc<RefusalLog>,
+    /// The connection this clone serves (one clone per connection).
+    activity: Option<Arc<Activity>>,
+}
+
+impl Front {
+    /// The proxy over `store` behind s3s, authenticating `clients`.
+    pub(super) fn new(
+        server: &ServerConfig,
+        clients: &[ClientConfig],
+        store: Arc<dyn ObjectStore>,
+        keyring: Arc<Keyring>,
+    ) -> Self {
+        let objects = crate::object::Objects::new(store, keyring);
+        let mut builder = S3ServiceBuilder::new(Proxy::new(objects, server.region.clone()));
+        builder.set_auth(ClientAuth::new(clients));
+        builder.set_config(Arc::new(StaticConfigProvider::new(Arc::new(s3s_limits()))));
+        Self {
+            s3: builder.build(),
+            body_timeout: server.limits.body_timeout,
+            refusals: Arc::new(RefusalLog::default()),
+            activity: None,
+        }
+    }
+
+    /// This service for one connection, counting its requests in `activity`.
+    pub(super) fn for_connection(&self, activity: Arc<Activity>) -> Self {
+        Self {
+            activity: Some(activity),
+            ..self.clone()
+        }
+    }
+}
+
+/// s3s's limits, explicit: XML bodies capped at [`crate::limits::MAX_XML_BODY`]; the
+/// browser-form POST limits at their smallest (the gate refuses POST Object before s3s sees it).
+fn s3s_limits() -> S3Config {
+    let mut config = S3Config::default();
+    config.xml_max_body_size = crate::limits::MAX_XML_BODY;
+    config.post_object_max_file_size = 0;
+    config.form_max_field_size = 8 << 10;
+    config.form_max_fields_size = 64 << 10;
+    config.form_max_parts = 32;
+    config
+}
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Front {
+    type Response = s3s::HttpResponse;
+    type Error = s3s::HttpError;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let in_flight = self.activity.as_ref().map(|a| a.start());
+        let head = req.method() == http::Method::HEAD;
+        let method = req.method().clone();
+        let headers = req.headers();
+        let h1 = req.version() <= http::Version::HTTP_11;
+        if let Some(refusal) = gate::check(req.method(), req.uri(), headers) {
+            self.refusals.note(&method, refusal.status, refusal.code);
+            // The body is never read: an HTTP/1.1 connection cannot be reused after it.
+            let resp = refusal_response(&refusal, head, h1 && !req.body().is_end_stream());
+            return Box::pin(async move { Ok(with_guard(resp, in_flight)) });
+        }
+        let close = h1
+            && headers.contains_key(http::header::EXPECT)
+            && headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() == b"0");
+        let timeout = self.body_timeout;
+        let req = req.map(|body| s3s::Body::http_body(ProgressBody::new(body, timeout)));
+        let s3 = self.s3.clone();
+        let refusals = Arc::clone(&self.refusals);
+        Box::pin(async move {
+            let mut resp = match s3.call(req).await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::warn!(%method, "request failed outside the S3 error path");
+                    return Err(e);
+                }
+            };
+            let status = resp.status();
+            if status.is_server_error() {
+                tracing::warn!(%method, %status, "request failed");
+            } else if status == http::StatusCode::FORBIDDEN || status == http::StatusCode::BAD_REQUEST {
+                refusals.note(&method, status, "");
+            } else {
+                tracing::debug!(%method, %status, "request served");
+            }
+            if head {
+                *resp.body_mut() = s3s::Body::empty();
+            }
+            if close {
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            Ok(with_guard(resp, in_flight))
+        })
+    }
+}
+
+/// The S3 error XML for a refusal (no body for HEAD).
+fn refusal_response(refusal: &Refusal, head: bool, close: bool) -> s3s::HttpResponse {
+    let body = if head {
+        s3s::Body::empty()
+    } else {
+        s3s::Body::from(format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message></Error>",
+            refusal.code, refusal.message
+        ))
+    };
+    let mut resp = http::Response::new(body);
+    *resp.status_mut() = refusal.status;
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    if close {
+        h.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// Keeps the request counted in flight until its response body is finished or dropped.
+fn with_guard(resp: s3s::HttpResponse, guard: Option<InFlight>) -> s3s::HttpResponse {
+    match guard {
+        None => resp,
+        Some(guard) => resp.map(|body| {
+            s3s::Body::http_body(Guarded {
+                inner: body,
+                _guard: guard,
+            })
+        }),
+    }
+}
+
+/// A response body that holds its request's [`InFlight`] guard.
+struct Guarded {
+    inner: s3s::Body,
+    _guard: InFlight,
+}
+
+impl http_body::Body for Guarded {
+    type Data = Bytes;
+    type Error = s3s::StdError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Why a request body was abandoned.
+#[derive(Debug, thiserror::Error)]
+#[error("request body made no progress for {0:?}")]
+pub(super) struct BodyStalled(Duration);
+
+/// A request body that fails when no frame arrives for `timeout`: a client that stops sending
+/// mid-body is dropped, and the upload it was feeding fails (nothing is stored).
+struct ProgressBody {
+    inner: hyper::body::Incoming,
+    timeout: Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ProgressBody {
+    fn new(inner: hyper::body::Incoming, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            deadline: None,
+        }
+    }
+}
+
+impl http_body::Body for ProgressBody {
+    type Data = Bytes;
+    type Error = s3s::StdError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                self.deadline = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let deadline = self
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyStalled(timeout))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Refused or unauthenticated requests: each at debug, a count at info at most every
+/// [`REFUSAL_REPORT_EVERY`] — never an ERROR line per request a stranger sends.
+#[derive(Default)]
+struct RefusalLog {
+    count: AtomicU64,
+    last_report_ms: AtomicU64,
+    started: std::sync::OnceLock<Instant>,
+}
+
+impl RefusalLog {
+    fn note(&self, method: &http::Method, status: http::StatusCode, code: &str) {
+        tracing::debug!(%method, %status, code, "request refused");
+        let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = self.started.get_or_init(Instant::now).elapsed().as_millis() as u64;
+        let last = self.last_report_ms.load(Ordering::Relaxed);
+        let every = REFUSAL_REPORT_EVERY.as_millis() as u64;
+        if (last == 0 || now.saturating_sub(last) >= every)
+            && self
+                .last_report_ms
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.count.fetch_sub(count, Ordering::Relaxed);
+            tracing::info!(
+                refused = count,
+                "requests refused (bad or missing signature, or refused at the edge) since the last report"
+            );
+        }
+    }
+}
