@@ -75,10 +75,16 @@ pub async fn decrypt_file(
     out: &mut (dyn Write + Send),
 ) -> Result<ObjectRecord, DecryptError> {
     let fs_object = crate::backend::fs::read_object_file(stored).await?;
+    let file_len = tokio::fs::metadata(stored).await?.len();
     let (offset, len, own_meta) = match fs_object {
         Some(obj) => (obj.body_offset, obj.size, Some(obj.metadata)),
-        None => (0, tokio::fs::metadata(stored).await?.len(), None),
+        None => (0, file_len, None),
     };
+    // An object file's header claims its length: it must fit the file before any arithmetic
+    // or read relies on it.
+    if offset.checked_add(len).is_none_or(|end| end > file_len) {
+        return Err(CryptoError::Format("object file shorter than its header says").into());
+    }
     let metadata = metadata
         .or(own_meta.as_ref())
         .ok_or_else(|| DecryptError::Metadata("a raw object file needs its metadata (--metadata)".into()))?;

@@ -4,6 +4,8 @@
 //! [`CAPS`]): s3s logs whole requests (with `Authorization` and `x-amz-meta-*`) at debug and the
 //! signature it computed on a mismatch; h2 and the AWS SDK log headers at trace.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tracing::Level;
 use tracing_subscriber::filter::{EnvFilter, FilterExt, FilterFn};
 use tracing_subscriber::layer::SubscriberExt;
@@ -45,6 +47,34 @@ pub fn allowed(target: &str, level: &Level) -> bool {
     true
 }
 
+/// Panics seen since the process started (in any task: a connection's, a request's).
+static PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// How many panics this process has seen; each was logged at error level.
+pub fn panics() -> u64 {
+    PANICS.load(Ordering::Relaxed)
+}
+
+/// Makes every panic one counted ERROR log line, then runs the previous hook. tokio contains a
+/// panic to its task (one connection or request fails, the proxy keeps serving), so without this
+/// a bug would show only as a dropped connection. The line names where the panic happened, and
+/// its message only when that is a fixed string of ours: a formatted message could carry a
+/// fragment of a key name or of data.
+pub fn install_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let count = PANICS.fetch_add(1, Ordering::Relaxed) + 1;
+        let message = info
+            .payload()
+            .downcast_ref::<&'static str>()
+            .copied()
+            .unwrap_or("(withheld)");
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+        tracing::error!(location = location.as_deref().unwrap_or("?"), message, count, "panic");
+        previous(info);
+    }));
+}
+
 /// Installs the subscriber: text on stderr, `RUST_LOG` capped by [`CAPS`].
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_FILTER.into());
@@ -59,6 +89,17 @@ pub fn init() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panic_in_a_task_is_counted_and_the_runtime_goes_on() {
+        install_panic_hook();
+        let before = panics();
+        let task = tokio::spawn(async { panic!("a fixed message") });
+        assert!(task.await.is_err(), "the task failed");
+        assert!(panics() > before, "the panic was counted");
+        // The runtime still serves other tasks.
+        assert_eq!(tokio::spawn(async { 7 }).await.expect("runs"), 7);
+    }
 
     #[test]
     fn capped_targets_stay_capped() {

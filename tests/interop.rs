@@ -850,7 +850,8 @@ struct AwsCli<'a> {
 }
 
 impl<'a> AwsCli<'a> {
-    /// Writes the CLI's config: path-style, the default multipart settings, and no retries (a
+    /// Writes the CLI's config: path-style, SigV4 everywhere (AWS CLI v1 presigns with SigV2
+    /// by default, which the proxy refuses), the default multipart settings, and no retries (a
     /// retried 5xx would hide a proxy failure).
     fn new(program: Program, proxy: &'a Proxy) -> Self {
         let config = proxy.work.join("aws-config");
@@ -859,7 +860,7 @@ impl<'a> AwsCli<'a> {
             &config,
             format!(
                 "[default]\nregion = {REGION}\noutput = json\nmax_attempts = 1\n\
-                 s3 =\n    addressing_style = path\n"
+                 s3 =\n    addressing_style = path\n    signature_version = s3v4\n"
             ),
         )
         .expect("write AWS config");

@@ -15,7 +15,8 @@ use crate::server::tls::{DevCertFiles, generate_dev_certs};
 pub(super) const EMBEDDED_DATA: &str = "data";
 /// An AWS CLI configuration for the embedded default: path-style addressing.
 const AWS_CLI_CONFIG: &str = "aws-cli.conf";
-const AWS_CLI_CONFIG_TEXT: &str = "[default]\nregion = us-east-1\ns3 =\n  addressing_style = path\n";
+const AWS_CLI_CONFIG_TEXT: &str =
+    "[default]\nregion = us-east-1\ns3 =\n  addressing_style = path\n  signature_version = s3v4\n";
 /// The generated client credentials: access key line, secret key line (0600).
 const CREDENTIALS: &str = "client-credentials";
 

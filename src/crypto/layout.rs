@@ -10,6 +10,11 @@ pub const RESERVED_PREFIX: &str = ".escrow-mpu/";
 /// Where the markers of uploads in progress live: `<this><upload id>`.
 pub const UPLOAD_MARKERS: &str = ".escrow-mpu/u/";
 
+/// An empty object an S3 store writes and lists once per bucket, to learn how the store really
+/// writes keys in listings that ask for `encoding-type=url` (some claim to encode and do not).
+/// Its name holds what encodings tell apart: an escape-like `%41`, a `+` and a space.
+pub const LIST_ENCODING_PROBE: &str = ".escrow-mpu/probe/list-encoding %41+x";
+
 /// Upload ids: this many random bytes, as lowercase hex.
 pub const UPLOAD_ID_BYTES: usize = 16;
 
@@ -66,7 +71,11 @@ mod tests {
         assert!(valid_upload_id(id));
         assert_eq!(upload_marker_key(id), format!(".escrow-mpu/u/{id}"));
         assert_eq!(upload_part_key(id, 7), format!(".escrow-mpu/p/{id}/00007"));
-        for key in [upload_marker_key(id), upload_part_key(id, 10_000)] {
+        for key in [
+            upload_marker_key(id),
+            upload_part_key(id, 10_000),
+            LIST_ENCODING_PROBE.into(),
+        ] {
             assert!(is_reserved(&key));
         }
         // Must-fail twins: ids of the wrong length or alphabet; keys that merely look alike.

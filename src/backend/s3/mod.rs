@@ -17,6 +17,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
@@ -81,6 +82,8 @@ pub struct S3Store {
     name: String,
     region: String,
     client: Client,
+    /// How the store writes keys in listings, per bucket (learned once, [`encoding`]).
+    encodings: Arc<std::sync::Mutex<HashMap<String, ListEncoding>>>,
 }
 
 impl fmt::Debug for S3Store {
@@ -101,10 +104,12 @@ enum Missing {
 }
 
 mod compose;
+mod encoding;
 
 #[cfg(test)]
 use self::compose::PartPlan;
 use self::compose::plan_parts;
+use self::encoding::ListEncoding;
 
 // === impl S3Store ===
 
@@ -164,6 +169,7 @@ impl S3Store {
             name,
             region: cfg.region.clone(),
             client: Client::from_conf(builder.build()),
+            encodings: Default::default(),
         })
     }
 
@@ -434,11 +440,12 @@ impl ObjectStore for S3Store {
 
     async fn list_objects(&self, bucket: &str, query: &ListQuery) -> BackendResult<ListPage> {
         let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+        let encoding = self.list_encoding(bucket).await?;
         let out = self
             .client
             .list_objects_v2()
             .bucket(bucket)
-            .encoding_type(EncodingType::Url)
+            .set_encoding_type((encoding == ListEncoding::Url).then_some(EncodingType::Url))
             .max_keys(query.max_keys.clamp(0, crate::limits::MAX_KEYS))
             .set_prefix(non_empty(&query.prefix))
             .set_delimiter(non_empty(&query.delimiter))
@@ -447,19 +454,13 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| self.error("ListObjectsV2", Missing::Bucket, e))?;
-        // Like botocore: decode only when the store says it encoded.
-        let encoded = out.encoding_type() == Some(&EncodingType::Url);
-        let decode = |s: &str| {
-            if encoded {
-                url_decode(s).ok_or_else(|| self.protocol_error("ListObjectsV2: bad URL encoding in a key"))
-            } else {
-                Ok(s.to_owned())
-            }
-        };
         let mut page = ListPage::default();
         for o in out.contents() {
+            let Some(key) = self.listed_key(encoding, o.key().unwrap_or_default()) else {
+                continue;
+            };
             page.objects.push(ListEntry {
-                key: decode(o.key().unwrap_or_default())?,
+                key,
                 size: o.size().and_then(|n| u64::try_from(n).ok()).unwrap_or_default(),
                 etag: strip_quotes(o.e_tag().unwrap_or_default()),
                 last_modified: o.last_modified().and_then(system_time),
@@ -467,7 +468,9 @@ impl ObjectStore for S3Store {
             });
         }
         for p in out.common_prefixes() {
-            page.common_prefixes.push(decode(p.prefix().unwrap_or_default())?);
+            if let Some(prefix) = self.listed_key(encoding, p.prefix().unwrap_or_default()) {
+                page.common_prefixes.push(prefix);
+            }
         }
         page.is_truncated = out.is_truncated().unwrap_or(false);
         page.next_continuation_token = out.next_continuation_token().map(str::to_owned);

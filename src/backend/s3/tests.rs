@@ -111,11 +111,14 @@ impl S3 for AwsLike {
         &self,
         req: S3Request<s3dto::ListObjectsV2Input>,
     ) -> S3Result<S3Response<s3dto::ListObjectsV2Output>> {
+        // Buckets named `raw-…` answer like s3s-fs itself: `EncodingType url` echoed, keys not
+        // encoded.
         let url = req
             .input
             .encoding_type
             .as_ref()
-            .is_some_and(|e| e.as_str() == s3dto::EncodingType::URL);
+            .is_some_and(|e| e.as_str() == s3dto::EncodingType::URL)
+            && !req.input.bucket.starts_with("raw-");
         let mut resp = self.0.list_objects_v2(req).await?;
         if url {
             let out = &mut resp.output;
@@ -424,6 +427,46 @@ async fn listing() {
         s.list_objects("nope", &q(10)).await,
         Err(BackendError::NoSuchBucket)
     ));
+}
+
+/// Keys that a lenient or a strict URL decoder would get wrong come back exact, from a store
+/// that encodes listings (AWS) and from one that says it does and does not (s3s-fs).
+#[tokio::test]
+async fn listing_keys_whatever_the_store_claims_about_encoding() {
+    let (s, _dir) = server().await;
+    let keys = strs(&["b%ar", "pct%41x", "plus+sign", "sp ace", "tab\tkey", "é/ü"]);
+    for bucket in ["enc-bkt", "raw-bkt"] {
+        s.create_bucket(bucket).await.unwrap();
+        for key in &keys {
+            let data = Bytes::copy_from_slice(key.as_bytes());
+            let len = data.len() as u64;
+            let stream: ByteStream = Box::pin(futures::stream::iter([Ok(data)]));
+            let sent = s.put_object(bucket, key, stream, len, Metadata::new()).await;
+            sent.unwrap_or_else(|e| panic!("{bucket}: put {key:?}: {e}"));
+        }
+        let q = ListQuery {
+            max_keys: 1000,
+            ..ListQuery::default()
+        };
+        let page = s
+            .list_objects(bucket, &q)
+            .await
+            .unwrap_or_else(|e| panic!("{bucket}: {e}"));
+        let mut listed: Vec<String> = page.objects.into_iter().map(|o| o.key).collect();
+        listed.sort();
+        let mut want = keys.clone();
+        want.sort();
+        assert_eq!(listed, want, "{bucket}: keys exact, and the probe is gone");
+        let d = ListQuery {
+            delimiter: Some("/".into()),
+            ..q
+        };
+        let page = s.list_objects(bucket, &d).await.unwrap();
+        assert_eq!(page.common_prefixes, strs(&["é/"]), "{bucket}");
+    }
+    let learned = s.encodings.lock().unwrap().clone();
+    assert_eq!(learned.get("enc-bkt"), Some(&ListEncoding::Url));
+    assert_eq!(learned.get("raw-bkt"), Some(&ListEncoding::Raw));
 }
 
 #[tokio::test]
