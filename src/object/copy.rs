@@ -10,13 +10,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use super::etags::Known;
 use super::open::{Opened, Shape};
-use super::write::NewStream;
 use super::{Expectations, ObjectError, Objects, refuse_reserved, sealed};
 use crate::backend::{Metadata, Source};
 use crate::crypto::envelope::{ObjectRecord, seal_record};
-use crate::crypto::format::{SINGLE_PART, meta};
+use crate::crypto::format::meta;
 use crate::crypto::manifest::Manifest;
-use crate::secret::Key256;
 
 /// A finished copy.
 #[derive(Debug, Clone)]
@@ -86,19 +84,8 @@ impl Objects {
         record: &ObjectRecord,
     ) -> Result<String, ObjectError> {
         let plain = self.read(src.bucket, src.key, src.opened, None).await?;
-        let dek = Key256::random();
-        let sealed = sealed::seal(&self.keyring, bucket, key, &dek, record);
-        let new = NewStream {
-            bucket,
-            key,
-            dek: &dek,
-            part: SINGLE_PART,
-            header: sealed.header,
-            extension: sealed.extension,
-            metadata: sealed.metadata,
-        };
         let (store_etag, _) = self
-            .write_stream(new, plain, src.opened.size(), Expectations::default())
+            .write_single(bucket, key, record, plain, src.opened.size(), Expectations::default())
             .await?;
         Ok(store_etag)
     }

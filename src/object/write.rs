@@ -57,9 +57,35 @@ impl Objects {
         refuse_reserved(key)?;
         record.size = plain_len;
         record.stamp(SystemTime::now());
+        let (store_etag, digests) = self.write_single(bucket, key, &record, body, plain_len, expect).await?;
+        let known = Known {
+            etag: hex::encode(digests.md5),
+            size: plain_len,
+            modified: record.written(),
+        };
+        self.etags.insert(bucket, key, &store_etag, known);
+        Ok(digests)
+    }
+
+    /// Stores a single-part object under a fresh data key: the envelope sealed for `record`, the
+    /// body (exactly `plain_len` bytes, checked against `expect`) encrypted into the store.
+    /// Returns the store's ETag and the plaintext digests.
+    pub(super) async fn write_single<S, E>(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+        body: S,
+        plain_len: u64,
+        expect: Expectations,
+    ) -> Result<(String, Digests), ObjectError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
         let dek = Key256::random();
-        let sealed = sealed::seal(&self.keyring, bucket, key, &dek, &record);
-        let stream = NewStream {
+        let sealed = sealed::seal(&self.keyring, bucket, key, &dek, record);
+        let new = NewStream {
             bucket,
             key,
             dek: &dek,
@@ -68,14 +94,7 @@ impl Objects {
             extension: sealed.extension,
             metadata: sealed.metadata,
         };
-        let (store_etag, digests) = self.write_stream(stream, body, plain_len, expect).await?;
-        let known = Known {
-            etag: hex::encode(digests.md5),
-            size: plain_len,
-            modified: record.written(),
-        };
-        self.etags.insert(bucket, key, &store_etag, known);
-        Ok(digests)
+        self.write_stream(new, body, plain_len, expect).await
     }
 
     /// Encrypts `body` (exactly `plain_len` bytes, checked against `expect`) into the stream
