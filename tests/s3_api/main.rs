@@ -41,6 +41,7 @@ mod chunked;
 mod conditionals;
 mod copy;
 mod info;
+mod keys;
 mod listing;
 mod metadata;
 mod multipart;
