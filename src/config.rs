@@ -21,6 +21,8 @@ pub const ENV_PREFIX: &str = "ESCROW_";
 const BOOL_KEYS: &[&str] = &["path_style"];
 /// Separator of path segments in environment variable names.
 const ENV_SEPARATOR: &str = "__";
+/// Largest array index an environment variable may name (`ESCROW_CLIENTS__<i>__…`).
+const MAX_ENV_INDEX: usize = 999;
 
 /// Validated configuration.
 #[derive(Debug, Clone)]
@@ -257,7 +259,10 @@ impl Config {
         let server = ServerConfig {
             listen,
             tls,
-            region: raw.server.region.unwrap_or_else(|| crate::limits::DEFAULT_REGION.into()),
+            region: raw
+                .server
+                .region
+                .unwrap_or_else(|| crate::limits::DEFAULT_REGION.into()),
         };
 
         let mut clients = Vec::new();
@@ -450,6 +455,10 @@ fn set_path(table: &mut toml::Table, segments: &[String], value: toml::Value) ->
     }
     let entry = table.entry(first.clone());
     if let Ok(index) = rest[0].parse::<usize>() {
+        // The array grows to `index + 1` entries: bound it before allocating.
+        if index > MAX_ENV_INDEX {
+            return Err(format!("array index {index} is above {MAX_ENV_INDEX}"));
+        }
         let array = entry.or_insert_with(|| toml::Value::Array(Vec::new()));
         let toml::Value::Array(items) = array else {
             return Err(format!("{first} is not an array"));
