@@ -15,6 +15,9 @@
 #[path = "common/mod.rs"]
 mod common;
 
+#[path = "fuzz/chunked.rs"]
+mod chunked;
+
 #[path = "fuzz/config.rs"]
 mod config;
 #[path = "fuzz/envelope.rs"]
