@@ -6,6 +6,7 @@
 //! - `FUZZ_HTTP_CASES` sets the case count of the HTTP target (each case is a round trip).
 //! - `FUZZ_SECONDS` bounds each target's wall time: cases are run in batches, and no new batch
 //!   starts once the budget is spent. The summary says how many cases ran.
+//! - `FUZZ_SEED` fixes the first batch's seed: a failure prints the seed that reproduces it.
 //!
 //! Each target prints `fuzz-summary: <target>: <n> cases, ok` on stderr (shown by
 //! `cargo test -- --nocapture`; `scripts/fuzz.sh` collects these lines). A failure panics with
@@ -15,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use proptest::strategy::Strategy;
-use proptest::test_runner::{Config, TestCaseResult, TestRunner};
+use proptest::test_runner::{Config, RngSeed, TestCaseResult, TestRunner};
 
 /// Cases per batch when a time budget is set.
 const BATCH: u32 = 256;
@@ -34,6 +35,7 @@ pub fn run<S: Strategy>(name: &str, cases: u32, strategy: S, test: impl Fn(S::Va
         .map(Duration::from_secs);
     let started = Instant::now();
     let mut done = 0u32;
+    let mut seed: Option<u64> = std::env::var("FUZZ_SEED").ok().and_then(|v| v.parse().ok());
     while done < cases {
         if budget.is_some_and(|b| started.elapsed() >= b) {
             break;
@@ -43,8 +45,10 @@ pub fn run<S: Strategy>(name: &str, cases: u32, strategy: S, test: impl Fn(S::Va
         } else {
             cases - done
         };
+        let batch_seed = seed.take().unwrap_or_else(rand::random);
         let config = Config {
             cases: batch,
+            rng_seed: RngSeed::Fixed(batch_seed),
             failure_persistence: None,
             // Shrinking an HTTP case can take long; bound it.
             max_shrink_time: 60_000,
@@ -52,7 +56,10 @@ pub fn run<S: Strategy>(name: &str, cases: u32, strategy: S, test: impl Fn(S::Va
         };
         let mut runner = TestRunner::new(config);
         if let Err(e) = runner.run(&strategy, &test) {
-            panic!("fuzz target {name} failed after {done}+ cases: {e}");
+            panic!(
+                "fuzz target {name} failed after {done}+ cases \
+                 (reproduce: FUZZ_SEED={batch_seed} PROPTEST_CASES/FUZZ_HTTP_CASES={batch}): {e}"
+            );
         }
         done += batch;
     }
