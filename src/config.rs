@@ -23,6 +23,8 @@ pub const ENV_PREFIX: &str = "ESCROW_";
 const BOOL_KEYS: &[&str] = &["path_style", "allow_plaintext_non_loopback"];
 /// Separator of path segments in environment variable names.
 const ENV_SEPARATOR: &str = "__";
+/// Largest array index an environment variable may name (`ESCROW_CLIENTS__<i>__…`).
+const MAX_ENV_INDEX: usize = 999;
 
 /// Validated configuration.
 #[derive(Debug, Clone)]
@@ -553,6 +555,10 @@ fn set_path(table: &mut toml::Table, segments: &[String], value: toml::Value) ->
     }
     let entry = table.entry(first.clone());
     if let Ok(index) = rest[0].parse::<usize>() {
+        // The array grows to `index + 1` entries: bound it before allocating.
+        if index > MAX_ENV_INDEX {
+            return Err(format!("array index {index} is above {MAX_ENV_INDEX}"));
+        }
         let array = entry.or_insert_with(|| toml::Value::Array(Vec::new()));
         let toml::Value::Array(items) = array else {
             return Err(format!("{first} is not an array"));

@@ -176,7 +176,12 @@ impl Manifest {
         let mut buf = sealed[NONCE_LEN..].to_vec();
         let plain = AeadKey::new(&manifest_key(dek)).open(nonce, &bound(label::MANIFEST_AAD, binding), &mut buf)?;
         let manifest = Self::decode(plain)?;
-        if manifest.parts_stored_len() + tail.len() as u64 != stored_len {
+        // Checked: the parts' stored lengths are bounded one by one (`decode`), not their sum.
+        let parts_len = manifest
+            .parts
+            .iter()
+            .try_fold(0u64, |sum, p| sum.checked_add(p.stored_len()));
+        if parts_len.and_then(|l| l.checked_add(tail.len() as u64)) != Some(stored_len) {
             return Err(CryptoError::Decrypt);
         }
         Ok(manifest)
@@ -202,7 +207,10 @@ impl Manifest {
             md5.copy_from_slice(r.take(16)?);
             let header = StreamHeader::decode(r.take(HEADER_LEN)?)?;
             let ascending = parts.last().is_none_or(|p| p.number < number);
-            if !ascending || !(1..=MAX_PART_NUMBER).contains(&number) || header.extension_len() != 0 {
+            // A part the format cannot hold (more segments than the nonce counts) would also
+            // overflow the stored-length arithmetic.
+            let fits = header.layout().fits(plain_len);
+            if !ascending || !fits || !(1..=MAX_PART_NUMBER).contains(&number) || header.extension_len() != 0 {
                 return Err(bad);
             }
             parts.push(PartEntry {
