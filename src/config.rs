@@ -20,7 +20,7 @@ use crate::secret::SecretString;
 /// Prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "ESCROW_";
 /// Settings whose environment values are booleans; every other value is a string.
-const BOOL_KEYS: &[&str] = &["path_style", "allow_plaintext_non_loopback"];
+const BOOL_KEYS: &[&str] = &["path_style", "allow_plaintext_non_loopback", "refuse_sse_kms"];
 /// Separator of path segments in environment variable names.
 const ENV_SEPARATOR: &str = "__";
 /// Largest array index an environment variable may name (`ESCROW_CLIENTS__<i>__…`).
@@ -55,6 +55,11 @@ pub struct ServerConfig {
     /// Serve plain HTTP on a non-loopback address. Default: false: without TLS the proxy only
     /// listens on loopback (a sidecar's pod or host), since requests carry plaintext.
     pub allow_plaintext_non_loopback: bool,
+    /// Refuse requests that ask for SSE-KMS (`x-amz-server-side-encryption: aws:kms`) with
+    /// `NotImplemented`, for users who want to be told that their KMS key is not what protects
+    /// the object. Default: false: such requests are accepted, and every object is encrypted by
+    /// the proxy under its own keyring, as the answers say (`AES256`).
+    pub refuse_sse_kms: bool,
 }
 
 impl ServerConfig {
@@ -184,6 +189,7 @@ struct RawServer {
     max_connections: Option<toml::Value>,
     h2_max_streams: Option<toml::Value>,
     allow_plaintext_non_loopback: Option<bool>,
+    refuse_sse_kms: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,6 +269,7 @@ impl Config {
                 region: crate::limits::DEFAULT_REGION.into(),
                 limits: ConnectionLimits::default(),
                 allow_plaintext_non_loopback: false,
+                refuse_sse_kms: false,
             },
             clients: vec![client],
             primary: StoreConfig::Fs {
@@ -313,6 +320,7 @@ impl Config {
                 .unwrap_or_else(|| crate::limits::DEFAULT_REGION.into()),
             limits,
             allow_plaintext_non_loopback: raw.server.allow_plaintext_non_loopback.unwrap_or(false),
+            refuse_sse_kms: raw.server.refuse_sse_kms.unwrap_or(false),
         };
         if let Err(e) = server.check() {
             problems.extend(e.0);

@@ -24,12 +24,19 @@ use crate::object::Objects;
 pub struct Proxy {
     objects: Objects,
     region: String,
+    /// `[server] refuse_sse_kms`.
+    refuse_sse_kms: bool,
 }
 
 impl Proxy {
-    /// A proxy over `objects`, answering as `region` (`[server] region`).
-    pub fn new(objects: Objects, region: String) -> Self {
-        Self { objects, region }
+    /// A proxy over `objects`, answering as `region` (`[server] region`); requests for SSE-KMS
+    /// are refused when `refuse_sse_kms`, else accepted (the proxy encrypts every object).
+    pub fn new(objects: Objects, region: String, refuse_sse_kms: bool) -> Self {
+        Self {
+            objects,
+            region,
+            refuse_sse_kms,
+        }
     }
 }
 

@@ -45,7 +45,7 @@ impl Proxy {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
-        refuse_unsafe(unsafe_asks!(input))?;
+        refuse_unsafe(unsafe_asks!(input), self.refuse_sse_kms)?;
         check_user_metadata(input.metadata.as_ref())?;
         let record = record_of!(input);
         let id = self

@@ -110,7 +110,7 @@ impl Proxy {
         }
         let expect = expectations(&req.headers, &req.trailing_headers, client_digests!(req.input))?;
         let input = req.input;
-        refuse_unsafe(unsafe_asks!(input))?;
+        refuse_unsafe(unsafe_asks!(input), self.refuse_sse_kms)?;
         check_user_metadata(input.metadata.as_ref())?;
         if input.if_match.is_some() || input.if_none_match.is_some() {
             return Err(s3_error!(
@@ -184,7 +184,7 @@ impl Proxy {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let input = req.input;
-        refuse_unsafe(unsafe_asks!(input))?;
+        refuse_unsafe(unsafe_asks!(input), self.refuse_sse_kms)?;
         refuse_sse_c(input.copy_source_sse_customer_algorithm.is_some())?;
         let (src_bucket, src_key) = copy_source(&input.copy_source)?;
         let replace = input

@@ -207,14 +207,9 @@ macro_rules! unsafe_asks {
 pub(super) use unsafe_asks;
 
 /// Refuses what the proxy cannot honour without leaking or lying.
-pub(super) fn refuse_unsafe(asks: UnsafeAsks<'_>) -> S3Result<()> {
+pub(super) fn refuse_unsafe(asks: UnsafeAsks<'_>, refuse_sse_kms: bool) -> S3Result<()> {
     refuse_sse_c(asks.sse_c)?;
-    if asks.kms || asks.sse.is_some_and(|s| s.as_str() != ServerSideEncryption::AES256) {
-        return Err(s3_error!(
-            NotImplemented,
-            "SSE-KMS is not supported; escrow-proxy encrypts every object itself."
-        ));
-    }
+    check_sse(asks.sse, asks.kms, refuse_sse_kms)?;
     if asks.tagging {
         return Err(s3_error!(
             NotImplemented,
@@ -250,6 +245,39 @@ pub(super) fn check_user_metadata(metadata: Option<&s3s::dto::Metadata>) -> S3Re
         return Err(s3_error!(
             MetadataTooLarge,
             "Your metadata headers exceed the maximum allowed metadata size."
+        ));
+    }
+    Ok(())
+}
+
+/// What a write may ask for with `x-amz-server-side-encryption`: every object is encrypted by
+/// the proxy (AES-256-GCM, keys held at home) whatever the request says, so `AES256` and
+/// `aws:kms` (with or without a key id and context) are both honoured by that, and answered
+/// truthfully as `AES256` — the client's KMS key never touches the object. `refuse_sse_kms` makes
+/// a request for SSE-KMS a `NotImplemented` instead, for users who want to be told. A KMS key id
+/// without `aws:kms`, or an unknown algorithm, is S3's 400.
+fn check_sse(sse: Option<&ServerSideEncryption>, kms_key: bool, refuse_sse_kms: bool) -> S3Result<()> {
+    let kms = match sse.map(ServerSideEncryption::as_str) {
+        None => false,
+        Some(ServerSideEncryption::AES256) => false,
+        Some(ServerSideEncryption::AWS_KMS | ServerSideEncryption::AWS_KMS_DSSE) => true,
+        Some(_) => {
+            return Err(s3_error!(
+                InvalidArgument,
+                "The encryption method specified is not supported"
+            ));
+        }
+    };
+    if kms_key && !kms {
+        return Err(s3_error!(
+            InvalidArgument,
+            "Server Side Encryption with KMS managed key requires HTTP header x-amz-server-side-encryption : aws:kms"
+        ));
+    }
+    if kms && refuse_sse_kms {
+        return Err(s3_error!(
+            NotImplemented,
+            "SSE-KMS is refused by this proxy's configuration; escrow-proxy encrypts every object itself."
         ));
     }
     Ok(())
@@ -429,6 +457,33 @@ mod tests {
         // Multi-byte characters count as their UTF-8 bytes.
         let wide: s3s::dto::Metadata = [("k".to_string(), "é".repeat(1024))].into();
         assert_eq!(code(check_user_metadata(Some(&wide)).unwrap_err()), "MetadataTooLarge");
+    }
+
+    #[test]
+    fn sse_requests_are_honoured_or_refused_as_configured() {
+        let sse = |v: &str| ServerSideEncryption::from(v.to_string());
+        for v in ["AES256", "aws:kms", "aws:kms:dsse"] {
+            assert!(check_sse(Some(&sse(v)), v != "AES256", false).is_ok(), "{v}");
+        }
+        assert!(check_sse(None, false, true).is_ok());
+        assert!(
+            check_sse(Some(&sse("AES256")), false, true).is_ok(),
+            "AES256 is what it is"
+        );
+        assert_eq!(
+            code(check_sse(Some(&sse("aws:kms")), true, true).unwrap_err()),
+            "NotImplemented"
+        );
+        // Must-fail twins: an unknown algorithm; a KMS key id without aws:kms.
+        assert_eq!(
+            code(check_sse(Some(&sse("rot13")), false, false).unwrap_err()),
+            "InvalidArgument"
+        );
+        assert_eq!(
+            code(check_sse(Some(&sse("AES256")), true, false).unwrap_err()),
+            "InvalidArgument"
+        );
+        assert_eq!(code(check_sse(None, true, false).unwrap_err()), "InvalidArgument");
     }
 
     #[test]

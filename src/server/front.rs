@@ -48,7 +48,7 @@ impl Front {
         keyring: Arc<Keyring>,
     ) -> Self {
         let objects = crate::object::Objects::new(store, keyring);
-        let mut builder = S3ServiceBuilder::new(Proxy::new(objects, server.region.clone()));
+        let mut builder = S3ServiceBuilder::new(Proxy::new(objects, server.region.clone(), server.refuse_sse_kms));
         builder.set_auth(ClientAuth::new(clients));
         builder.set_config(Arc::new(StaticConfigProvider::new(Arc::new(s3s_limits()))));
         Self {

@@ -190,6 +190,7 @@ impl Harness {
                 region: REGION.into(),
                 limits: Default::default(),
                 allow_plaintext_non_loopback: false,
+                refuse_sse_kms: false,
             },
             clients: vec![ClientConfig {
                 access_key: ACCESS_KEY.into(),

@@ -12,6 +12,7 @@ per_store!(
     standard_headers_and_user_metadata,
     user_metadata_near_the_limit_fits_the_store,
     user_metadata_over_the_limit_is_refused,
+    sse_kms_requests_are_honoured_truthfully,
 );
 
 async fn standard_headers_and_user_metadata(kind: StoreKind) {
@@ -257,5 +258,90 @@ async fn user_metadata_over_the_limit_is_refused(kind: StoreKind) {
         .send()
         .await
         .expect("2 KB of user metadata is accepted");
+    h.assert_no_plaintext(MARKER);
+}
+
+/// Applications configured for SSE-KMS by policy work through the proxy: PUT, multipart and
+/// copy requests asking for `aws:kms` (with a key id and context) are accepted, and every answer
+/// says truthfully what protects the object — `AES256`, the proxy's own encryption — and never
+/// echoes a KMS key id. The key id is not stored either.
+async fn sse_kms_requests_are_honoured_truthfully(kind: StoreKind) {
+    use aws_sdk_s3::types::ServerSideEncryption as Sse;
+    let h = harness(kind).await;
+    let c = &h.plain_client;
+    let key_id = "arn:aws:kms:us-east-1:111122223333:key/escrow-secret-kms-key-id";
+    let data = data_with_marker(2000);
+    let put = c
+        .put_object()
+        .bucket(BUCKET)
+        .key("kms")
+        .server_side_encryption(Sse::AwsKms)
+        .ssekms_key_id(key_id)
+        .ssekms_encryption_context("eyJhIjoiYiJ9")
+        .body(ByteStream::from(data.clone()))
+        .send()
+        .await
+        .expect("PUT asking for SSE-KMS");
+    assert_eq!(put.server_side_encryption(), Some(&Sse::Aes256));
+    assert_eq!(put.ssekms_key_id(), None);
+    let head = c.head_object().bucket(BUCKET).key("kms").send().await.expect("head");
+    assert_eq!(head.server_side_encryption(), Some(&Sse::Aes256));
+    assert_eq!(head.ssekms_key_id(), None);
+    let got = c.get_object().bucket(BUCKET).key("kms").send().await.expect("get");
+    assert!(got.body.collect().await.expect("body").to_vec() == data);
+    let copy = c
+        .copy_object()
+        .bucket(BUCKET)
+        .key("kms-copy")
+        .copy_source(format!("{BUCKET}/kms"))
+        .server_side_encryption(Sse::AwsKms)
+        .send()
+        .await
+        .expect("copy asking for SSE-KMS");
+    assert_eq!(copy.server_side_encryption(), Some(&Sse::Aes256));
+    let up = c
+        .create_multipart_upload()
+        .bucket(BUCKET)
+        .key("kms-mp")
+        .server_side_encryption(Sse::AwsKms)
+        .ssekms_key_id(key_id)
+        .send()
+        .await
+        .expect("multipart asking for SSE-KMS");
+    assert_eq!(up.server_side_encryption(), Some(&Sse::Aes256));
+    c.abort_multipart_upload()
+        .bucket(BUCKET)
+        .key("kms-mp")
+        .upload_id(up.upload_id().expect("id"))
+        .send()
+        .await
+        .expect("abort");
+    // Must-fail twins: a KMS key id without aws:kms; an algorithm S3 does not know.
+    let bad = c
+        .put_object()
+        .bucket(BUCKET)
+        .key("kms-bad")
+        .server_side_encryption(Sse::Aes256)
+        .ssekms_key_id(key_id)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await;
+    assert_s3_error(bad, 400, "InvalidArgument", "a KMS key id with AES256");
+    let bad = c
+        .put_object()
+        .bucket(BUCKET)
+        .key("kms-bad")
+        .server_side_encryption(Sse::from("rot13"))
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await;
+    assert_s3_error(bad, 400, "InvalidArgument", "an unknown algorithm");
+    assert_s3_error(
+        c.head_object().bucket(BUCKET).key("kms-bad").send().await,
+        404,
+        "",
+        "nothing stored",
+    );
+    h.assert_store_lacks(key_id.as_bytes(), "THE KMS KEY ID");
     h.assert_no_plaintext(MARKER);
 }
