@@ -103,6 +103,7 @@ impl Manifest {
 
     /// The plaintext range of part index `index` within the object, and its stream's stored start.
     pub fn part_range(&self, index: usize) -> (Range<u64>, u64) {
+        // Invariant: callers pass an index they found in `parts` (by `position` or `locate`).
         let (plain, stored, part) = self.offsets().nth(index).expect("part index in range");
         (plain..plain + part.plain_len, stored)
     }

@@ -46,6 +46,7 @@ pub struct StreamHeader {
 impl StreamHeader {
     /// A header with fresh random salt and nonce prefix.
     pub fn random(segment_log2: u8) -> Self {
+        // Invariant: writers pass a format constant (DEFAULT_SEGMENT_LOG2) or a test value.
         assert!(SEGMENT_LOG2_RANGE.contains(&segment_log2), "segment size out of range");
         let mut salt = [0u8; SALT_LEN];
         rand::fill(&mut salt);
@@ -309,6 +310,8 @@ impl Trailer {
         let mut digest = [0u8; MAX_CHECKSUM_LEN];
         match &self.checksum {
             Some((algo, bytes)) => {
+                // Invariant: digests come from `Hasher::finalize` or `decode_digest`, both of the
+                // algorithm's length.
                 assert_eq!(bytes.len(), algo.digest_len(), "digest length matches its algorithm");
                 out.push(algo.id());
                 out.push(bytes.len() as u8);
@@ -405,6 +408,8 @@ impl StreamSealer {
     /// Seals the next segment in place: `buf` holds at most one segment of plaintext and ends up
     /// holding ciphertext ‖ tag. `last` must be set on the final segment only.
     pub fn seal_segment(&mut self, buf: &mut Vec<u8>, last: bool) {
+        // Invariant: `EncryptBody` fills at most one segment, and objects are at most 5 GiB (far
+        // below 2^32 segments of the smallest size).
         assert!(
             buf.len() as u64 <= self.header.layout().segment_size(),
             "at most one segment"
@@ -452,6 +457,7 @@ pub fn seal_all(
     plain: &[u8],
     trailer: &Trailer,
 ) -> Vec<u8> {
+    // Invariant: callers (tests, vector generators) pass the extension the header announces.
     assert_eq!(
         extension.len(),
         header.extension_len(),
