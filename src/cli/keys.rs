@@ -54,7 +54,7 @@ pub fn keys_list(source: &KeySource, env: &BTreeMap<String, String>) -> Result<(
 /// `keys rotate`: a new version, active for new writes; old versions keep decrypting.
 pub fn keys_rotate(source: &KeySource, env: &BTreeMap<String, String>) -> Result<(), CliError> {
     let (mut ring, keyring_path, root) = source.open(env)?;
-    let version = ring.rotate(&now_rfc3339());
+    let version = ring.rotate(&now_rfc3339())?;
     save_keyring(&keyring_path, &ring, &root)?;
     println!("key version {version} is now active; restart running proxies to use it");
     Ok(())

@@ -39,6 +39,9 @@ pub enum CliError {
     /// An object could not be decrypted.
     #[error(transparent)]
     Decrypt(#[from] crate::decrypt::DecryptError),
+    /// The keyring cannot take the change (a damaged keyring with no next version).
+    #[error("keyring: {0}")]
+    Keyring(#[from] crate::crypto::CryptoError),
     /// Output or signals failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -76,14 +76,24 @@ impl Keyring {
             active: 0,
             versions: BTreeMap::new(),
         };
-        ring.rotate(now_rfc3339);
+        // Invariant: an empty keyring's next version is 1.
+        ring.rotate(now_rfc3339).expect("the first version");
         ring
     }
 
     /// Adds a new random KEK and makes it active; the previous active version keeps decrypting.
     /// Returns the new version.
-    pub fn rotate(&mut self, now_rfc3339: &str) -> u32 {
-        let version = self.versions.keys().next_back().copied().unwrap_or(0) + 1;
+    pub fn rotate(&mut self, now_rfc3339: &str) -> Result<u32, CryptoError> {
+        // A keyring whose highest version is u32::MAX (only a damaged or forged file has one)
+        // has no next version: an error, never a wrap to 0.
+        let version = self
+            .versions
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .checked_add(1)
+            .ok_or(CryptoError::Format("the keyring has no next key version"))?;
         if let Some(old) = self.versions.get_mut(&self.active) {
             old.state = KekState::Decrypt;
         }
@@ -97,7 +107,7 @@ impl Keyring {
             },
         );
         self.active = version;
-        version
+        Ok(version)
     }
 
     /// The active version and its key, for wrapping new DEKs.
@@ -216,7 +226,7 @@ mod tests {
         let root = Key256::random();
         let mut ring = Keyring::generate(NOW);
         let v1 = ring.kek(1).expect("v1").expose().to_owned();
-        assert_eq!(ring.rotate(NOW), 2);
+        assert_eq!(ring.rotate(NOW), Ok(2));
         assert_eq!(ring.active().0, 2);
         let sealed = ring.seal(&root);
         assert!(!sealed.contains(&hex::encode(v1)));
@@ -247,5 +257,21 @@ mod tests {
         let ring = Keyring::generate(NOW);
         let hexkey = hex::encode(ring.kek(1).expect("v1").expose());
         assert!(!format!("{ring:?}").contains(&hexkey));
+    }
+
+    #[test]
+    fn a_keyring_at_the_last_version_refuses_to_rotate_instead_of_wrapping() {
+        let mut ring = Keyring::generate(NOW);
+        let key = ring.versions.remove(&1).expect("version 1");
+        ring.versions.insert(
+            u32::MAX,
+            KekVersion {
+                version: u32::MAX,
+                ..key
+            },
+        );
+        ring.active = u32::MAX;
+        assert!(ring.rotate(NOW).is_err());
+        assert_eq!(ring.active().0, u32::MAX, "nothing changed");
     }
 }
