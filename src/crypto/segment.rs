@@ -480,9 +480,10 @@ pub fn seal_all(
 
 /// Opens a whole stored stream held in memory; checks every segment, the trailer, and that the
 /// trailer's length and header match the stream's. The extension, if any, is not interpreted.
-/// (Reads in the proxy stream instead: `body::DecryptBody`.)
-#[cfg(test)]
-pub(crate) fn open_all(dek: &Key256, part: u32, stored: &[u8]) -> Result<(Vec<u8>, Trailer), CryptoError> {
+/// For tests, test vectors and fuzzing; reads in the proxy stream instead
+/// (`object::body::DecryptBody`). Allocates at most the plaintext length the input's own length
+/// implies.
+pub fn open_all(dek: &Key256, part: u32, stored: &[u8]) -> Result<(Vec<u8>, Trailer), CryptoError> {
     let header = StreamHeader::decode(stored)?;
     let layout = header.layout();
     let plain_len = layout

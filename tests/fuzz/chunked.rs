@@ -19,13 +19,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use proptest::prelude::*;
-use ring::hmac;
 use s3s::crypto::Checksum as _;
-use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
-use time::macros::format_description;
 
-use crate::common::{ACCESS_KEY, GetOutcome, Harness, REGION, SECRET_KEY, StoreKind, try_get};
+use crate::common::{ACCESS_KEY, GetOutcome, Harness, Signer, StoreKind, sha256_hex, try_get};
 
 use super::support::{cases_from, run};
 
@@ -210,45 +207,6 @@ fn may_be_accepted(case: &Case, ends: Ends) -> bool {
         Mutation::Append(_) => true,
         _ => false,
     }
-}
-
-/// SigV4 for one request time (as in `tests/s3_api/chunked.rs`).
-struct Signer {
-    timestamp: String,
-    scope: String,
-    key: hmac::Key,
-}
-
-impl Signer {
-    fn new(now: OffsetDateTime) -> Self {
-        let timestamp = now
-            .format(format_description!("[year][month][day]T[hour][minute][second]Z"))
-            .expect("format x-amz-date");
-        let date = &timestamp[..8];
-        let mut key = hmac_sha256(format!("AWS4{SECRET_KEY}").as_bytes(), date.as_bytes());
-        for part in [REGION, "s3", "aws4_request"] {
-            key = hmac_sha256(&key, part.as_bytes());
-        }
-        Self {
-            scope: format!("{date}/{REGION}/s3/aws4_request"),
-            timestamp,
-            key: hmac::Key::new(hmac::HMAC_SHA256, &key),
-        }
-    }
-
-    fn sign(&self, string_to_sign: &str) -> String {
-        hex::encode(hmac::sign(&self.key, string_to_sign.as_bytes()).as_ref())
-    }
-}
-
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), msg)
-        .as_ref()
-        .to_vec()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 fn crc32(data: &[u8]) -> String {

@@ -4,10 +4,10 @@
 
 use proptest::prelude::*;
 
-use escrow_proxy::crypto::CryptoError;
 use escrow_proxy::crypto::format::{ChecksumAlgorithm, HEADER_LEN, SEGMENT_LOG2_RANGE, TAG_LEN, TRAILER_LEN};
 use escrow_proxy::crypto::segment::{
-    Layout, StreamHeader, StreamOpener, Trailer, build_extension, open_trailer, parse_extension, seal_all, seal_trailer,
+    Layout, StreamHeader, StreamOpener, Trailer, build_extension, open_all, open_trailer, parse_extension, seal_all,
+    seal_trailer,
 };
 use escrow_proxy::secret::Key256;
 
@@ -63,31 +63,6 @@ fn trailer() -> impl Strategy<Value = Trailer> {
         checksum,
         header,
     })
-}
-
-/// Opens a whole stored stream with the crate's public parts, the way a reader does: header,
-/// length check, trailer, every segment. (The crate's own `open_all` is test-only.)
-fn open_all(dek: &Key256, part: u32, stored: &[u8]) -> Result<(Vec<u8>, Trailer), CryptoError> {
-    let header = StreamHeader::decode(stored)?;
-    let layout = header.layout();
-    let plain_len = layout
-        .plain_len(stored.len() as u64)
-        .ok_or(CryptoError::Format("impossible stored length"))?;
-    let trailer = open_trailer(dek, part, &stored[stored.len() - TRAILER_LEN..])?;
-    if trailer.plain_len != plain_len || trailer.header != header {
-        return Err(CryptoError::Decrypt);
-    }
-    let opener = StreamOpener::new(dek, part, header);
-    let n = layout.segment_count(plain_len);
-    let mut out = Vec::new();
-    let mut pos = HEADER_LEN + header.extension_len();
-    for i in 0..n {
-        let len = layout.stored_segment_len(plain_len, i) as usize;
-        let mut buf = stored[pos..pos + len].to_vec();
-        out.extend_from_slice(opener.open_segment(i, i + 1 == n, &mut buf)?);
-        pos += len;
-    }
-    Ok((out, trailer))
 }
 
 #[test]

@@ -10,14 +10,11 @@
 //! nothing: the previous version of the key still reads back unchanged.
 
 use aws_sdk_s3::types::ChecksumMode;
-use ring::hmac;
-use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
-use time::macros::format_description;
 
 use crate::checksums::crc32;
 use crate::common::{
-    ACCESS_KEY, Harness, MARKER, REGION, SECRET_KEY, StoreKind, assert_s3_error, data_with_marker, etag_of,
+    ACCESS_KEY, Harness, MARKER, Signer, StoreKind, assert_s3_error, data_with_marker, etag_of, sha256_hex,
 };
 use crate::{BUCKET, harness};
 
@@ -249,48 +246,6 @@ impl<'a> ChunkedPut<'a> {
         }
         out
     }
-}
-
-/// SigV4 signing for one request time: the timestamp, the credential scope and the signing key.
-struct Signer {
-    /// `YYYYMMDDTHHMMSSZ`.
-    timestamp: String,
-    /// `YYYYMMDD/region/s3/aws4_request`.
-    scope: String,
-    key: hmac::Key,
-}
-
-impl Signer {
-    fn new(now: OffsetDateTime) -> Self {
-        let timestamp = now
-            .format(format_description!("[year][month][day]T[hour][minute][second]Z"))
-            .expect("format x-amz-date");
-        let date = &timestamp[..8];
-        let mut key = hmac_sha256(format!("AWS4{SECRET_KEY}").as_bytes(), date.as_bytes());
-        for part in [REGION, "s3", "aws4_request"] {
-            key = hmac_sha256(&key, part.as_bytes());
-        }
-        Self {
-            scope: format!("{date}/{REGION}/s3/aws4_request"),
-            timestamp,
-            key: hmac::Key::new(hmac::HMAC_SHA256, &key),
-        }
-    }
-
-    /// Hex HMAC-SHA256 of `string_to_sign` under the signing key.
-    fn sign(&self, string_to_sign: &str) -> String {
-        hex::encode(hmac::sign(&self.key, string_to_sign.as_bytes()).as_ref())
-    }
-}
-
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), msg)
-        .as_ref()
-        .to_vec()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 /// Changes the first hex digit of a signature.
