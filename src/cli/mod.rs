@@ -94,10 +94,13 @@ pub async fn serve(file: Option<&Path>, env: &BTreeMap<String, String>) -> Resul
     };
     let running = crate::start(&config).await?;
     println!("endpoint: {}", running.url());
-    if embedded {
-        embedded::print_welcome(data, &config, &running.url());
+    if let Some(admin) = running.admin_url() {
+        println!("admin: {admin}");
     }
-    tracing::info!(endpoint = %running.url(), "serving");
+    if embedded {
+        embedded::print_welcome(data, &config, &running.url(), running.admin_url().as_deref());
+    }
+    tracing::info!(endpoint = %running.url(), admin = running.admin_url().unwrap_or_default(), "serving");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; finishing in-flight requests"),
