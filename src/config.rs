@@ -588,7 +588,7 @@ fn store(
     }
 }
 
-/// A secret from an inline value or a file (refused if group- or world-readable).
+/// A secret from an inline value or a file (refused if others can read it).
 fn secret(
     at: &str,
     name: &str,
