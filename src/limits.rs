@@ -51,3 +51,10 @@ pub const MAX_PRESIGNED_EXPIRES_SECS: u64 = 604_800;
 /// On EMFILE/ENFILE (no file descriptors left) the accept loop pauses this long before
 /// accepting again instead of spinning.
 pub const ACCEPT_BACKOFF_MS: u64 = 100;
+
+/// After SIGTERM, seconds the S3 listener keeps accepting before it stops (`drain_delay_secs`).
+pub const DEFAULT_DRAIN_DELAY_SECS: u64 = 0;
+/// Seconds in-flight requests get to finish once the listener stopped (`shutdown_grace_secs`).
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+/// Seconds between checks of the TLS certificate and key files for changes (`tls_reload_secs`).
+pub const DEFAULT_TLS_RELOAD_SECS: u64 = 10;

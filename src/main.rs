@@ -8,7 +8,7 @@ use escrow_proxy::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    escrow_proxy::logging::init();
+    escrow_proxy::logging::init(cli.log_format);
     escrow_proxy::logging::install_panic_hook();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
