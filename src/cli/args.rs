@@ -66,6 +66,16 @@ pub enum CertsCommand {
 /// `keys` commands.
 #[derive(clap::Subcommand)]
 pub enum KeysCommand {
+    /// Create a new root key and sealed keyring (0600), for deployments that mount them
+    /// read-only (Kubernetes Secrets, systemd credentials). Refuses if either file exists.
+    Init {
+        /// Sealed keyring file to create.
+        #[arg(long)]
+        keyring: PathBuf,
+        /// Root key file to create.
+        #[arg(long)]
+        root_key: PathBuf,
+    },
     /// List key versions and their states (never key material).
     List(KeyFiles),
     /// Add a new key version and make it active for new writes; old versions keep decrypting.

@@ -67,6 +67,7 @@ pub async fn run(command: Command, env: &BTreeMap<String, String>) -> Result<(),
         Command::Serve { config } => serve(config.as_deref(), env).await,
         Command::Probe { url, timeout_secs } => probe(&url, std::time::Duration::from_secs(timeout_secs)).await,
         Command::Certs(CertsCommand::Generate { out, hosts }) => certs_generate(&out, &hosts),
+        Command::Keys(KeysCommand::Init { keyring, root_key }) => keys_init(&keyring, &root_key),
         Command::Keys(KeysCommand::List(files)) => keys_list(&files.source(), env),
         Command::Keys(KeysCommand::Rotate(files)) => keys_rotate(&files.source(), env),
         Command::Decrypt(d) => {
@@ -175,6 +176,27 @@ pub async fn probe(url: &str, timeout: std::time::Duration) -> Result<(), CliErr
         Some(code) => Err(CliError::Usage(format!("probe: {url}: status {code}"))),
         None => Err(CliError::Usage(format!("probe: {url}: not an HTTP answer"))),
     }
+}
+
+/// `keys init`: a new root key and keyring; refuses when either file exists (it would strand the
+/// objects written under the existing one).
+pub fn keys_init(keyring: &Path, root_key: &Path) -> Result<(), CliError> {
+    for path in [keyring, root_key] {
+        if path.exists() {
+            return Err(CliError::Usage(format!(
+                "{}: exists; keys init never replaces keys",
+                path.display()
+            )));
+        }
+    }
+    let (ring, _) = crate::keys::load_or_init(root_key, keyring)?;
+    println!(
+        "created {} and {} (0600; key version {} active): back both up, they are the only way to read the data",
+        root_key.display(),
+        keyring.display(),
+        ring.active().0
+    );
+    Ok(())
 }
 
 /// `certs generate`: a development CA and server certificate in `out`.
