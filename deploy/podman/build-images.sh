@@ -37,7 +37,7 @@ base_files() {
 
 # build NAME populate-function [buildah config options...]
 build() {
-    local name="$1" populate="$2" ctr mnt
+    local name="$1" populate="$2" ctr mnt old
     shift 2
     ctr="$(buildah from scratch)"
     mnt="$(buildah mount "$ctr")"
@@ -45,7 +45,12 @@ build() {
     "$populate" "$mnt"
     buildah umount "$ctr" >/dev/null
     buildah config --user 65532:65532 --workingdir /var/lib/escrow "$@" "$ctr"
+    old="$(buildah images --quiet "$name" 2>/dev/null || true)"
     buildah commit --quiet --rm "$ctr" "$name" >/dev/null
+    # The previous build of this name, now untagged, goes (no pile of dangling images).
+    if [[ -n "$old" && "$old" != "$(buildah images --quiet "$name")" ]]; then
+        buildah rmi "$old" >/dev/null 2>&1 || true
+    fi
     echo "built $name"
 }
 
