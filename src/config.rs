@@ -39,6 +39,19 @@ pub struct Config {
     pub mirror: Option<MirrorConfig>,
     /// Keyring location and root key.
     pub keys: KeysConfig,
+    /// The admin listener, if configured.
+    pub admin: Option<AdminConfig>,
+}
+
+/// `[admin]`: the admin listener (health, metrics, operator API).
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Address. Default: `127.0.0.1:8444`.
+    pub listen: SocketAddr,
+    /// The bearer token's file (0600, at least 32 bytes).
+    pub token_file: PathBuf,
+    /// Certificate and key; required when `listen` is not a loopback address.
+    pub tls: Option<TlsFiles>,
 }
 
 /// `[server]`.
@@ -188,6 +201,16 @@ struct RawConfig {
     primary: Option<RawStore>,
     mirror: Option<RawStore>,
     keys: Option<RawKeys>,
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
+    token_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -305,6 +328,11 @@ impl Config {
                 keyring: data.join("keyring"),
                 root_key_file: data.join("root.key"),
             },
+            admin: Some(AdminConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
+                token_file: data.join("admin-token"),
+                tls: None,
+            }),
         }
     }
 
@@ -320,17 +348,7 @@ impl Config {
         });
         let mut limits = connection_limits(&raw.server, &mut problems);
         limits.tls_client_ca = raw.server.tls_client_ca.take().map(&abs);
-        let tls = match (raw.server.tls_cert, raw.server.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles {
-                cert: abs(cert),
-                key: abs(key),
-            }),
-            (None, None) => None,
-            _ => {
-                problems.push("server: set both tls_cert and tls_key, or neither (plain HTTP)".into());
-                None
-            }
-        };
+        let tls = tls_files("server", raw.server.tls_cert, raw.server.tls_key, &abs, &mut problems);
         let server = ServerConfig {
             listen,
             tls,
@@ -411,6 +429,8 @@ impl Config {
             }
         };
 
+        let admin = raw.admin.and_then(|a| admin(a, &abs, &mut problems));
+
         match (primary, keys) {
             (Some(primary), Some(keys)) if problems.is_empty() => Ok(Self {
                 server,
@@ -418,10 +438,62 @@ impl Config {
                 primary,
                 mirror,
                 keys,
+                admin,
             }),
             _ => Err(ConfigError(problems)),
         }
     }
+}
+
+/// A section's `tls_cert` and `tls_key`: both or neither (plain HTTP).
+fn tls_files(
+    section: &str,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    abs: &dyn Fn(PathBuf) -> PathBuf,
+    problems: &mut Vec<String>,
+) -> Option<TlsFiles> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: abs(cert),
+            key: abs(key),
+        }),
+        (None, None) => None,
+        _ => {
+            problems.push(format!(
+                "{section}: set both tls_cert and tls_key, or neither (plain HTTP)"
+            ));
+            None
+        }
+    }
+}
+
+/// `[admin]`: a token file is required; TLS off loopback.
+fn admin(raw: RawAdmin, abs: &dyn Fn(PathBuf) -> PathBuf, problems: &mut Vec<String>) -> Option<AdminConfig> {
+    let listen = raw.listen.as_deref().unwrap_or(crate::limits::DEFAULT_ADMIN_LISTEN);
+    let Ok(listen) = listen.parse::<SocketAddr>() else {
+        problems.push(format!(
+            "admin.listen: `{listen}` is not an address like 127.0.0.1:8444"
+        ));
+        return None;
+    };
+    let tls = tls_files("admin", raw.tls_cert, raw.tls_key, abs, problems);
+    if tls.is_none() && !listen.ip().is_loopback() {
+        problems.push(format!(
+            "admin.listen: {listen} is not a loopback address: the admin API carries its token and \
+             key operations, so it needs tls_cert and tls_key there"
+        ));
+        return None;
+    }
+    let Some(token_file) = raw.token_file else {
+        problems.push("admin.token_file is required (a 0600 file holding at least 32 bytes)".into());
+        return None;
+    };
+    Some(AdminConfig {
+        listen,
+        token_file: abs(token_file),
+        tls,
+    })
 }
 
 /// `[server]`'s limits: each a positive whole number (from TOML or, as a string, from the

@@ -17,6 +17,7 @@
 //! arguments and maps errors to exit codes.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod backend;
 pub mod cli;
 pub mod config;
@@ -33,8 +34,10 @@ pub mod secret;
 pub mod server;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::backend::ObjectStore;
+use crate::backend::health::StoreHealth;
 use crate::config::{Config, StoreConfig};
 use crate::crypto::keyring::Keyring;
 
@@ -50,6 +53,9 @@ pub enum RunError {
     /// The S3 listener could not start (TLS files, bind).
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    /// The admin listener could not start (token, TLS files, bind).
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
     /// A store could not be set up.
     #[error("store: {0}")]
     Store(String),
@@ -86,19 +92,103 @@ pub fn build_store(name: &str, store: &StoreConfig) -> Result<Arc<dyn ObjectStor
     }
 }
 
-/// Starts the S3 listener for `config`: keys, store, TLS, bind.
-pub async fn start(config: &Config) -> Result<server::Running, RunError> {
+/// How often each store is probed for the breaker and `/ready`, and how long a probe may take.
+const STORE_PROBE_EVERY: Duration = Duration::from_secs(2);
+const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A running proxy: the S3 listener, the admin listener (when configured) and their shared
+/// health.
+pub struct Service {
+    s3: server::Running,
+    admin: Option<admin::Running>,
+    health: Arc<admin::Health>,
+    probes: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Service {
+    /// The S3 endpoint URL clients use.
+    pub fn url(&self) -> String {
+        self.s3.url()
+    }
+
+    /// The admin API's base URL, when the admin listener runs.
+    pub fn admin_url(&self) -> Option<String> {
+        self.admin.as_ref().map(admin::Running::url)
+    }
+
+    /// The shared health (`/ready`, draining).
+    pub fn health(&self) -> &Arc<admin::Health> {
+        &self.health
+    }
+
+    /// Re-reads the S3 listener's TLS certificate and key now (SIGHUP); see
+    /// [`server::Running::reload_tls`].
+    pub fn reload_tls(&self) {
+        self.s3.reload_tls();
+    }
+
+    /// Stops accepting, lets in-flight S3 requests finish (up to a grace period), and returns.
+    pub async fn stop(self) {
+        self.health.set_draining();
+        self.s3.stop().await;
+        if let Some(admin) = self.admin {
+            admin.stop();
+        }
+        for probe in self.probes {
+            probe.abort();
+        }
+    }
+}
+
+/// Starts the proxy for `config`: keys, stores, TLS, the S3 listener and the admin listener.
+pub async fn start(config: &Config) -> Result<Service, RunError> {
     config.server.check()?;
     let keyring = Arc::new(open_keyring(config)?);
     let primary = build_store("primary", &config.primary)?;
-    let store: Arc<dyn ObjectStore> = match &config.mirror {
-        None => primary,
+    let mut stores = vec![(Arc::clone(&primary), StoreHealth::new("primary"))];
+    let (store, mirror_store): (Arc<dyn ObjectStore>, _) = match &config.mirror {
+        None => (Arc::clone(&primary), None),
         Some(m) if m.write == mirror::WriteMode::Async => {
             return Err(RunError::Unsupported(
                 "mirror.write = \"async\" is not supported by this version yet; use \"sync\"",
             ));
         }
-        Some(m) => Arc::new(mirror::Mirror::new(primary, build_store("mirror", &m.store)?, m.read)),
+        Some(m) => {
+            let second = build_store("mirror", &m.store)?;
+            stores.push((Arc::clone(&second), StoreHealth::new("mirror")));
+            let pair = mirror::Mirror::new(Arc::clone(&primary), Arc::clone(&second), m.read);
+            (Arc::new(pair) as Arc<dyn ObjectStore>, Some(second))
+        }
     };
-    Ok(server::start(&config.server, &config.clients, store, keyring).await?)
+    // The strict mirror fails writes unless both stores take them.
+    let rule = if mirror_store.is_some() {
+        admin::ReadyRule::All
+    } else {
+        admin::ReadyRule::Any
+    };
+    let health = admin::Health::new(stores.iter().map(|(_, h)| Arc::clone(h)).collect(), rule);
+    let probes = stores
+        .into_iter()
+        .map(|(store, h)| tokio::spawn(backend::health::probe(store, h, STORE_PROBE_EVERY, STORE_PROBE_TIMEOUT)))
+        .collect();
+    let admin = match &config.admin {
+        Some(admin_config) => {
+            let ctx = admin::AdminContext::new(
+                admin_config,
+                Arc::clone(&health),
+                Arc::clone(&keyring),
+                primary,
+                mirror_store,
+            )?;
+            Some(admin::start(admin_config, ctx).await?)
+        }
+        None => None,
+    };
+    let s3 = server::start(&config.server, &config.clients, store, keyring).await?;
+    Ok(Service {
+        s3,
+        admin,
+        health,
+        probes,
+    })
 }

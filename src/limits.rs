@@ -23,6 +23,8 @@ pub const MAX_USER_METADATA: usize = 2048;
 pub const DEFAULT_REGION: &str = "us-east-1";
 /// The S3 listener's address when none is configured (loopback: a sidecar's or a laptop's).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+/// The admin listener's default address (loopback).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8444";
 
 // === the HTTP edge (`[server]`), defaults for a sidecar ===
 

@@ -17,6 +17,8 @@ mod objects;
 #[path = "cli/support.rs"]
 mod support;
 
+#[path = "cli/admin.rs"]
+mod admin;
 #[path = "cli/certs_and_keys.rs"]
 mod certs_and_keys;
 #[path = "cli/config_errors.rs"]

@@ -565,6 +565,13 @@ fn the_classic_sidecar_pod_serves_its_app_under_podman_kube_play() {
         "app:\n{app_log}\nproxy:\n{proxy_log}"
     );
 
+    // The probe the manifests run (exec, on the admin API's loopback) passes inside the pod.
+    for path in ["/ready", "/live"] {
+        let url = format!("http://127.0.0.1:9090{path}");
+        let out = podman.podman(&["exec", POD_PROXY, "/usr/local/bin/escrow-proxy", "probe", "--url", &url]);
+        assert!(out.status.success(), "probe {path} in the pod:\n{}", text(&out));
+    }
+
     // SIGTERM: the proxy drains (drain_delay_secs of the ConfigMap) and exits 0.
     let out = podman.podman(&["stop", "--time", "60", POD_PROXY]);
     assert!(out.status.success(), "podman stop:\n{}", text(&out));

@@ -34,12 +34,19 @@ struct Proxy {
     stderr: PathBuf,
     /// `host:port` of the S3 listener.
     addr: String,
+    /// `host:port` of the admin listener (when `[admin]` is configured).
+    admin: Option<String>,
 }
 
 impl Proxy {
     /// Starts the proxy in `dir` with `[server]` settings `server` (plus listen, clients, an fs
     /// primary and keys, all in `dir`).
     fn start(dir: &Path, server: &str) -> Self {
+        Self::start_with(dir, server, "")
+    }
+
+    /// [`Proxy::start`] with more configuration after the rest (e.g. an `[admin]` section).
+    fn start_with(dir: &Path, server: &str, tail: &str) -> Self {
         let secret = dir.join("client-secret");
         write_private(&secret, SECRET_KEY);
         let config = dir.join("escrow.toml");
@@ -48,7 +55,7 @@ impl Proxy {
             format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n\n[[clients]]\naccess_key = \"{ACCESS_KEY}\"\n\
                  secret_key_file = \"client-secret\"\n\n[primary]\ntype = \"fs\"\npath = \"primary\"\n\n\
-                 [keys]\nkeyring = \"keyring\"\nroot_key_file = \"root.key\"\n"
+                 [keys]\nkeyring = \"keyring\"\nroot_key_file = \"root.key\"\n{tail}\n"
             ),
         )
         .expect("write config");
@@ -79,19 +86,24 @@ impl Proxy {
             child,
             stderr,
             addr: String::new(),
+            admin: None,
         };
+        let want_admin = tail.contains("[admin]");
         let deadline = Instant::now() + WAIT;
-        loop {
+        while proxy.addr.is_empty() || (want_admin && proxy.admin.is_none()) {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) => {
+                    let host = |url: &str| url.split("://").nth(1).expect("url").to_string();
                     if let Some(url) = line.strip_prefix("endpoint: ") {
-                        proxy.addr = url.split("://").nth(1).expect("url").to_string();
-                        return proxy;
+                        proxy.addr = host(url);
+                    } else if let Some(url) = line.strip_prefix("admin: ") {
+                        proxy.admin = Some(host(url));
                     }
                 }
-                Err(_) => panic!("the proxy printed no endpoint; stderr:\n{}", proxy.log()),
+                Err(_) => panic!("the proxy printed no endpoint (or admin); stderr:\n{}", proxy.log()),
             }
         }
+        proxy
     }
 
     fn log(&self) -> String {
@@ -346,6 +358,61 @@ fn sigterm_during_an_upload_lets_it_finish_then_exits_0() {
     let (status, read) = request(&proxy.addr, "GET", "/drain/big.bin");
     assert_eq!(status, 200);
     assert!(read == body, "the object reads back identical");
+}
+
+/// The status of an unauthenticated `GET path` to `addr` (the admin API's public routes).
+fn get_status(addr: &str, path: &str) -> std::io::Result<u16> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(WAIT))?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes())?;
+    Ok(try_read_head(&mut BufReader::new(stream))?.0)
+}
+
+#[test]
+fn on_sigterm_ready_fails_at_once_while_s3_still_accepts_for_the_drain_delay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_private(&dir.path().join("admin-token"), &"t".repeat(40));
+    // A drain delay far longer than the test: it ends with a second SIGTERM, not the clock.
+    let mut proxy = Proxy::start_with(
+        dir.path(),
+        "drain_delay_secs = 600",
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin-token\"",
+    );
+    let admin = proxy.admin.clone().expect("admin listener");
+    let deadline = Instant::now() + WAIT;
+    while get_status(&admin, "/ready").ok() != Some(200) {
+        assert!(Instant::now() < deadline, "never ready; log:\n{}", proxy.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The binary's own probe (the containers' health check) agrees.
+    let probe = |path: &str| {
+        Command::new(BIN)
+            .args(["probe", "--url", &format!("http://{admin}{path}")])
+            .output()
+            .expect("run probe")
+    };
+    assert!(probe("/ready").status.success());
+
+    proxy.signal("TERM");
+    proxy.wait_log("terminated; draining");
+    assert_eq!(
+        get_status(&admin, "/ready").expect("ready"),
+        503,
+        "not ready once draining"
+    );
+    let failed = probe("/ready");
+    assert_eq!(failed.status.code(), Some(1), "the probe fails on 503");
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("status 503"));
+    assert!(probe("/live").status.success(), "still live while draining");
+    // New connections and requests are still served during the drain delay.
+    assert_eq!(
+        simple(&proxy.addr, "PUT", "/late"),
+        200,
+        "S3 still accepts while draining"
+    );
+
+    proxy.signal("TERM");
+    assert_eq!(proxy.wait_exit().code(), Some(0), "log:\n{}", proxy.log());
 }
 
 #[test]

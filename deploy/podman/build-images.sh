@@ -78,6 +78,6 @@ app_files() {
 build localhost/escrow-proxy:dev proxy_files \
     --entrypoint '["/usr/local/bin/escrow-proxy"]' \
     --cmd '["serve", "--config", "/etc/escrow/escrow.toml"]' \
-    --port 8080 --port 9090
+    --port 8080
 build localhost/escrow-proxy-demo-app:dev app_files \
     --entrypoint '["/bin/sh", "/usr/local/bin/demo-app"]'

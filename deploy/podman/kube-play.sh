@@ -4,8 +4,8 @@
 # - the two Secret volumes become host directories made by make-secrets.sh (podman 4.3,
 #   Debian 12's, mounts a Secret's `data` undecoded and ignores `stringData`:
 #   containers/podman#16625, fixed in 4.4);
-# - the container ports are dropped: they exist for the kubelet's probes, which podman does not
-#   run, and podman 4.3 would publish each on the host (and refuses them with --network none).
+# - container ports, if an overlay adds any, are dropped: podman 4.3 publishes each on the host
+#   (and refuses them with --network none); the sidecar needs none.
 # The native-sidecar form cannot run here: podman runs init containers to completion.
 # Usage: bash deploy/podman/kube-play.sh up|down SECRETS_DIR [podman kube play options...]
 #   e.g. `up DIR --network none`: the pod gets only its loopback, all a sidecar pod needs.

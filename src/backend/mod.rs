@@ -11,6 +11,7 @@
 //!   an exact `Content-Length` (never aws-chunked: some stores, Alibaba OSS among them, reject it).
 
 pub mod fs;
+pub mod health;
 pub mod s3;
 
 use std::collections::BTreeMap;
@@ -75,6 +76,42 @@ pub enum BackendError {
 
 /// Result type of store operations.
 pub type BackendResult<T> = Result<T, BackendError>;
+
+impl BackendError {
+    /// Whether the error means the store is unreachable or broken (as opposed to an answer
+    /// about the request).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Upstream { retryable, .. } => *retryable,
+            Self::Io(_) => true,
+            Self::NoSuchBucket
+            | Self::NoSuchKey
+            | Self::BucketAlreadyExists
+            | Self::BucketNotEmpty
+            | Self::PreconditionFailed
+            | Self::InvalidRange
+            | Self::InvalidArgument(_)
+            | Self::Body(_) => false,
+        }
+    }
+
+    /// A short, fixed name of the error's kind, for logs and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NoSuchBucket => "no_such_bucket",
+            Self::NoSuchKey => "no_such_key",
+            Self::BucketAlreadyExists => "bucket_exists",
+            Self::BucketNotEmpty => "bucket_not_empty",
+            Self::PreconditionFailed => "precondition_failed",
+            Self::InvalidRange => "invalid_range",
+            Self::InvalidArgument(_) => "invalid_argument",
+            Self::Body(_) => "body",
+            Self::Upstream { retryable: true, .. } => "unavailable",
+            Self::Upstream { retryable: false, .. } => "refused",
+            Self::Io(_) => "io",
+        }
+    }
+}
 
 /// A bucket as a store lists it.
 #[derive(Debug, Clone)]

@@ -30,10 +30,14 @@ pub(super) fn config(data: &Path) -> Result<Config, CliError> {
     if !aws_config.exists() {
         std::fs::write(&aws_config, AWS_CLI_CONFIG_TEXT)?;
     }
-    Ok(Config::embedded_default(
-        data,
-        client_credentials(&data.join(CREDENTIALS))?,
-    ))
+    let config = Config::embedded_default(data, client_credentials(&data.join(CREDENTIALS))?);
+    if let Some(admin) = &config.admin
+        && !admin.token_file.exists()
+    {
+        let token = crate::admin::auth::generate_token();
+        write_private_file(&admin.token_file, format!("{}\n", token.expose()).as_bytes())?;
+    }
+    Ok(config)
 }
 
 /// The client credentials in `path`, generated (random, 0600) if the file does not exist.
@@ -69,8 +73,9 @@ fn client_credentials(path: &Path) -> Result<ClientConfig, CliError> {
     parsed
 }
 
-/// What a first-time user needs: credentials, CA bundle, an AWS CLI line to try.
-pub(super) fn print_welcome(data: &Path, config: &Config, url: &str) {
+/// What a first-time user needs: credentials, CA bundle, an AWS CLI line to try, and where the
+/// admin API and its token are.
+pub(super) fn print_welcome(data: &Path, config: &Config, url: &str, admin_url: Option<&str>) {
     let client = &config.clients[0];
     let (ca, aws_config) = (
         super::display(&data.join("certs/ca.pem")),
@@ -87,4 +92,12 @@ pub(super) fn print_welcome(data: &Path, config: &Config, url: &str) {
         client.secret_key.expose(),
         ca.display()
     );
+    if let (Some(admin), Some(admin_url)) = (&config.admin, admin_url) {
+        let token = super::display(&admin.token_file);
+        println!("admin_token: {}", token.display());
+        println!(
+            "try: curl -H \"Authorization: Bearer $(cat {})\" {admin_url}/admin/keys",
+            token.display()
+        );
+    }
 }

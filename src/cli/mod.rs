@@ -100,10 +100,13 @@ pub async fn serve(file: Option<&Path>, env: &BTreeMap<String, String>) -> Resul
     };
     let running = crate::start(&config).await?;
     println!("endpoint: {}", running.url());
-    if embedded {
-        embedded::print_welcome(data, &config, &running.url());
+    if let Some(admin) = running.admin_url() {
+        println!("admin: {admin}");
     }
-    tracing::info!(endpoint = %running.url(), "serving");
+    if embedded {
+        embedded::print_welcome(data, &config, &running.url(), running.admin_url().as_deref());
+    }
+    tracing::info!(endpoint = %running.url(), admin = running.admin_url().unwrap_or_default(), "serving");
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
@@ -123,6 +126,8 @@ pub async fn serve(file: Option<&Path>, env: &BTreeMap<String, String>) -> Resul
             }
         }
     }
+    // /ready answers 503 from now on, so the endpoints drain while the listener still accepts.
+    running.health().set_draining();
     let limits = &config.server.limits;
     tracing::info!(
         drain_delay_secs = limits.drain_delay.as_secs(),

@@ -88,28 +88,12 @@ impl Mirror {
     {
         let [first, second] = self.read_order();
         match op(first).await {
-            Err(e) if is_outage(&e) => {
+            Err(e) if e.is_outage() => {
                 tracing::warn!(store = first.name(), error = %e, fallback = second.name(), "read failed over");
                 op(second).await
             }
             other => other,
         }
-    }
-}
-
-/// Whether an error means the store is unreachable or broken (as opposed to an answer).
-fn is_outage(e: &BackendError) -> bool {
-    match e {
-        BackendError::Upstream { retryable, .. } => *retryable,
-        BackendError::Io(_) => true,
-        BackendError::NoSuchBucket
-        | BackendError::NoSuchKey
-        | BackendError::BucketAlreadyExists
-        | BackendError::BucketNotEmpty
-        | BackendError::PreconditionFailed
-        | BackendError::InvalidRange
-        | BackendError::InvalidArgument(_)
-        | BackendError::Body(_) => false,
     }
 }
 

@@ -13,8 +13,19 @@ use crate::support::{Serve, mode};
 
 /// The embedded default's fixed address.
 const EMBEDDED_ADDR: &str = "127.0.0.1:8443";
+/// The embedded default's admin listener.
+const EMBEDDED_ADMIN_ADDR: &str = "127.0.0.1:8444";
 /// The lines `serve` prints for the embedded default.
-const PRINTED: &[&str] = &["endpoint", "access_key", "secret_key", "ca_bundle", "aws_config", "try"];
+const PRINTED: &[&str] = &[
+    "endpoint",
+    "admin",
+    "access_key",
+    "secret_key",
+    "ca_bundle",
+    "aws_config",
+    "admin_token",
+    "try",
+];
 /// The bucket the printed `try:` command creates.
 const TRY_BUCKET: &str = "demo";
 const KEY: &str = "notes/hello.bin";
@@ -24,11 +35,13 @@ const OBJECT_SIZE: usize = 12 * 1024 * 1024 + 7;
 
 #[test]
 fn embedded_default_serves_and_keeps_its_data() {
-    if let Err(e) = TcpListener::bind(EMBEDDED_ADDR) {
-        panic!(
-            "{EMBEDDED_ADDR} is busy on this machine ({e}); the embedded-default test needs it. \
-             Stop whatever listens there (another `escrow-proxy serve`?) and rerun."
-        );
+    for addr in [EMBEDDED_ADDR, EMBEDDED_ADMIN_ADDR] {
+        if let Err(e) = TcpListener::bind(addr) {
+            panic!(
+                "{addr} is busy on this machine ({e}); the embedded-default test needs it. \
+                 Stop whatever listens there (another `escrow-proxy serve`?) and rerun."
+            );
+        }
     }
     let aws_dir = match aws_v1_dir() {
         Ok(dir) => dir,
@@ -53,7 +66,31 @@ fn embedded_default_serves_and_keeps_its_data() {
         fs::canonicalize(data_dir.join("certs/ca.pem")).expect("data/certs/ca.pem exists"),
         "ca_bundle is the absolute path of data/certs/ca.pem"
     );
-    for secret in ["root.key", "keyring", "client-credentials", "certs/server-key.pem"] {
+    assert_eq!(first.printed("admin"), format!("http://{EMBEDDED_ADMIN_ADDR}"));
+    let token_file = PathBuf::from(first.printed("admin_token"));
+    assert_eq!(
+        token_file,
+        fs::canonicalize(data_dir.join("admin-token")).expect("data/admin-token exists")
+    );
+    let token = fs::read_to_string(&token_file).expect("read the admin token");
+    assert!(
+        token.trim().len() >= 32,
+        "the generated admin token is at least 32 bytes"
+    );
+    let keys = Cmd::new("curl")
+        .args(["-sS", "--fail-with-body", "-H"])
+        .arg(format!("Authorization: Bearer {}", token.trim()))
+        .arg(format!("http://{EMBEDDED_ADMIN_ADDR}/admin/keys"))
+        .run()
+        .ok("curl the embedded admin API with the generated token");
+    assert!(keys.stdout.contains("\"active\":1"), "{}", keys.describe());
+    for secret in [
+        "root.key",
+        "keyring",
+        "client-credentials",
+        "certs/server-key.pem",
+        "admin-token",
+    ] {
         let path = data_dir.join(secret);
         assert!(path.is_file(), "data/{secret} was not created");
         assert_eq!(mode(&path), 0o600, "data/{secret} must be 0600");

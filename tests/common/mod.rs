@@ -40,10 +40,10 @@ use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 use sha2::Sha256;
 use tempfile::TempDir;
 
+use escrow_proxy::Service;
 use escrow_proxy::backend::s3::S3StoreConfig;
 use escrow_proxy::config::{ClientConfig, Config, KeysConfig, ServerConfig, StoreConfig, TlsFiles};
 use escrow_proxy::secret::SecretString;
-use escrow_proxy::server::Running;
 
 #[path = "../shared/mod.rs"]
 pub mod shared;
@@ -109,7 +109,7 @@ pub struct Harness {
     /// plain bodies, and no checksum validation in the client (so what a test sees is what the
     /// proxy sent).
     pub plain_client: Client,
-    proxy: Option<Running>,
+    proxy: Option<Service>,
     config: Config,
     upstream: Option<tokio::task::JoinHandle<()>>,
     dir: TempDir,
@@ -123,7 +123,7 @@ pub struct Peer {
     pub client: Client,
     /// Plain bodies, no checksum validation.
     pub plain_client: Client,
-    proxy: Running,
+    proxy: Service,
 }
 
 impl Peer {
@@ -202,6 +202,7 @@ impl Harness {
                 keyring: dir.path().join("keys/keyring"),
                 root_key_file: dir.path().join("keys/root.key"),
             },
+            admin: None,
         };
         std::fs::create_dir_all(dir.path().join("keys")).expect("mkdir keys");
         let proxy = escrow_proxy::start(&config).await.expect("start the proxy");
