@@ -20,7 +20,12 @@ use crate::secret::SecretString;
 /// Prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "ESCROW_";
 /// Settings whose environment values are booleans; every other value is a string.
-const BOOL_KEYS: &[&str] = &["path_style", "allow_plaintext_non_loopback", "refuse_sse_kms"];
+const BOOL_KEYS: &[&str] = &[
+    "path_style",
+    "allow_plaintext_non_loopback",
+    "refuse_sse_kms",
+    "shutdown_endpoint",
+];
 /// Separator of path segments in environment variable names.
 const ENV_SEPARATOR: &str = "__";
 /// Largest array index an environment variable may name (`ESCROW_CLIENTS__<i>__…`).
@@ -119,6 +124,9 @@ pub struct ConnectionLimits {
     /// `tls_client_ca`: PEM CA certificates; when set, clients must present a certificate
     /// signed by one of them (mTLS) in addition to signing requests. Needs `tls_cert`.
     pub tls_client_ca: Option<PathBuf>,
+    /// `shutdown_endpoint`: the admin listener takes `POST /shutdown` from loopback (a batch
+    /// Job's app ends its sidecar). Default: false.
+    pub shutdown_endpoint: bool,
 }
 
 impl Default for ConnectionLimits {
@@ -135,6 +143,7 @@ impl Default for ConnectionLimits {
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
             tls_reload: Duration::from_secs(DEFAULT_TLS_RELOAD_SECS),
             tls_client_ca: None,
+            shutdown_endpoint: false,
         }
     }
 }
@@ -232,6 +241,7 @@ struct RawServer {
     shutdown_grace_secs: Option<toml::Value>,
     tls_reload_secs: Option<toml::Value>,
     tls_client_ca: Option<PathBuf>,
+    shutdown_endpoint: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -566,6 +576,7 @@ fn connection_limits(raw: &RawServer, problems: &mut Vec<String>) -> ConnectionL
             1,
         )),
         tls_client_ca: None,
+        shutdown_endpoint: raw.shutdown_endpoint.unwrap_or(false),
     }
 }
 

@@ -415,6 +415,41 @@ fn on_sigterm_ready_fails_at_once_while_s3_still_accepts_for_the_drain_delay() {
     assert_eq!(proxy.wait_exit().code(), Some(0), "log:\n{}", proxy.log());
 }
 
+/// The status of `POST /shutdown` to the admin listener at `addr`.
+fn post_shutdown(addr: &str) -> u16 {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    stream
+        .write_all(
+            format!("POST /shutdown HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .expect("send");
+    read_head(&mut BufReader::new(stream)).0
+}
+
+#[test]
+fn post_shutdown_drains_and_exits_0_only_when_enabled() {
+    let admin_section = "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin-token\"";
+    // Off by default: 404, and the proxy keeps serving.
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_private(&dir.path().join("admin-token"), &"t".repeat(40));
+    let mut proxy = Proxy::start_with(dir.path(), "", admin_section);
+    let admin = proxy.admin.clone().expect("admin");
+    assert_eq!(post_shutdown(&admin), 404);
+    assert_eq!(simple(&proxy.addr, "PUT", "/still"), 200, "still serving");
+    assert!(proxy.child.try_wait().expect("try_wait").is_none(), "still running");
+
+    // Enabled: 202, then the same drain as SIGTERM, exit 0.
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_private(&dir.path().join("admin-token"), &"t".repeat(40));
+    proxy = Proxy::start_with(dir.path(), "shutdown_endpoint = true", admin_section);
+    let admin = proxy.admin.clone().expect("admin");
+    assert_eq!(post_shutdown(&admin), 202);
+    assert_eq!(proxy.wait_exit().code(), Some(0), "log:\n{}", proxy.log());
+    proxy.wait_log("POST /shutdown; draining");
+}
+
 #[test]
 fn a_second_sigterm_stops_at_once_and_the_unfinished_upload_is_not_stored() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -110,8 +110,15 @@ pub async fn serve(file: Option<&Path>, env: &BTreeMap<String, String>) -> Resul
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
+    if config.server.limits.shutdown_endpoint {
+        crate::server::shutdown::enable();
+    }
     loop {
         tokio::select! {
+            _ = crate::server::shutdown::requested() => {
+                tracing::info!("POST /shutdown; draining");
+                break;
+            }
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("interrupted; draining");
                 break;

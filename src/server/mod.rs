@@ -8,6 +8,7 @@ mod activity;
 mod front;
 mod gate;
 mod listener;
+pub mod shutdown;
 pub mod tls;
 
 use std::net::SocketAddr;
