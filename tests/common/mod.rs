@@ -42,7 +42,8 @@ use tempfile::TempDir;
 
 use escrow_proxy::Service;
 use escrow_proxy::backend::s3::S3StoreConfig;
-use escrow_proxy::config::{ClientConfig, Config, KeysConfig, ServerConfig, StoreConfig, TlsFiles};
+use escrow_proxy::config::{ClientConfig, Config, KeysConfig, MirrorConfig, ServerConfig, StoreConfig, TlsFiles};
+use escrow_proxy::mirror::{ReadMode, WriteMode};
 use escrow_proxy::secret::SecretString;
 
 #[path = "../shared/mod.rs"]
@@ -81,6 +82,8 @@ pub enum StoreKind {
     Fs,
     /// A real S3 server: s3s-fs in process (`StoreConfig::S3`).
     S3sFs,
+    /// s3s-fs as the primary, mirrored (`write = "sync"`) to the proxy's fs store.
+    Mirrored,
 }
 
 /// Whether a client sends the SDK's default flexible checksums.
@@ -101,8 +104,11 @@ pub struct Harness {
     pub endpoint: String,
     /// The PEM CA certificate the clients trust.
     pub ca_pem: Vec<u8>,
-    /// Where the store keeps its files (fs store root, or s3s-fs root).
+    /// Where the store keeps its files (fs store root, or s3s-fs root; the primary's when
+    /// mirrored).
     pub store_dir: PathBuf,
+    /// The mirror's fs store root, when mirrored.
+    pub mirror_dir: Option<PathBuf>,
     /// SDK defaults: aws-chunked uploads with a CRC32 trailer.
     pub client: Client,
     /// `RequestChecksumCalculation::WhenRequired` and `ResponseChecksumValidation::WhenRequired`:
@@ -112,6 +118,7 @@ pub struct Harness {
     proxy: Option<Service>,
     config: Config,
     upstream: Option<tokio::task::JoinHandle<()>>,
+    outage: shared::Outage,
     dir: TempDir,
 }
 
@@ -148,6 +155,20 @@ pub struct StoredObject {
 impl Harness {
     /// Starts the store (for s3s-fs) and the proxy, and builds the clients.
     pub async fn new(kind: StoreKind) -> Self {
+        Self::build(kind, ReadMode::Primary, WriteMode::Sync).await
+    }
+
+    /// s3s-fs mirrored to an fs store, with the given modes.
+    pub async fn mirrored(read: ReadMode, write: WriteMode) -> Self {
+        Self::build(StoreKind::Mirrored, read, write).await
+    }
+
+    /// Switches an outage of the s3s-fs primary on or off (connections refused or cut).
+    pub fn primary_outage(&self, on: bool) {
+        self.outage.set(on);
+    }
+
+    async fn build(kind: StoreKind, read: ReadMode, write: WriteMode) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -160,15 +181,16 @@ impl Harness {
             escrow_proxy::server::tls::generate_dev_certs(&dir.path().join("certs"), &[]).expect("generate dev certs");
         let ca_pem = std::fs::read(&certs.ca).expect("read ca.pem");
 
+        let outage = shared::Outage::default();
         let (primary, store_dir, upstream) = match kind {
             StoreKind::Fs => {
                 let path = dir.path().join("fs-store");
                 (StoreConfig::Fs { path: path.clone() }, path, None)
             }
-            StoreKind::S3sFs => {
+            StoreKind::S3sFs | StoreKind::Mirrored => {
                 let path = dir.path().join("s3s-fs");
                 std::fs::create_dir_all(&path).expect("mkdir s3s-fs root");
-                let (addr, task) = start_s3s_fs(&path).await;
+                let (addr, task) = start_s3s_fs(&path, outage.clone()).await;
                 let cfg = S3StoreConfig {
                     endpoint: Some(format!("http://{addr}")),
                     region: REGION.into(),
@@ -197,7 +219,14 @@ impl Harness {
                 secret_key: SecretString::new(SECRET_KEY.into()),
             }],
             primary,
-            mirror: None,
+            mirror: (kind == StoreKind::Mirrored).then(|| MirrorConfig {
+                store: StoreConfig::Fs {
+                    path: dir.path().join("mirror-fs"),
+                },
+                write,
+                read,
+                first_byte_timeout: std::time::Duration::from_millis(1500),
+            }),
             keys: KeysConfig {
                 keyring: dir.path().join("keys/keyring"),
                 root_key_file: dir.path().join("keys/root.key"),
@@ -216,11 +245,13 @@ impl Harness {
             endpoint,
             ca_pem,
             store_dir,
+            mirror_dir: (kind == StoreKind::Mirrored).then(|| dir.path().join("mirror-fs")),
             client,
             plain_client,
             proxy: Some(proxy),
             config,
             upstream,
+            outage,
             dir,
         }
     }
@@ -339,14 +370,18 @@ impl Harness {
     pub fn assert_store_lacks(&self, needle: &[u8], what: &str) -> u64 {
         assert!(!needle.is_empty(), "empty needle");
         // A file removed between listing and reading (a temp file renamed into place) is skipped.
-        let scanned = shared::assert_files_lack(&self.store_dir, needle, Vanished::Skip, |file| {
-            format!(
-                "{what} IN THE STORE IN CLEAR: {} contains {:?}",
-                file.display(),
-                String::from_utf8_lossy(needle)
-            )
-        });
-        scanned.bytes
+        let mut bytes = 0;
+        for dir in std::iter::once(&self.store_dir).chain(self.mirror_dir.as_ref()) {
+            let scanned = shared::assert_files_lack(dir, needle, Vanished::Skip, |file| {
+                format!(
+                    "{what} IN THE STORE IN CLEAR: {} contains {:?}",
+                    file.display(),
+                    String::from_utf8_lossy(needle)
+                )
+            });
+            bytes += scanned.bytes;
+        }
+        bytes
     }
 
     /// Asserts that no stored file contains `marker`, and that the store is not empty (so the
@@ -367,8 +402,21 @@ impl Harness {
                 .store_dir
                 .join(bucket)
                 .join(hex::encode(Sha256::digest(key.as_bytes()))),
-            StoreKind::S3sFs => self.store_dir.join(bucket).join(key),
+            StoreKind::S3sFs | StoreKind::Mirrored => self.store_dir.join(bucket).join(key),
         }
+    }
+
+    /// The stored bytes of `bucket`/`key` in the mirror's fs store, if it has the object.
+    pub fn mirror_stored_body(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let dir = self.mirror_dir.as_ref().expect("a mirrored harness");
+        let path = dir.join(bucket).join(hex::encode(Sha256::digest(key.as_bytes())));
+        let file = std::fs::read(path).ok()?;
+        Some(split_fs_object(&file).1.to_vec())
+    }
+
+    /// The stored bytes of `bucket`/`key` in the primary (s3s-fs), if it has the object.
+    pub fn primary_stored_body(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.object_path(bucket, key)).ok()
     }
 
     /// s3s-fs's metadata sidecar of an object (`<root>/.bucket-<b64>.object-<b64>.metadata.json`).
@@ -398,7 +446,7 @@ impl Harness {
                     metadata,
                 }
             }
-            StoreKind::S3sFs => {
+            StoreKind::S3sFs | StoreKind::Mirrored => {
                 let sidecar = self.s3s_fs_metadata_path(bucket, key);
                 let attrs: serde_json::Value =
                     serde_json::from_slice(&std::fs::read(&sidecar).expect("read s3s-fs metadata sidecar"))
@@ -434,7 +482,7 @@ impl Harness {
                 out.extend_from_slice(&object.body);
                 std::fs::write(&path, out).expect("write stored object");
             }
-            StoreKind::S3sFs => {
+            StoreKind::S3sFs | StoreKind::Mirrored => {
                 std::fs::write(&path, &object.body).expect("write stored body");
                 let sidecar = self.s3s_fs_metadata_path(bucket, key);
                 let mut attrs: serde_json::Value =
@@ -630,13 +678,14 @@ pub fn part_streams(part_lens: &[usize]) -> Vec<std::ops::Range<usize>> {
 }
 
 /// Starts s3s-fs (behind [`AwsLike`]) over `root` on `127.0.0.1:0` in the current runtime.
-async fn start_s3s_fs(root: &Path) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+async fn start_s3s_fs(root: &Path, outage: shared::Outage) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs FileSystem::new");
     let aws_like = AwsLike {
         fs,
         root: root.to_path_buf(),
     };
-    let (addr, accept) = shared::bind_s3_server(aws_like, UPSTREAM_ACCESS_KEY, UPSTREAM_SECRET_KEY).await;
+    let (addr, accept) =
+        shared::bind_s3_server_with_switch(aws_like, UPSTREAM_ACCESS_KEY, UPSTREAM_SECRET_KEY, outage).await;
     (addr, tokio::spawn(accept))
 }
 
