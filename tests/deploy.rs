@@ -535,6 +535,16 @@ fn the_classic_sidecar_pod_serves_its_app_under_podman_kube_play() {
     let out = podman.script("make-secrets.sh", &[&secrets_arg, BIN]);
     assert!(out.status.success(), "make-secrets.sh:\n{}", text(&out));
     let client_secret = std::fs::read_to_string(secrets.join("escrow-proxy-secrets/client-app")).expect("read");
+    // Mounted as the kubelet mounts a Secret under `fsGroup: 65532`: root-owned, 0440.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(secrets.join("escrow-proxy-secrets/root.key")).expect("root.key");
+        assert_eq!(
+            (meta.mode() & 0o777, meta.uid(), meta.gid()),
+            (0o440, 0, 65532),
+            "secrets shaped like a Kubernetes Secret under fsGroup"
+        );
+    }
 
     // A pod left by an earlier, interrupted run goes first.
     let _ = podman.script("kube-play.sh", &["down", &secrets_arg]);

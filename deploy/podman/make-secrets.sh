@@ -25,9 +25,11 @@ secret="$(random 40)"
 printf '%s\n' "$secret" >"$proxy/client-app"
 random 48 >"$proxy/admin-token"
 printf '[default]\naws_access_key_id = app\naws_secret_access_key = %s\n' "$secret" >"$app/credentials"
-chmod 0400 "$proxy"/* "$app"/*
-chmod 0500 "$proxy" "$app"
+# As the kubelet mounts a Secret under `fsGroup: 65532`: owned by root, group 65532, read-only
+# for the group (0440), nothing for others.
+chmod 0440 "$proxy"/* "$app"/*
+chmod 0550 "$proxy" "$app"
 if [[ $EUID -eq 0 ]]; then
-    chown -R 65532:65532 "$proxy" "$app"
+    chown -R 0:65532 "$proxy" "$app"
 fi
 echo "secrets in $dir"
