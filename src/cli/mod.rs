@@ -1,18 +1,20 @@
 //! The binary's commands as library functions: `serve` (with the embedded default), `keys
-//! list|rotate`, `decrypt` and `certs generate`. `main.rs` parses arguments into these calls and
+//! list|rotate`, `decrypt`, `certs generate` and `mirror status|reconcile`. `main.rs` parses arguments into these calls and
 //! maps [`CliError`] to an exit code with [`CliError::exit_code`].
 
 mod args;
 mod decrypt;
 mod embedded;
 mod keys;
+mod mirror;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use self::args::{CertsCommand, Cli, Command, Decrypt, KeyFiles, KeysCommand};
+pub use self::args::{CertsCommand, Cli, Command, Decrypt, KeyFiles, KeysCommand, MirrorCommand};
 pub use self::decrypt::{DecryptArgs, WhichStore, decrypt};
 pub use self::keys::{KeySource, keys_list, keys_rotate};
+pub use self::mirror::{mirror_reconcile, mirror_status};
 use crate::config::{Config, ConfigError, env_has_config};
 
 /// Exit code for a configuration the proxy refuses (EX_USAGE).
@@ -48,6 +50,9 @@ pub enum CliError {
     /// The arguments or files do not fit together.
     #[error("{0}")]
     Usage(String),
+    /// The work ran but left failures (or was interrupted); running it again continues.
+    #[error("{0}")]
+    Incomplete(String),
 }
 
 impl CliError {
@@ -78,6 +83,20 @@ pub async fn run(command: Command, env: &BTreeMap<String, String>) -> Result<(),
                 out: d.out,
             };
             decrypt(&args, env).await
+        }
+        Command::Mirror(MirrorCommand::Status { config }) => mirror_status(config.as_deref(), env).await,
+        Command::Mirror(MirrorCommand::Reconcile {
+            config,
+            bucket,
+            dry_run,
+            start_after,
+        }) => {
+            let options = crate::mirror::reconcile::Options {
+                bucket,
+                dry_run,
+                start_after,
+            };
+            mirror_reconcile(config.as_deref(), env, options).await
         }
     }
 }

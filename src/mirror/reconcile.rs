@@ -424,7 +424,8 @@ impl Pass<'_> {
             Err((key, e)) => {
                 tracing::warn!(bucket = %self.bucket, error = %e, "reconcile: comparing a key failed");
                 bump(&self.counters.errors);
-                metrics::counter!("escrow_mirror_reconcile_total", "finding" => "error", "action" => "failed").increment(1);
+                metrics::counter!("escrow_mirror_reconcile_total", "finding" => "error", "action" => "failed")
+                    .increment(1);
                 self.observer.finding(&Finding {
                     bucket: self.bucket.to_string(),
                     key,
@@ -491,7 +492,12 @@ impl Pass<'_> {
             std::cmp::Ordering::Less => (Kind::Rollback, Side::Primary),
             std::cmp::Ordering::Equal => {
                 let why = format!("the copies differ but carry the same sealed write time ({tp} ms)");
-                return Ok(Some(self.finding(&key, Kind::Undecided, Side::Primary, Action::Failed(why))));
+                return Ok(Some(self.finding(
+                    &key,
+                    Kind::Undecided,
+                    Side::Primary,
+                    Action::Failed(why),
+                )));
             }
         };
         let action = self.copy(&key, older.other(), older).await;
@@ -659,8 +665,12 @@ mod tests {
     }
 
     fn two() -> Two {
-        let dirs = [tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir")];
-        let store = |i: usize| -> Arc<dyn ObjectStore> { Arc::new(FsStore::new("t", dirs[i].path()).expect("fs store")) };
+        let dirs = [
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        ];
+        let store =
+            |i: usize| -> Arc<dyn ObjectStore> { Arc::new(FsStore::new("t", dirs[i].path()).expect("fs store")) };
         let mirror = Mirror::new(
             (store(0), StoreHealth::new("primary")),
             (store(1), StoreHealth::new("mirror")),
@@ -707,11 +717,15 @@ mod tests {
         // Deleted through the proxy while the mirror was away: the tombstone is in the primary.
         put(m, Side::Mirror, "deleted", "v1", 10).await;
         let tomb = RepairRecord::new(Op::Delete, "bkt", "deleted", Side::Mirror);
-        record::write(m.store(Side::Primary).as_ref(), &TestSealer, &tomb).await.expect("record");
+        record::write(m.store(Side::Primary).as_ref(), &TestSealer, &tomb)
+            .await
+            .expect("record");
         // Written again after a delete: the tombstone does not apply.
         put(m, Side::Mirror, "rewritten", "v3", u64::MAX - 1).await;
         let tomb = RepairRecord::new(Op::Delete, "bkt", "rewritten", Side::Mirror);
-        record::write(m.store(Side::Primary).as_ref(), &TestSealer, &tomb).await.expect("record");
+        record::write(m.store(Side::Primary).as_ref(), &TestSealer, &tomb)
+            .await
+            .expect("record");
 
         let expected = vec![
             ("deleted".to_string(), Kind::Extra, Side::Mirror),
@@ -734,7 +748,13 @@ mod tests {
         let summary = run(m, &options, &Counters::default(), &seen).await.expect("pass");
         assert_eq!(strip(seen.sorted()), expected);
         assert_eq!(
-            (summary.scanned, summary.missing, summary.stale, summary.rollback, summary.extra),
+            (
+                summary.scanned,
+                summary.missing,
+                summary.stale,
+                summary.rollback,
+                summary.extra
+            ),
             (7, 3, 2, 1, 1)
         );
         assert_eq!((summary.copied, summary.deleted, summary.errors), (0, 0, 0));
@@ -763,7 +783,9 @@ mod tests {
             .expect("pass");
         assert!(seen.sorted().is_empty(), "{:?}", seen.sorted());
         assert_eq!(summary.scanned, 6);
-        let records = record::scan(m.store(Side::Primary).as_ref(), &TestSealer, "bkt").await.expect("scan");
+        let records = record::scan(m.store(Side::Primary).as_ref(), &TestSealer, "bkt")
+            .await
+            .expect("scan");
         assert_eq!(records.len(), 2);
     }
 
@@ -781,9 +803,17 @@ mod tests {
         }
         put(m, Side::Mirror, "zz-last", "v1", 1).await;
         let seen = Seen::default();
-        let summary = run(m, &Options { dry_run: true, ..Options::default() }, &Counters::default(), &seen)
-            .await
-            .expect("pass");
+        let summary = run(
+            m,
+            &Options {
+                dry_run: true,
+                ..Options::default()
+            },
+            &Counters::default(),
+            &seen,
+        )
+        .await
+        .expect("pass");
         assert_eq!(summary.scanned, 112);
         let found: Vec<String> = seen.sorted().into_iter().map(|f| f.0).collect();
         assert_eq!(found, ["-before", "zz-last"]);

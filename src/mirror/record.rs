@@ -158,11 +158,21 @@ pub async fn scan(store: &dyn ObjectStore, sealer: &dyn Sealer, bucket: &str) ->
 }
 
 /// Every record of `bucket`/`key` in `store` (the tombstones `reconcile` consults).
-pub async fn for_key(store: &dyn ObjectStore, sealer: &dyn Sealer, bucket: &str, key: &str) -> BackendResult<Vec<Found>> {
+pub async fn for_key(
+    store: &dyn ObjectStore,
+    sealer: &dyn Sealer,
+    bucket: &str,
+    key: &str,
+) -> BackendResult<Vec<Found>> {
     scan_under(store, sealer, bucket, &repair_records_of(key)).await
 }
 
-async fn scan_under(store: &dyn ObjectStore, sealer: &dyn Sealer, bucket: &str, prefix: &str) -> BackendResult<Vec<Found>> {
+async fn scan_under(
+    store: &dyn ObjectStore,
+    sealer: &dyn Sealer,
+    bucket: &str,
+    prefix: &str,
+) -> BackendResult<Vec<Found>> {
     let mut found = Vec::new();
     let mut query = ListQuery {
         prefix: Some(prefix.to_string()),
