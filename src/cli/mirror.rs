@@ -23,7 +23,12 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 /// The configured mirror, without a drainer or probes: both stores and the keyring's sealer.
 fn open(file: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Arc<Mirror>, CliError> {
-    let config = Config::load(file, env)?;
+    open_mirror(&Config::load(file, env)?)
+}
+
+/// `config`'s mirror pair as the offline commands use it: both stores, fresh breakers, the
+/// keyring's sealer; no drainer, no probes. The keyring must exist.
+pub fn open_mirror(config: &Config) -> Result<Arc<Mirror>, CliError> {
     let Some(m) = &config.mirror else {
         return Err(CliError::Usage("the configuration has no [mirror]".into()));
     };

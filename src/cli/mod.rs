@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 pub use self::args::{CertsCommand, Cli, Command, Decrypt, KeyFiles, KeysCommand, MirrorCommand};
 pub use self::decrypt::{DecryptArgs, WhichStore, decrypt};
 pub use self::keys::{KeySource, keys_list, keys_rotate};
-pub use self::mirror::{mirror_reconcile, mirror_status};
+pub use self::mirror::{mirror_reconcile, mirror_status, open_mirror};
 use crate::config::{Config, ConfigError, env_has_config};
 
 /// Exit code for a configuration the proxy refuses (EX_USAGE).

@@ -44,6 +44,8 @@ use crate::crypto::layout::{RESERVED_PREFIX, is_reserved};
 
 /// Keys compared (and copied) at once.
 const CONCURRENCY: usize = 8;
+/// Copies of one key before a pass leaves it to the next (it keeps being overwritten).
+const COPY_TRIES: usize = 3;
 /// Keys per listing page (small in unit tests, so they cross pages cheaply).
 #[cfg(not(test))]
 const PAGE_KEYS: i32 = 1000;
@@ -491,6 +493,17 @@ impl Pass<'_> {
             std::cmp::Ordering::Greater => (Kind::Stale, Side::Mirror),
             std::cmp::Ordering::Less => (Kind::Rollback, Side::Primary),
             std::cmp::Ordering::Equal => {
+                // Most often a write that was in flight when the heads were read: both stores
+                // now hold it.
+                let (hp, hm) = tokio::join!(
+                    self.mirror.store(Side::Primary).head_object(self.bucket, &key),
+                    self.mirror.store(Side::Mirror).head_object(self.bucket, &key)
+                );
+                if let (Ok(hp), Ok(hm)) = (&hp, &hm)
+                    && same_version(hp, hm)
+                {
+                    return Ok(None);
+                }
                 let why = format!("the copies differ but carry the same sealed write time ({tp} ms)");
                 return Ok(Some(self.finding(
                     &key,
@@ -578,11 +591,34 @@ impl Pass<'_> {
         if let Err(e) = ensure_bucket(dst, self.bucket).await {
             return Action::Failed(e.to_string());
         }
-        match copy_between(src, dst, self.bucket, key).await {
-            Ok(_) => Action::Copied,
-            Err(BackendError::NoSuchKey) => Action::Skipped,
-            Err(e) => Action::Failed(e.to_string()),
+        // A proxy may write the key while it is copied: a copy read before that write can land
+        // after it. So each copy is checked against the source's sealed write time afterwards
+        // and made again (a few times) if the destination ended up older.
+        for _ in 0..COPY_TRIES {
+            match copy_between(src, dst, self.bucket, key).await {
+                Ok(_) => {}
+                Err(BackendError::NoSuchKey) => return Action::Skipped,
+                // A write landed between the copy and its check: fine if the stores now agree.
+                Err(e) => {
+                    let (a, b) = tokio::join!(src.head_object(self.bucket, key), dst.head_object(self.bucket, key));
+                    return match (a, b) {
+                        (Ok(a), Ok(b)) if same_version(&a, &b) => Action::Skipped,
+                        _ => Action::Failed(e.to_string()),
+                    };
+                }
+            }
+            let sealer = self.mirror.sealer();
+            let (s, d) = tokio::join!(
+                sealer.written_ms(src, self.bucket, key),
+                sealer.written_ms(dst, self.bucket, key)
+            );
+            match (s, d) {
+                (Ok(Some(s)), Ok(Some(d))) if d < s => continue,
+                (Ok(_), Ok(_)) => return Action::Copied,
+                (Err(e), _) | (_, Err(e)) => return Action::Failed(e.to_string()),
+            }
         }
+        Action::Skipped
     }
 
     async fn delete(&self, key: &str, from: Side) -> Action {

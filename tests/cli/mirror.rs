@@ -16,7 +16,11 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
+use escrow_proxy::mirror::Side;
+use escrow_proxy::mirror::reconcile::{self, Counters, Finding, Kind, Observer, Options};
+
 use crate::client::{Cmd, Ran};
+use crate::common::{Harness, StoreKind};
 use crate::objects::fs_object_path;
 use crate::support::{Serve, Setup, assert_exit, escrow, toml_str};
 
@@ -573,4 +577,128 @@ fn admin_runs_one_reconcile_job_at_a_time() {
     let mut buf = String::new();
     let _ = fs::File::open(setup.root().join("serve-admin-409.stderr")).map(|mut f| f.read_to_string(&mut buf));
     assert!(!buf.contains(TOKEN), "the token reached the log");
+}
+
+// === in process: an S3 primary, while the proxy serves ===
+
+/// Collects a pass's findings.
+#[derive(Default)]
+struct Collect(Mutex<Vec<(String, Kind, Side, String)>>);
+
+impl Observer for Collect {
+    fn finding(&self, f: &Finding) {
+        let mut seen = self.0.lock().expect("lock");
+        seen.push((f.key.clone(), f.kind, f.store, f.action.name().to_string()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_over_an_s3_primary_is_safe_while_the_proxy_serves() {
+    let h = Harness::new(StoreKind::Mirrored).await;
+    let mirror_dir = h.mirror_dir.clone().expect("mirrored");
+    h.create_bucket(BUCKET).await;
+    let mut latest: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for i in 0..30 {
+        let key = format!("k{i:02}");
+        h.put(BUCKET, &key, &content(&key, 1)).await;
+        latest.insert(key.clone(), content(&key, 1));
+    }
+    // An upload in progress: its marker and part lie under the reserved prefix in both stores.
+    let upload = h
+        .client
+        .create_multipart_upload()
+        .bucket(BUCKET)
+        .key("in-progress")
+        .send()
+        .await
+        .expect("CreateMultipartUpload");
+    let upload_id = upload.upload_id().expect("upload id").to_string();
+    h.client
+        .upload_part()
+        .bucket(BUCKET)
+        .key("in-progress")
+        .upload_id(&upload_id)
+        .part_number(1)
+        .body(vec![7u8; 1024].into())
+        .send()
+        .await
+        .expect("UploadPart");
+    // Behind the proxy's back: one object gone from each store (s3s-fs keeps plain files).
+    fs::remove_file(h.store_dir.join(BUCKET).join("k05")).expect("rm from s3s-fs");
+    fs::remove_file(fs_object_path(&mirror_dir, BUCKET, "k07")).expect("rm from the fs mirror");
+
+    let pair = escrow_proxy::cli::open_mirror(h.config()).expect("open the mirror");
+    let seen = Collect::default();
+    let counters = Counters::default();
+    // Clients keep writing other keys (new ones, and overwrites of agreeing ones) meanwhile.
+    let writes = async {
+        let mut written = Vec::new();
+        for i in 0..15 {
+            let key = format!("new-{i:02}");
+            h.put(BUCKET, &key, &content(&key, 1)).await;
+            written.push((key.clone(), content(&key, 1)));
+            let key = format!("k{:02}", 10 + i);
+            h.put(BUCKET, &key, &content(&key, 2)).await;
+            written.push((key.clone(), content(&key, 2)));
+        }
+        written
+    };
+    let everything = Options::default();
+    let (summary, written) = tokio::join!(reconcile::run(&pair, &everything, &counters, &seen), writes);
+    let summary = summary.expect("a pass");
+    latest.extend(written);
+    assert_eq!(summary.errors, 0, "{summary:?}");
+    assert_eq!(summary.extra, 0, "{summary:?}");
+    let seen = seen.0.lock().expect("lock").clone();
+    assert!(
+        seen.contains(&("k05".into(), Kind::Missing, Side::Primary, "copied".into())),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&("k07".into(), Kind::Missing, Side::Mirror, "copied".into())),
+        "{seen:?}"
+    );
+    // Anything else it saw was a write in flight, and its fix went toward the new version.
+    for (key, kind, _, action) in &seen {
+        if key != "k05" && key != "k07" {
+            assert!(key.starts_with("new-") || key.as_str() >= "k10", "{key}: {seen:?}");
+            assert!(matches!(kind, Kind::Missing | Kind::Stale), "{key}: {seen:?}");
+            assert!(action == "copied" || action == "skipped", "{key}: {seen:?}");
+        }
+    }
+
+    // Afterwards: nothing left, the upload's reserved objects were neither listed nor touched,
+    // and every object reads back from each store alone.
+    let again = Collect::default();
+    let options = Options {
+        dry_run: true,
+        ..Options::default()
+    };
+    let summary = reconcile::run(&pair, &options, &Counters::default(), &again)
+        .await
+        .expect("a pass");
+    assert!(again.0.lock().expect("lock").is_empty());
+    assert_eq!(summary.scanned, 45, "{summary:?}");
+    let root = escrow_proxy::keys::load_root_key(&h.config().keys.root_key_file).expect("root key");
+    let ring = escrow_proxy::keys::load_keyring(&h.config().keys.keyring, &root).expect("keyring");
+    for side in [Side::Primary, Side::Mirror] {
+        for (key, data) in &latest {
+            let mut out = Vec::new();
+            escrow_proxy::decrypt::decrypt_from_store(&ring, pair.store(side).as_ref(), BUCKET, key, &mut out)
+                .await
+                .unwrap_or_else(|e| panic!("{key} from {}: {e}", side.name()));
+            assert!(out == *data, "{key} from the {} store alone", side.name());
+        }
+    }
+    let parts = h
+        .client
+        .list_parts()
+        .bucket(BUCKET)
+        .key("in-progress")
+        .upload_id(&upload_id)
+        .send()
+        .await
+        .expect("ListParts");
+    assert_eq!(parts.parts().len(), 1);
+    h.stop().await;
 }
