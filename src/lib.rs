@@ -150,6 +150,7 @@ pub async fn start(config: &Config) -> Result<Service, RunError> {
     let primary = build_store_with("primary", &config.primary, config.mirror.is_none())?;
     let mut stores = vec![(Arc::clone(&primary), StoreHealth::new("primary"))];
     let mut drainer = None;
+    let mut pair_for_admin = None;
     let (store, mirror_store): (Arc<dyn ObjectStore>, _) = match &config.mirror {
         None => (Arc::clone(&primary), None),
         Some(m) => {
@@ -164,6 +165,7 @@ pub async fn start(config: &Config) -> Result<Service, RunError> {
                 Arc::new(object::KeyringSealer::new(Arc::clone(&keyring))),
             );
             drainer = Some(mirror::repair::spawn_drainer(&pair));
+            pair_for_admin = Some(Arc::clone(&pair));
             (pair as Arc<dyn ObjectStore>, Some(second))
         }
     };
@@ -186,7 +188,8 @@ pub async fn start(config: &Config) -> Result<Service, RunError> {
                 Arc::clone(&keyring),
                 primary,
                 mirror_store,
-            )?;
+            )?
+            .with_mirror(pair_for_admin);
             Some(admin::start(admin_config, ctx).await?)
         }
         None => None,

@@ -27,3 +27,5 @@ mod config_errors;
 mod decrypt;
 #[path = "cli/embedded.rs"]
 mod embedded;
+#[path = "cli/mirror.rs"]
+mod mirror;

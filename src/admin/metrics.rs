@@ -50,4 +50,9 @@ fn describe() {
         "escrow_mirror_failovers_total",
         "Reads served by the second store, by reason."
     );
+    describe_counter!("escrow_mirror_reconcile_runs_total", "Reconcile passes started.");
+    describe_counter!(
+        "escrow_mirror_reconcile_total",
+        "Differences reconcile found, by finding (missing, stale, rollback, extra, undecided, error) and action (copied, deleted, reported, skipped, failed)."
+    );
 }

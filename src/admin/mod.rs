@@ -10,6 +10,7 @@ pub mod auth;
 pub mod health;
 pub mod jobs;
 pub mod metrics;
+mod mirror;
 mod routes;
 
 use std::net::SocketAddr;
@@ -68,6 +69,8 @@ pub struct AdminContext {
     pub primary: Arc<dyn ObjectStore>,
     /// The mirror store, if configured.
     pub mirror: Option<Arc<dyn ObjectStore>>,
+    /// The mirror pair (breakers, backlog, reconcile), if configured.
+    pub pair: Option<Arc<crate::mirror::Mirror>>,
     token: auth::TokenCheck,
 }
 
@@ -86,8 +89,15 @@ impl AdminContext {
             keyring,
             primary,
             mirror,
+            pair: None,
             token: auth::TokenCheck::from_file(&config.token_file)?,
         })
+    }
+
+    /// The same, serving the mirror's routes over `pair`.
+    pub fn with_mirror(mut self, pair: Option<Arc<crate::mirror::Mirror>>) -> Self {
+        self.pair = pair;
+        self
     }
 }
 

@@ -36,7 +36,6 @@ impl Answer {
     }
 
     /// 202 for a job that started: `{"job": id}`.
-    #[allow(dead_code)] // For the job-starting routes (rewrap, census, reconcile).
     pub(super) fn job(id: String) -> Self {
         Self {
             status: StatusCode::ACCEPTED,
@@ -78,6 +77,7 @@ pub(super) async fn handle(ctx: &AdminContext, req: Request<Incoming>, peer: Soc
         }
         "/metrics" if method == Method::GET => {
             metrics::counter!("escrow_admin_requests_total", "route" => "metrics", "status" => "200").increment(1);
+            super::mirror::publish(ctx);
             return Response::builder()
                 .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
                 .body(Full::new(Bytes::from(super::metrics::handle().render())))
@@ -150,6 +150,13 @@ async fn dispatch(ctx: &AdminContext, method: &Method, segments: &[&str], req: R
             None => Answer::error(StatusCode::NOT_FOUND, "no such job"),
         },
         ("GET", ["keys"]) => keys_list(ctx),
+        // The mirror (admin/mirror.rs).
+        ("GET", ["mirror"]) => super::mirror::status(ctx),
+        ("POST", ["mirror", "reconcile"]) => match read_json(req).await {
+            Ok(body) => super::mirror::start_reconcile(ctx, body).await,
+            Err(answer) => answer,
+        },
+        (_, ["mirror"] | ["mirror", "reconcile"]) => Answer::method_not_allowed(),
         (_, ["jobs"] | ["jobs", _] | ["jobs", _, "cancel"] | ["keys"]) => {
             drop(req);
             Answer::method_not_allowed()
@@ -171,7 +178,6 @@ fn keys_list(ctx: &AdminContext) -> Answer {
 
 /// Reads a JSON request body (at most [`MAX_BODY_BYTES`], within [`BODY_TIMEOUT`]); an empty
 /// body is `{}`.
-#[allow(dead_code)] // Used by the POST routes that take parameters.
 pub(super) async fn read_json(req: Request<Incoming>) -> Result<Value, Answer> {
     let body = Limited::new(req.into_body(), MAX_BODY_BYTES);
     let bytes = match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {

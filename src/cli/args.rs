@@ -46,6 +46,38 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         timeout_secs: u64,
     },
+    /// The mirror's backlog and health, and reconciling its two stores (offline, from the
+    /// configuration; safe while proxies serve).
+    #[command(subcommand)]
+    Mirror(MirrorCommand),
+}
+
+/// `mirror` commands.
+#[derive(clap::Subcommand)]
+pub enum MirrorCommand {
+    /// Each store's health (a probe) and the repair records it holds: backlog size and the
+    /// oldest record's age.
+    Status {
+        /// TOML configuration file naming [primary], [mirror] and [keys].
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Walk both stores, copy what is missing or stale toward the newest sealed version, delete
+    /// only what a tombstone proves deleted; report rollbacks. Exit code 1 when errors remain.
+    Reconcile {
+        /// TOML configuration file naming [primary], [mirror] and [keys].
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Only this bucket (default: every bucket either store has).
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Report the differences; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only keys after this one (resume an interrupted pass over --bucket).
+        #[arg(long, requires = "bucket")]
+        start_after: Option<String>,
+    },
 }
 
 /// `certs` commands.

@@ -1,19 +1,22 @@
 //! The binary's commands as library functions: `serve` (with the embedded default, and its
 //! signals: SIGTERM/SIGINT drain and stop, a second one or the deadline ends it, SIGHUP reloads
-//! the TLS certificate), `keys list|rotate`, `decrypt`, `certs generate` and `probe`. `main.rs` parses arguments into these calls and
+//! the TLS certificate), `keys list|rotate`, `decrypt`, `certs generate`, `probe` and `mirror
+//! status|reconcile`. `main.rs` parses arguments into these calls and
 //! maps [`CliError`] to an exit code with [`CliError::exit_code`].
 
 mod args;
 mod decrypt;
 mod embedded;
 mod keys;
+mod mirror;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use self::args::{CertsCommand, Cli, Command, Decrypt, KeyFiles, KeysCommand};
+pub use self::args::{CertsCommand, Cli, Command, Decrypt, KeyFiles, KeysCommand, MirrorCommand};
 pub use self::decrypt::{DecryptArgs, WhichStore, decrypt};
 pub use self::keys::{KeySource, keys_list, keys_rotate};
+pub use self::mirror::{mirror_reconcile, mirror_status, open_mirror};
 use crate::config::{Config, ConfigError, env_has_config};
 
 /// Exit code for a configuration the proxy refuses (EX_USAGE).
@@ -49,6 +52,9 @@ pub enum CliError {
     /// The arguments or files do not fit together.
     #[error("{0}")]
     Usage(String),
+    /// The work ran but left failures (or was interrupted); running it again continues.
+    #[error("{0}")]
+    Incomplete(String),
 }
 
 impl CliError {
@@ -81,6 +87,20 @@ pub async fn run(command: Command, env: &BTreeMap<String, String>) -> Result<(),
                 out: d.out,
             };
             decrypt(&args, env).await
+        }
+        Command::Mirror(MirrorCommand::Status { config }) => mirror_status(config.as_deref(), env).await,
+        Command::Mirror(MirrorCommand::Reconcile {
+            config,
+            bucket,
+            dry_run,
+            start_after,
+        }) => {
+            let options = crate::mirror::reconcile::Options {
+                bucket,
+                dry_run,
+                start_after,
+            };
+            mirror_reconcile(config.as_deref(), env, options).await
         }
     }
 }

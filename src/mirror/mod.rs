@@ -19,6 +19,7 @@
 
 mod copy;
 mod list;
+pub mod reconcile;
 pub mod record;
 pub mod repair;
 mod write;

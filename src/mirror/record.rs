@@ -154,9 +154,28 @@ pub async fn write(store: &dyn ObjectStore, sealer: &dyn Sealer, record: &Repair
 /// Every record in `bucket` of `store` (all pages). Records that do not parse are skipped with
 /// a warning (a store's junk never stops draining).
 pub async fn scan(store: &dyn ObjectStore, sealer: &dyn Sealer, bucket: &str) -> BackendResult<Vec<Found>> {
+    scan_under(store, sealer, bucket, REPAIR_RECORDS).await
+}
+
+/// Every record of `bucket`/`key` in `store` (the tombstones `reconcile` consults).
+pub async fn for_key(
+    store: &dyn ObjectStore,
+    sealer: &dyn Sealer,
+    bucket: &str,
+    key: &str,
+) -> BackendResult<Vec<Found>> {
+    scan_under(store, sealer, bucket, &repair_records_of(key)).await
+}
+
+async fn scan_under(
+    store: &dyn ObjectStore,
+    sealer: &dyn Sealer,
+    bucket: &str,
+    prefix: &str,
+) -> BackendResult<Vec<Found>> {
     let mut found = Vec::new();
     let mut query = ListQuery {
-        prefix: Some(REPAIR_RECORDS.to_string()),
+        prefix: Some(prefix.to_string()),
         max_keys: 1000,
         ..ListQuery::default()
     };

@@ -46,6 +46,19 @@ impl S3 {
     pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
         self.rt.block_on(common::get_object(&self.client, bucket, key))
     }
+
+    /// DeleteObject, which must succeed.
+    pub fn delete(&self, bucket: &str, key: &str) {
+        self.rt
+            .block_on(self.client.delete_object().bucket(bucket).key(key).send())
+            .expect("DeleteObject");
+    }
+
+    /// A multipart upload of `parts`, which must succeed.
+    pub fn put_multipart(&self, bucket: &str, key: &str, parts: &[&[u8]]) {
+        self.rt
+            .block_on(common::upload_multipart(&self.client, bucket, key, parts));
+    }
 }
 
 // === fs store files ===

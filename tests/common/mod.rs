@@ -256,6 +256,11 @@ impl Harness {
         }
     }
 
+    /// The proxy's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// A client of this proxy with any credentials.
     pub fn client_with(&self, access_key: &str, secret_key: &str, checksums: Checksums) -> Client {
         sdk_client(&self.endpoint, &self.ca_pem, access_key, secret_key, checksums)
