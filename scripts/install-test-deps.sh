@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real programs the interop tests drive (tests/interop.rs):
-#   Debian: awscli (AWS CLI v2 at /usr/bin/aws), rclone, s3cmd, curl, nginx-light
+#   Debian: awscli (AWS CLI v2 at /usr/bin/aws), rclone, s3cmd, curl, nginx-light, chromium
+#           (headless, for the admin status page test)
 #   PyPI:   boto3 and awscli (AWS CLI v1, `python3 -m awscli`)
 #   crates: cargo-nextest
 # Idempotent: each step runs only when something is missing, so a second run is a fast no-op.
@@ -8,7 +9,7 @@
 # Debian 12 machine (falls back to sudo when not root and sudo exists).
 set -euo pipefail
 
-APT_PACKAGES=(awscli rclone s3cmd curl nginx-light)
+APT_PACKAGES=(awscli rclone s3cmd curl nginx-light chromium)
 PIP_PACKAGES=(boto3 awscli)
 
 # Runs a command with its output captured; shows the output only if the command fails.

@@ -1,14 +1,35 @@
-//! Key files at home: the root key and the sealed keyring.
+//! Key files at home: the root key and the sealed keyring, and the keyring every request reads
+//! ([`SharedKeyring`]).
 //!
-//! Both are secret files ([`crate::files`]): refused when group- or world-readable, written 0600
-//! and atomically, so a crash never leaves half a key.
+//! Both files are secret files ([`crate::files`]): refused when group- or world-readable, written
+//! 0600 and atomically, so a crash never leaves half a key.
+//!
+//! Several proxies may share one keyring file (a volume every sidecar mounts). A change is a
+//! read-modify-write of the latest document under a lock file (`<keyring>.lock`, created
+//! exclusively): two concurrent changes never lose each other's work — the second finds the
+//! lock and is told to retry ([`UpdateError::Busy`]). Every instance polls the file (a few
+//! seconds) and reloads at once when a request meets a key version it does not have, or one it
+//! has as disabled. A reload only ever moves to a newer generation.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use crate::files::{FileError, create_private_file, io_err, read_secret_file, write_private_file};
 
-use crate::crypto::keyring::Keyring;
+use crate::crypto::CryptoError;
+use crate::crypto::keyring::{Keyring, LifecycleError};
 use crate::secret::Key256;
+
+/// How often running proxies look for a changed keyring.
+pub const KEYRING_POLL: Duration = Duration::from_secs(2);
+/// Least time between two reloads forced by requests (an unknown or disabled version): a
+/// client naming made-up versions cannot turn every request into a file read.
+const FORCED_RELOAD_GAP: Duration = Duration::from_millis(250);
+/// A lock file older than this was left by a crashed change and is removed.
+const STALE_LOCK: Duration = Duration::from_secs(30);
 
 /// Errors of key files.
 #[derive(Debug, thiserror::Error)]
@@ -80,9 +101,204 @@ pub fn load_or_init(root_path: &Path, keyring_path: &Path) -> Result<(Keyring, b
     }
 }
 
+/// [`load_or_init`], as the keyring a running proxy shares with its peers (changes written
+/// back to `keyring_path`). Returns it and whether the files were created.
+pub fn open_shared(root_path: &Path, keyring_path: &Path) -> Result<(Arc<SharedKeyring>, bool), KeyFileError> {
+    let (ring, created) = load_or_init(root_path, keyring_path)?;
+    let root = load_root_key(root_path)?;
+    Ok((SharedKeyring::at_home(ring, keyring_path, root), created))
+}
+
 /// Seals and writes the keyring.
 pub fn save_keyring(path: &Path, ring: &Keyring, root: &Key256) -> Result<(), KeyFileError> {
     Ok(write_private_file(path, ring.seal(root).as_bytes())?)
+}
+
+/// Why a keyring change did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    /// Another change is being written right now; retry (the API answers 409).
+    #[error("the keyring is being changed by another request or instance; retry")]
+    Busy,
+    /// The change itself was refused (the active version, a destroyed version, …).
+    #[error(transparent)]
+    Refused(#[from] LifecycleError),
+    /// The keyring cannot take the change (no next version).
+    #[error("keyring: {0}")]
+    Crypto(#[from] CryptoError),
+    /// This keyring has no home to write to (a fixed keyring in tests or offline tools).
+    #[error("this keyring cannot be changed here")]
+    ReadOnly,
+    /// The keyring file could not be read or written.
+    #[error(transparent)]
+    File(#[from] KeyFileError),
+}
+
+/// The keyring the proxy works with: swapped in place when it changes, read per request.
+pub struct SharedKeyring {
+    current: ArcSwap<Keyring>,
+    home: Option<(PathBuf, Key256)>,
+    last_forced: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for SharedKeyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedKeyring")
+            .field("generation", &self.current.load().generation())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedKeyring {
+    /// A keyring that never changes (tests, offline tools).
+    pub fn fixed(ring: Keyring) -> Arc<Self> {
+        Arc::new(Self {
+            current: ArcSwap::from_pointee(ring),
+            home: None,
+            last_forced: Mutex::new(None),
+        })
+    }
+
+    /// The keyring at `path`, sealed by `root`, as loaded.
+    pub fn at_home(ring: Keyring, path: &Path, root: Key256) -> Arc<Self> {
+        Arc::new(Self {
+            current: ArcSwap::from_pointee(ring),
+            home: Some((path.to_path_buf(), root)),
+            last_forced: Mutex::new(None),
+        })
+    }
+
+    /// The current keyring (cheap; hold it for one request).
+    pub fn load(&self) -> Arc<Keyring> {
+        self.current.load_full()
+    }
+
+    /// Installs `ring` if it is newer than the current one; returns whether it was.
+    fn install(&self, ring: Keyring) -> bool {
+        let current = self.current.load();
+        if ring.generation() <= current.generation() {
+            return false;
+        }
+        tracing::info!(
+            generation = ring.generation(),
+            active = ring.active().0,
+            "keyring changed; now in use"
+        );
+        metrics::counter!("escrow_keyring_reloads_total").increment(1);
+        metrics::gauge!("escrow_keyring_generation").set(ring.generation() as f64);
+        self.current.store(Arc::new(ring));
+        true
+    }
+
+    /// Reads the keyring at home and installs it if newer. Returns whether it changed.
+    pub async fn reload(&self) -> Result<bool, KeyFileError> {
+        let Some((path, root)) = &self.home else {
+            return Ok(false);
+        };
+        let text = tokio::fs::read_to_string(path).await.map_err(io_err(path))?;
+        match Keyring::peek_generation(&text) {
+            Some(g) if g <= self.current.load().generation() => return Ok(false),
+            _ => {}
+        }
+        let ring = Keyring::open(root, &text).map_err(|e| invalid(path, &format!("cannot open the keyring ({e})")))?;
+        Ok(self.install(ring))
+    }
+
+    /// A reload a request asks for when it met a version the keyring does not have or has as
+    /// disabled; at most one per [`FORCED_RELOAD_GAP`]. Returns whether the keyring changed.
+    pub async fn reload_for(&self, version: u32) -> bool {
+        {
+            let mut last = self.last_forced.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < FORCED_RELOAD_GAP) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        match self.reload().await {
+            Ok(changed) => changed,
+            Err(e) => {
+                tracing::warn!(version, error = %e, "keyring reload failed");
+                false
+            }
+        }
+    }
+
+    /// Polls the keyring at home every `every` until the task is aborted.
+    pub fn watch(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = this.reload().await {
+                    tracing::warn!(error = %e, "keyring poll failed; keeping the current keyring");
+                }
+            }
+        })
+    }
+
+    /// Changes the keyring: applies `change` to the latest document at home under its lock,
+    /// writes it, installs it here, and returns the new keyring with `change`'s result.
+    pub async fn update<T: Send + 'static>(
+        self: &Arc<Self>,
+        change: impl FnOnce(&mut Keyring) -> Result<T, UpdateError> + Send + 'static,
+    ) -> Result<(Arc<Keyring>, T), UpdateError> {
+        let this = Arc::clone(self);
+        let (ring, out) = tokio::task::spawn_blocking(move || this.update_blocking(change))
+            .await
+            .map_err(|_| UpdateError::Crypto(CryptoError::Format("keyring update task failed")))??;
+        self.install(ring);
+        Ok((self.load(), out))
+    }
+
+    fn update_blocking<T>(
+        &self,
+        change: impl FnOnce(&mut Keyring) -> Result<T, UpdateError>,
+    ) -> Result<(Keyring, T), UpdateError> {
+        let Some((path, root)) = &self.home else {
+            return Err(UpdateError::ReadOnly);
+        };
+        let _lock = LockFile::take(path)?;
+        let mut ring = load_keyring(path, root)?;
+        let out = change(&mut ring)?;
+        save_keyring(path, &ring, root)?;
+        Ok((ring, out))
+    }
+}
+
+/// `<keyring>.lock`, held while one change is written; removed on drop.
+struct LockFile(PathBuf);
+
+impl LockFile {
+    fn take(keyring: &Path) -> Result<Self, UpdateError> {
+        let path = PathBuf::from(format!("{}.lock", keyring.display()));
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(_) => return Ok(Self(path)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let age = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok());
+                    if age.is_some_and(|a| a > STALE_LOCK) {
+                        tracing::warn!(lock = %path.display(), "removing a stale keyring lock");
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                    return Err(UpdateError::Busy);
+                }
+                Err(e) => return Err(KeyFileError::File(io_err(&path)(e)).into()),
+            }
+        }
+        Err(UpdateError::Busy)
+    }
+}
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn invalid(path: &Path, what: &str) -> KeyFileError {

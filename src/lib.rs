@@ -103,6 +103,7 @@ pub struct Service {
     admin: Option<admin::Running>,
     health: Arc<admin::Health>,
     probes: Vec<tokio::task::JoinHandle<()>>,
+    keyring_watch: tokio::task::JoinHandle<()>,
 }
 
 impl Service {
@@ -128,6 +129,7 @@ impl Service {
         if let Some(admin) = self.admin {
             admin.stop();
         }
+        self.keyring_watch.abort();
         for probe in self.probes {
             probe.abort();
         }
@@ -137,7 +139,15 @@ impl Service {
 /// Starts the proxy for `config`: keys, stores, TLS, the S3 listener and the admin listener.
 pub async fn start(config: &Config) -> Result<Service, RunError> {
     config.server.check()?;
-    let keyring = Arc::new(open_keyring(config)?);
+    let (keyring, created) = keys::open_shared(&config.keys.root_key_file, &config.keys.keyring)?;
+    if created {
+        tracing::warn!(
+            root_key = %config.keys.root_key_file.display(),
+            keyring = %config.keys.keyring.display(),
+            "first start: created a new root key and keyring (0600); back both up, they are the only way to read the data"
+        );
+    }
+    let keyring_watch = keyring.watch(keys::KEYRING_POLL);
     let primary = build_store("primary", &config.primary)?;
     let mut stores = vec![(Arc::clone(&primary), StoreHealth::new("primary"))];
     let (store, mirror_store): (Arc<dyn ObjectStore>, _) = match &config.mirror {
@@ -184,5 +194,6 @@ pub async fn start(config: &Config) -> Result<Service, RunError> {
         admin,
         health,
         probes,
+        keyring_watch,
     })
 }
