@@ -259,12 +259,22 @@ impl SharedKeyring {
         let Some((path, root)) = &self.home else {
             return Err(UpdateError::ReadOnly);
         };
-        let _lock = LockFile::take(path)?;
-        let mut ring = load_keyring(path, root)?;
-        let out = change(&mut ring)?;
-        save_keyring(path, &ring, root)?;
-        Ok((ring, out))
+        update_keyring_file(path, root, change)
     }
+}
+
+/// Applies `change` to the latest keyring at `path` under its lock file and writes it back;
+/// [`UpdateError::Busy`] when another change holds the lock.
+pub fn update_keyring_file<T>(
+    path: &Path,
+    root: &Key256,
+    change: impl FnOnce(&mut Keyring) -> Result<T, UpdateError>,
+) -> Result<(Keyring, T), UpdateError> {
+    let _lock = LockFile::take(path)?;
+    let mut ring = load_keyring(path, root)?;
+    let out = change(&mut ring)?;
+    save_keyring(path, &ring, root)?;
+    Ok((ring, out))
 }
 
 /// `<keyring>.lock`, held while one change is written; removed on drop.
