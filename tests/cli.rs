@@ -27,3 +27,5 @@ mod config_errors;
 mod decrypt;
 #[path = "cli/embedded.rs"]
 mod embedded;
+#[path = "cli/keys_admin.rs"]
+mod keys_admin;

@@ -29,10 +29,12 @@ use super::routes::Answer;
 use crate::backend::{BackendError, ListEntry, ListQuery, Metadata, ObjectStore, Source};
 use crate::crypto::envelope::{rewrap_dek, unwrap_dek};
 use crate::crypto::format::{ENVELOPE_VERSION, OBJECT_ID_LEN, meta};
-use crate::crypto::keyring::{KekState, Keyring};
+use crate::crypto::keyring::{CensusReport, KekState, Keyring, StoreCensus};
 use crate::crypto::layout::{MAX_MARKER_LEN, RESERVED_PREFIX, UPLOAD_MARKERS};
 use crate::keys::{SharedKeyring, UpdateError, now_rfc3339};
 
+/// Attempts at recording a census in a keyring that another change holds.
+const RECORD_ATTEMPTS: u32 = 20;
 /// Objects per second a rewrap handles unless told otherwise.
 const DEFAULT_REWRAP_RATE: u32 = 500;
 /// Highest rate a rewrap may be given.
@@ -42,62 +44,31 @@ const JOB_CONCURRENCY: usize = 8;
 /// Listing page size of the jobs.
 const PAGE: i32 = 1000;
 
-/// What the key routes remember between requests: the latest census.
-#[derive(Default)]
-pub struct KeyAdmin {
-    census: Mutex<Option<CensusReport>>,
-}
-
-impl KeyAdmin {
-    /// The latest finished census, if any.
-    pub fn latest_census(&self) -> Option<CensusReport> {
-        self.census.lock().unwrap_or_else(|p| p.into_inner()).clone()
+/// Records a finished census in the shared keyring (retrying a concurrent change a few times).
+async fn record_census(keyring: &Arc<SharedKeyring>, report: CensusReport) -> Result<(), String> {
+    for attempt in 1..=RECORD_ATTEMPTS {
+        let report = report.clone();
+        match keyring
+            .update(move |ring| {
+                ring.set_census(report);
+                Ok(())
+            })
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(UpdateError::Busy) if attempt < RECORD_ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+            Err(e) => return Err(format!("the census could not be recorded in the keyring: {e}")),
+        }
     }
-
-    fn record(&self, report: CensusReport) {
-        *self.census.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
-    }
-}
-
-/// References to key versions in one store.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct StoreCensus {
-    /// Objects per key version.
-    pub objects: BTreeMap<u32, u64>,
-    /// Uploads in progress (their markers) per key version.
-    pub uploads: BTreeMap<u32, u64>,
-    /// Buckets counted.
-    pub buckets: u64,
-}
-
-/// A finished census.
-#[derive(Debug, Clone, Serialize)]
-pub struct CensusReport {
-    /// The job that counted.
-    pub job: String,
-    /// When it finished.
-    pub finished: String,
-    /// Whether it counted every bucket of every store, with no error: only such a census
-    /// allows a destroy.
-    pub complete: bool,
-    /// Per store (`primary`, `mirror`).
-    pub stores: BTreeMap<String, StoreCensus>,
-}
-
-impl CensusReport {
-    /// Objects and uploads that reference `version`, in all stores.
-    pub fn references(&self, version: u32) -> u64 {
-        self.stores
-            .values()
-            .map(|s| s.objects.get(&version).unwrap_or(&0) + s.uploads.get(&version).unwrap_or(&0))
-            .sum()
-    }
+    Err("the census could not be recorded in the keyring: it stayed busy".into())
 }
 
 /// `GET /admin/keys`: versions, states, creation times, which is active, the latest census.
 pub(super) fn list(ctx: &AdminContext) -> Answer {
     let ring = ctx.keyring.load();
-    let census = ctx.keys.latest_census();
+    let census = ring.census().cloned();
     let versions: Vec<Value> = ring
         .versions()
         .map(|v| {
@@ -154,7 +125,7 @@ pub(super) async fn change(ctx: &AdminContext, version: &str, what: Change, body
             );
         }
         if !force && ring.state(version) != Some(KekState::Destroyed) {
-            match ctx.keys.latest_census() {
+            match ring.census() {
                 None => {
                     return Answer::error(
                         StatusCode::CONFLICT,
@@ -292,7 +263,7 @@ pub(super) fn start_census(ctx: &AdminContext, params: CensusParams) -> Answer {
         );
     }
     let stores = ctx.stores();
-    let keys = Arc::clone(&ctx.keys);
+    let keyring = Arc::clone(&ctx.keyring);
     let shown = json!(params);
     let (id_tx, id_rx) = tokio::sync::oneshot::channel::<String>();
     let id = ctx.jobs.start("census", shown, move |handle| async move {
@@ -302,13 +273,13 @@ pub(super) fn start_census(ctx: &AdminContext, params: CensusParams) -> Answer {
         };
         let (stores, complete) = work.census(stores, params.bucket.as_deref()).await?;
         let job = id_rx.await.unwrap_or_default();
-        keys.record(CensusReport {
+        let report = CensusReport {
             job,
             finished: now_rfc3339(),
             complete,
             stores,
-        });
-        Ok(())
+        };
+        record_census(&keyring, report).await
     });
     // The job reads its own id from here before it records its report.
     let _ = id_tx.send(id.clone());

@@ -70,8 +70,6 @@ pub struct AdminContext {
     pub primary: Arc<dyn ObjectStore>,
     /// The mirror store, if configured.
     pub mirror: Option<Arc<dyn ObjectStore>>,
-    /// The key routes' state (the latest census).
-    pub keys: Arc<keys::KeyAdmin>,
     /// Status page sessions.
     page: page::Sessions,
     /// Whether the listener speaks TLS (the session cookie is then `Secure`).
@@ -94,7 +92,6 @@ impl AdminContext {
             keyring,
             primary,
             mirror,
-            keys: Arc::default(),
             page: page::Sessions::default(),
             tls: false,
             token: auth::TokenCheck::from_file(&config.token_file)?,

@@ -283,7 +283,7 @@ fn login_page(error: Option<&str>) -> String {
 fn status_page(ctx: &AdminContext) -> String {
     let mut b = String::new();
     let ring = ctx.keyring.load();
-    let census = ctx.keys.latest_census();
+    let census = ring.census().cloned();
     let _ = write!(
         b,
         "<h1>Escrow Proxy</h1><form method=\"post\" action=\"/logout\"><button>Sign out</button></form>\

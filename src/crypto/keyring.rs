@@ -63,6 +63,44 @@ pub enum LifecycleError {
     Destroyed(u32),
 }
 
+/// References to key versions in one store, as a census counted them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreCensus {
+    /// Objects per key version.
+    pub objects: BTreeMap<u32, u64>,
+    /// Uploads in progress (their markers) per key version.
+    pub uploads: BTreeMap<u32, u64>,
+    /// Buckets counted.
+    pub buckets: u64,
+}
+
+/// The latest finished census, kept in the sealed keyring so that every instance sharing it
+/// sees the same one (and nobody can forge one to allow a destroy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CensusReport {
+    /// The job that counted.
+    pub job: String,
+    /// When it finished (RFC 3339).
+    pub finished: String,
+    /// Whether it counted every bucket of every store, with no error: only such a census
+    /// allows a destroy.
+    pub complete: bool,
+    /// Per store (`primary`, `mirror`).
+    pub stores: BTreeMap<String, StoreCensus>,
+}
+
+impl CensusReport {
+    /// Objects and uploads that reference `version`, in all stores.
+    pub fn references(&self, version: u32) -> u64 {
+        self.stores
+            .values()
+            .map(|s| s.objects.get(&version).unwrap_or(&0) + s.uploads.get(&version).unwrap_or(&0))
+            .sum()
+    }
+}
+
 /// One KEK version.
 #[derive(Debug, Clone)]
 pub struct KekVersion {
@@ -81,6 +119,7 @@ pub struct Keyring {
     active: u32,
     generation: u64,
     versions: BTreeMap<u32, KekVersion>,
+    census: Option<CensusReport>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -96,6 +135,8 @@ struct OuterV2 {
 struct InnerV2 {
     active: u32,
     keks: Vec<InnerKek>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    census: Option<CensusReport>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -144,6 +185,7 @@ impl Keyring {
             active: 0,
             generation: 0,
             versions: BTreeMap::new(),
+            census: None,
         };
         // Invariant: an empty keyring's next version is 1.
         ring.rotate(now_rfc3339).expect("the first version");
@@ -251,6 +293,17 @@ impl Keyring {
         self.generation
     }
 
+    /// The latest census recorded in this keyring.
+    pub fn census(&self) -> Option<&CensusReport> {
+        self.census.as_ref()
+    }
+
+    /// Records `report` as the latest census.
+    pub fn set_census(&mut self, report: CensusReport) {
+        self.census = Some(report);
+        self.generation += 1;
+    }
+
     /// The state of `version`, if the keyring has it.
     pub fn state(&self, version: u32) -> Option<KekState> {
         self.versions.get(&version).map(|v| v.state)
@@ -289,6 +342,7 @@ impl Keyring {
         let inner = InnerV2 {
             active: self.active,
             keks,
+            census: self.census.clone(),
         };
         // Invariant: the document holds only strings and integers.
         let mut buf = Zeroizing::new(serde_json::to_vec(&inner).expect("keyring serializes"));
@@ -378,6 +432,7 @@ impl Keyring {
             active: inner.active,
             generation: doc.generation,
             versions,
+            census: inner.census,
         })
     }
 
@@ -416,6 +471,7 @@ impl Keyring {
             active: doc.active,
             generation: 0,
             versions,
+            census: None,
         })
     }
 }
@@ -497,6 +553,29 @@ mod tests {
         let reopened = Keyring::open(&root, &ring.seal(&root)).expect("opens");
         assert_eq!(reopened.kek(1).unwrap_err(), CryptoError::DestroyedKeyVersion(1));
         assert_eq!(reopened.state(1), Some(KekState::Destroyed));
+    }
+
+    #[test]
+    fn the_census_travels_sealed_with_the_keyring() {
+        let root = Key256::random();
+        let mut ring = Keyring::generate(NOW);
+        let mut store = StoreCensus::default();
+        store.objects.insert(1, 5);
+        store.uploads.insert(1, 2);
+        let report = CensusReport {
+            job: "census-1".into(),
+            finished: NOW.into(),
+            complete: true,
+            stores: [("primary".to_string(), store)].into(),
+        };
+        ring.set_census(report.clone());
+        assert_eq!(ring.generation(), 2);
+        let sealed = ring.seal(&root);
+        assert!(!sealed.contains("census-1"), "sealed, not in the clear");
+        let back = Keyring::open(&root, &sealed).expect("opens");
+        assert_eq!(back.census(), Some(&report));
+        assert_eq!(report.references(1), 7);
+        assert_eq!(report.references(2), 0);
     }
 
     #[test]
