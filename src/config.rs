@@ -163,6 +163,8 @@ pub struct MirrorConfig {
     pub write: WriteMode,
     /// Read mode. Default: primary.
     pub read: ReadMode,
+    /// How long a read waits for a store's first answer before failing over.
+    pub first_byte_timeout: Duration,
 }
 
 /// `[keys]`.
@@ -238,6 +240,7 @@ struct RawStore {
     ca_file: Option<PathBuf>,
     write: Option<String>,
     read: Option<String>,
+    first_byte_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -304,6 +307,7 @@ impl Config {
                 },
                 write: WriteMode::Sync,
                 read: ReadMode::Primary,
+                first_byte_timeout: Duration::from_millis(crate::limits::DEFAULT_FIRST_BYTE_TIMEOUT_MS),
             }),
             keys: KeysConfig {
                 keyring: data.join("keyring"),
@@ -377,8 +381,9 @@ impl Config {
             let write = match m.write.as_deref() {
                 None | Some("sync") => WriteMode::Sync,
                 Some("async") => WriteMode::Async,
+                Some("both") => WriteMode::Both,
                 Some(other) => {
-                    problems.push(format!("mirror.write: `{other}` is not sync or async"));
+                    problems.push(format!("mirror.write: `{other}` is not sync, async or both"));
                     WriteMode::Sync
                 }
             };
@@ -390,7 +395,20 @@ impl Config {
                     ReadMode::Primary
                 }
             };
-            store("mirror", m, &abs, &mut problems).map(|store| MirrorConfig { store, write, read })
+            let first_byte_timeout = match m.first_byte_timeout_ms {
+                None => Duration::from_millis(crate::limits::DEFAULT_FIRST_BYTE_TIMEOUT_MS),
+                Some(ms) if (1..=600_000).contains(&ms) => Duration::from_millis(ms),
+                Some(_) => {
+                    problems.push("mirror.first_byte_timeout_ms: expected 1 to 600000".into());
+                    Duration::from_millis(crate::limits::DEFAULT_FIRST_BYTE_TIMEOUT_MS)
+                }
+            };
+            store("mirror", m, &abs, &mut problems).map(|store| MirrorConfig {
+                store,
+                write,
+                read,
+                first_byte_timeout,
+            })
         });
         let keys = match raw.keys {
             Some(RawKeys {
@@ -526,8 +544,8 @@ fn store(
     abs: &dyn Fn(PathBuf) -> PathBuf,
     problems: &mut Vec<String>,
 ) -> Option<StoreConfig> {
-    if section == "primary" && (s.write.is_some() || s.read.is_some()) {
-        problems.push("primary: write and read belong to [mirror]".into());
+    if section == "primary" && (s.write.is_some() || s.read.is_some() || s.first_byte_timeout_ms.is_some()) {
+        problems.push("primary: write, read and first_byte_timeout_ms belong to [mirror]".into());
     }
     match s.kind.as_deref() {
         Some("fs") => match s.path {

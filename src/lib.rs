@@ -59,9 +59,6 @@ pub enum RunError {
     /// A store could not be set up.
     #[error("store: {0}")]
     Store(String),
-    /// The configuration asks for something this version does not do yet.
-    #[error("{0}")]
-    Unsupported(&'static str),
 }
 
 /// Opens the root key and the keyring; on a first start (neither exists) creates them.
@@ -102,6 +99,7 @@ pub struct Service {
     s3: server::Running,
     admin: Option<admin::Running>,
     health: Arc<admin::Health>,
+    /// Store probes and the mirror's drainer: stopped with the service.
     probes: Vec<tokio::task::JoinHandle<()>>,
     keyring_watch: tokio::task::JoinHandle<()>,
 }
@@ -150,31 +148,35 @@ pub async fn start(config: &Config) -> Result<Service, RunError> {
     let keyring_watch = keyring.watch(keys::KEYRING_POLL);
     let primary = build_store("primary", &config.primary)?;
     let mut stores = vec![(Arc::clone(&primary), StoreHealth::new("primary"))];
+    let mut drainer = None;
     let (store, mirror_store): (Arc<dyn ObjectStore>, _) = match &config.mirror {
         None => (Arc::clone(&primary), None),
-        Some(m) if m.write == mirror::WriteMode::Async => {
-            return Err(RunError::Unsupported(
-                "mirror.write = \"async\" is not supported by this version yet; use \"sync\"",
-            ));
-        }
         Some(m) => {
             let second = build_store("mirror", &m.store)?;
             stores.push((Arc::clone(&second), StoreHealth::new("mirror")));
-            let pair = mirror::Mirror::new(Arc::clone(&primary), Arc::clone(&second), m.read);
-            (Arc::new(pair) as Arc<dyn ObjectStore>, Some(second))
+            let mut settings = mirror::MirrorSettings::new(m.write, m.read);
+            settings.first_byte_timeout = m.first_byte_timeout;
+            let pair = mirror::Mirror::new(
+                (Arc::clone(&primary), Arc::clone(&stores[0].1)),
+                (Arc::clone(&second), Arc::clone(&stores[1].1)),
+                settings,
+                Arc::new(object::KeyringSealer::new(Arc::clone(&keyring))),
+            );
+            drainer = Some(mirror::repair::spawn_drainer(&pair));
+            (pair as Arc<dyn ObjectStore>, Some(second))
         }
     };
-    // The strict mirror fails writes unless both stores take them.
-    let rule = if mirror_store.is_some() {
-        admin::ReadyRule::All
-    } else {
-        admin::ReadyRule::Any
+    // With `write = "both"` every write needs both stores; otherwise one suffices.
+    let rule = match &config.mirror {
+        Some(m) if m.write == mirror::WriteMode::Both => admin::ReadyRule::All,
+        _ => admin::ReadyRule::Any,
     };
     let health = admin::Health::new(stores.iter().map(|(_, h)| Arc::clone(h)).collect(), rule);
-    let probes = stores
+    let mut probes: Vec<_> = stores
         .into_iter()
         .map(|(store, h)| tokio::spawn(backend::health::probe(store, h, STORE_PROBE_EVERY, STORE_PROBE_TIMEOUT)))
         .collect();
+    probes.extend(drainer);
     let admin = match &config.admin {
         Some(admin_config) => {
             let ctx = admin::AdminContext::new(

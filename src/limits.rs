@@ -53,3 +53,12 @@ pub const MAX_PRESIGNED_EXPIRES_SECS: u64 = 604_800;
 /// On EMFILE/ENFILE (no file descriptors left) the accept loop pauses this long before
 /// accepting again instead of spinning.
 pub const ACCEPT_BACKOFF_MS: u64 = 100;
+
+/// Mirror: how long a read waits for a store's first answer before failing over to the other
+/// store (and marking the first down until the probe sees it back).
+pub const DEFAULT_FIRST_BYTE_TIMEOUT_MS: u64 = 1500;
+/// Mirror: how long a write waits for the slower store once the faster one has it (or on a
+/// store that stopped taking bytes) before acknowledging with a repair record.
+pub const DEFAULT_MIRROR_LAG_MS: u64 = 2000;
+/// Mirror: how often each instance looks for repair records while it knows of none.
+pub const DEFAULT_DRAIN_EVERY_SECS: u64 = 5;

@@ -209,6 +209,24 @@ pub struct ListQuery {
     pub max_keys: i32,
 }
 
+impl ListQuery {
+    /// With a delimiter, a `start_after` inside a rolled-up common prefix means that whole
+    /// prefix was already returned: continue after every key under it (as S3 does).
+    pub fn skipping_rolled_up(mut self) -> Self {
+        let (Some(after), Some(delim)) = (self.start_after.as_deref(), self.delimiter.as_deref()) else {
+            return self;
+        };
+        let prefix = self.prefix.as_deref().unwrap_or("");
+        let Some(rest) = after.strip_prefix(prefix) else {
+            return self;
+        };
+        if let Some(i) = rest.find(delim) {
+            self.start_after = Some(format!("{prefix}{}{}", &rest[..i + delim.len()], char::MAX));
+        }
+        self
+    }
+}
+
 /// One object in a listing.
 #[derive(Debug, Clone)]
 pub struct ListEntry {
@@ -243,6 +261,11 @@ pub struct ListPage {
 pub trait ObjectStore: Send + Sync + 'static {
     /// The store's name for logs and errors ("primary", "mirror").
     fn name(&self) -> &str;
+
+    /// `x-amz-replication-status` of an object, for stores that replicate (the mirror).
+    fn replication_status(&self, _bucket: &str, _key: &str) -> Option<&'static str> {
+        None
+    }
 
     /// All buckets.
     async fn list_buckets(&self) -> BackendResult<Vec<BucketInfo>>;
@@ -360,4 +383,31 @@ pub async fn read_small(mut body: ByteStream, limit: usize) -> io::Result<Vec<u8
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod list_query_tests {
+    use super::ListQuery;
+
+    fn skip(after: &str, prefix: Option<&str>, delimiter: Option<&str>) -> Option<String> {
+        ListQuery {
+            start_after: Some(after.to_string()),
+            prefix: prefix.map(str::to_string),
+            delimiter: delimiter.map(str::to_string),
+            ..ListQuery::default()
+        }
+        .skipping_rolled_up()
+        .start_after
+    }
+
+    #[test]
+    fn markers_inside_common_prefixes_skip_them() {
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(skip("a/", None, Some("/")), Some(format!("a/{}", char::MAX)));
+        assert_eq!(skip("p/a/b", Some("p/"), Some("/")), Some(format!("p/a/{}", char::MAX)));
+        assert_eq!(skip("p/ab", Some("p/"), Some("/")), s("p/ab"));
+        assert_eq!(skip("a/", None, None), s("a/"));
+        // A marker outside the prefix is passed on unchanged.
+        assert_eq!(skip("q/a/b", Some("p/"), Some("/")), s("q/a/b"));
+    }
 }

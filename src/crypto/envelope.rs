@@ -171,6 +171,11 @@ pub(crate) fn bound(label: &[u8], binding: &[u8]) -> Vec<u8> {
     aad
 }
 
+/// The key that MACs the mirror's repair records, derived from a KEK (FORMAT.md §9).
+pub fn repair_mac_key(kek: &Key256) -> Key256 {
+    derive(kek, None, b"escrow-proxy repair-record-mac")
+}
+
 fn record_key(dek: &Key256) -> Key256 {
     derive(dek, None, label::META_KEY)
 }

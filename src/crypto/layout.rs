@@ -15,6 +15,13 @@ pub const UPLOAD_MARKERS: &str = ".escrow-mpu/u/";
 /// Its name holds what encodings tell apart: an escape-like `%41`, a `+` and a space.
 pub const LIST_ENCODING_PROBE: &str = ".escrow-mpu/probe/list-encoding %41+x";
 
+/// Where the mirror keeps its repair records in each bucket, in the store that has the change:
+/// `<this><object key hash>/<record id>`. One object per missed write, never overwritten.
+pub const REPAIR_RECORDS: &str = ".escrow-mpu/r/";
+
+/// Largest repair record body a reader accepts.
+pub const MAX_REPAIR_RECORD_LEN: usize = 8 << 10;
+
 /// Upload ids: this many random bytes, as lowercase hex.
 pub const UPLOAD_ID_BYTES: usize = 16;
 
@@ -49,6 +56,14 @@ pub fn upload_parts_prefix(id: &str) -> String {
 /// The object holding part `number` of upload `id` (five digits: listings sort by number).
 pub fn upload_part_key(id: &str, number: u32) -> String {
     format!("{}{number:05}", upload_parts_prefix(id))
+}
+
+/// The prefix of every repair record of object `key`: the first 16 bytes of the key's SHA-256 in
+/// hex (object keys may be up to 1024 bytes; record keys must stay below that).
+pub fn repair_records_of(key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    format!("{REPAIR_RECORDS}{}/", hex::encode(&digest[..16]))
 }
 
 /// Whether `id` has the form of an upload id: 32 lowercase hex digits.

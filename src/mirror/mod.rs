@@ -1,40 +1,54 @@
 //! The mirror: two stores behind one [`ObjectStore`], so the S3 front end does not know it is
-//! talking to two.
+//! talking to two (DESIGN §5).
 //!
-//! Writes (`put`, `delete`, bucket changes) go to both stores; a body is encrypted once and the
-//! same ciphertext is streamed to both through a bounded tee. This version implements
-//! `write = "sync"` strictly: a write is acknowledged only when both stores have it. If either
-//! fails while the body is still flowing, the other's upload is aborted too, so neither store
-//! changes. A store can still fail after the other has committed (an error answer to the last
-//! byte, or a failed delete): the client gets an error, the stores differ until the client
-//! retries, and the split is logged at error level. Repair records, which would close that gap,
-//! are not built yet.
+//! - Writes ([`write`]) go to both stores; a body is encrypted once and the same ciphertext is
+//!   streamed to both through a bounded tee. When one store fails or lags, the write is
+//!   acknowledged only once the other has it and a repair record ([`record`]) is stored beside
+//!   it, as `[mirror] write` says ([`WriteMode`]).
+//! - Repairs ([`repair`]): every instance drains every record, copying ciphertext store to
+//!   store (never decrypting), newest sealed version wins, deletes only by tombstone.
+//! - Reads go to the store `read` names and fail over to the other on outages, timeouts,
+//!   `NoSuchKey`/`NoSuchBucket` (the other store may have a write this one missed), before any
+//!   byte reached the client. A store marked down ([`StoreHealth`], the circuit breaker) is not
+//!   waited on until the background probe sees it back.
+//! - Listings ([`list`]) merge both stores' pages while both are up, so a write that only one
+//!   store has is never hidden.
 //!
-//! Reads (`get`, `head`, listings) go to the configured first store and fail over to the other
-//! on errors that say the store is unreachable or broken (connection failures, timeouts, 5xx,
-//! local I/O), before any response byte has reached the client. "Not found" does not fail over:
-//! the stores are kept identical, and a missing object is an answer, not a fault.
+//! Store ETags are tagged with the store that gave them (`<etag>@primary`), so a conditional
+//! read or a server-side copy names a store ETag only to the store it came from.
 
-use std::io;
+mod copy;
+mod list;
+pub mod record;
+pub mod repair;
+mod write;
+
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
-use tokio::sync::mpsc;
+use futures::future::BoxFuture;
 
+pub use self::record::Side;
+pub use self::repair::Backlog;
+use crate::backend::health::StoreHealth;
 use crate::backend::{
     BackendError, BackendResult, BucketInfo, ByteRange, ByteStream, GetObject, ListPage, ListQuery, Metadata,
-    ObjectHead, ObjectStore, Source, receiver_stream,
+    ObjectHead, ObjectStore, Source,
 };
 
 /// How writes use the mirror (`[mirror] write`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
-    /// Acknowledge when both stores have the object.
+    /// Both stores are written at once; if one fails, acknowledge once the other has the write
+    /// and a repair record is stored beside it.
     Sync,
-    /// Acknowledge after the first store; repair the second in the background.
+    /// Acknowledge once the first store that is up has the write and a repair record; the
+    /// other store is written in the background from the first.
     Async,
+    /// Fail unless both stores take the write.
+    Both,
 }
 
 /// Which store reads go to first.
@@ -46,67 +60,225 @@ pub enum ReadMode {
     Mirror,
 }
 
-/// Chunks buffered per store in the tee: memory per mirrored upload stays at a few chunks even
-/// when one store is slower than the other.
-const TEE_DEPTH: usize = 4;
+/// Timings of the mirror (`[mirror]` settings).
+#[derive(Debug, Clone)]
+pub struct MirrorSettings {
+    /// Write mode.
+    pub write: WriteMode,
+    /// Read mode.
+    pub read: ReadMode,
+    /// How long a read waits for a store's first answer before failing over.
+    pub first_byte_timeout: Duration,
+    /// How long a sync write waits for the slower store once the faster one has the write, and
+    /// how long the tee waits on a store that stopped taking bytes.
+    pub lag_timeout: Duration,
+    /// How often repair records are looked for while none are known.
+    pub drain_every: Duration,
+}
+
+impl MirrorSettings {
+    /// Defaults for `write` and `read`.
+    pub fn new(write: WriteMode, read: ReadMode) -> Self {
+        Self {
+            write,
+            read,
+            first_byte_timeout: Duration::from_millis(crate::limits::DEFAULT_FIRST_BYTE_TIMEOUT_MS),
+            lag_timeout: Duration::from_millis(crate::limits::DEFAULT_MIRROR_LAG_MS),
+            drain_every: Duration::from_secs(crate::limits::DEFAULT_DRAIN_EVERY_SECS),
+        }
+    }
+}
+
+/// What the mirror needs from the keyring, without depending on it: MACs for repair records,
+/// and the sealed write time of a stored object (to find the newest version).
+pub trait Sealer: Send + Sync + 'static {
+    /// MAC of `message` under the active key version: (version, tag).
+    fn mac(&self, message: &[u8]) -> (u32, [u8; 32]);
+    /// Whether `tag` is the MAC of `message` under key `version` (constant time).
+    fn verify(&self, version: u32, message: &[u8], tag: &[u8]) -> bool;
+    /// The sealed write time of `bucket`/`key` in `store`: `None` if the object is missing,
+    /// `Some(0)` if it exists but carries no readable write time (upload state, older format).
+    fn written_ms<'a>(
+        &'a self,
+        store: &'a Arc<dyn ObjectStore>,
+        bucket: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, BackendResult<Option<u64>>>;
+}
 
 /// A primary and a mirror store, written together, read with failover.
 pub struct Mirror {
-    primary: Arc<dyn ObjectStore>,
-    mirror: Arc<dyn ObjectStore>,
-    read: ReadMode,
+    stores: [Arc<dyn ObjectStore>; 2],
+    health: [Arc<StoreHealth>; 2],
+    settings: MirrorSettings,
+    sealer: Arc<dyn Sealer>,
+    backlog: Arc<Backlog>,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Mirror {
-    /// Mirrors `primary` to `mirror`; reads go first to the store `read` names.
-    pub fn new(primary: Arc<dyn ObjectStore>, mirror: Arc<dyn ObjectStore>, read: ReadMode) -> Self {
-        Self { primary, mirror, read }
+    /// Mirrors `primary` to `mirror`.
+    pub fn new(
+        primary: (Arc<dyn ObjectStore>, Arc<StoreHealth>),
+        mirror: (Arc<dyn ObjectStore>, Arc<StoreHealth>),
+        settings: MirrorSettings,
+        sealer: Arc<dyn Sealer>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            stores: [primary.0, mirror.0],
+            health: [primary.1, mirror.1],
+            settings,
+            sealer,
+            backlog: Arc::new(Backlog::default()),
+            wake: Arc::new(tokio::sync::Notify::new()),
+        })
     }
 
-    fn read_order(&self) -> [&Arc<dyn ObjectStore>; 2] {
-        match self.read {
-            ReadMode::Primary => [&self.primary, &self.mirror],
-            ReadMode::Mirror => [&self.mirror, &self.primary],
+    /// The store on `side`.
+    pub fn store(&self, side: Side) -> &Arc<dyn ObjectStore> {
+        &self.stores[index(side)]
+    }
+
+    /// The health (breaker) of the store on `side`.
+    pub fn health(&self, side: Side) -> &Arc<StoreHealth> {
+        &self.health[index(side)]
+    }
+
+    /// What this instance knows of outstanding repairs.
+    pub fn backlog(&self) -> &Arc<Backlog> {
+        &self.backlog
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &MirrorSettings {
+        &self.settings
+    }
+
+    /// The record sealer.
+    pub fn sealer(&self) -> &Arc<dyn Sealer> {
+        &self.sealer
+    }
+
+    /// Asks the drainer to run now (a record was just stored).
+    fn wake_drainer(&self) {
+        self.wake.notify_one();
+    }
+
+    fn is_up(&self, side: Side) -> bool {
+        self.health(side).is_up()
+    }
+
+    /// Reads go first to the configured store, unless it is down and the other is not.
+    fn read_order(&self) -> [Side; 2] {
+        let first = match self.settings.read {
+            ReadMode::Primary => Side::Primary,
+            ReadMode::Mirror => Side::Mirror,
+        };
+        if !self.is_up(first) && self.is_up(first.other()) {
+            [first.other(), first]
+        } else {
+            [first, first.other()]
         }
     }
 
-    /// A write that one store committed and the other did not: the stores now differ.
-    fn log_split(&self, op: &str, bucket: &str, key: &str) {
-        tracing::error!(
-            op,
-            bucket,
-            key,
-            "mirror: one store has the change, the other failed; stores differ until a retry"
-        );
+    /// Notes a store's failure in its breaker when the failure is an outage.
+    fn observe(&self, side: Side, e: &BackendError) {
+        if e.is_outage() {
+            self.health(side).mark_down(e.kind());
+        }
     }
 
-    /// Runs a read on the first store, and on the second if the first is down.
+    /// Runs a read on the first store, and on the second when the first is down, times out, or
+    /// says the object or bucket is missing (the second may have a write the first missed).
     async fn read<'a, T, F, Fut>(&'a self, op: F) -> BackendResult<T>
     where
-        F: Fn(&'a Arc<dyn ObjectStore>) -> Fut,
+        F: Fn(Side, &'a Arc<dyn ObjectStore>) -> Fut,
         Fut: Future<Output = BackendResult<T>>,
     {
         let [first, second] = self.read_order();
-        match op(first).await {
-            Err(e) if e.is_outage() => {
-                tracing::warn!(store = first.name(), error = %e, fallback = second.name(), "read failed over");
-                op(second).await
-            }
-            other => other,
+        let e = match self.timed_read(first, op(first, self.store(first))).await {
+            Ok(value) => return Ok(value),
+            Err(e) => e,
+        };
+        let reason = match &e {
+            BackendError::NoSuchKey => "not_found",
+            BackendError::NoSuchBucket => "no_bucket",
+            e if e.is_outage() => "unavailable",
+            _ => return Err(e),
+        };
+        metrics::counter!("escrow_mirror_failovers_total", "reason" => reason, "to" => second.name()).increment(1);
+        if reason == "unavailable" {
+            tracing::warn!(store = first.name(), error = %e, fallback = second.name(), "read failed over");
         }
+        match self.timed_read(second, op(second, self.store(second))).await {
+            Ok(value) => Ok(value),
+            // The first store's "missing" stands when the second cannot say otherwise; with the
+            // first down, the second's answer is the answer.
+            Err(_) if reason != "unavailable" => Err(e),
+            Err(second_error) => Err(second_error),
+        }
+    }
+
+    /// `fut` bounded by the first-byte timeout; a timeout or outage marks the store down.
+    async fn timed_read<T>(&self, side: Side, fut: impl Future<Output = BackendResult<T>>) -> BackendResult<T> {
+        let result = match tokio::time::timeout(self.settings.first_byte_timeout, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::Upstream {
+                store: side.name().into(),
+                message: format!("no answer within {:?}", self.settings.first_byte_timeout),
+                retryable: true,
+            }),
+        };
+        match &result {
+            Ok(_) => self.health(side).mark_up(),
+            Err(e) => self.observe(side, e),
+        }
+        result
+    }
+
+    /// `x-amz-replication-status` of an object as this instance knows it.
+    pub fn replication_status(&self, bucket: &str, key: &str) -> &'static str {
+        self.backlog.status(bucket, key)
     }
 }
 
-/// Both results of a mirrored write, as one: an error from either store is the error.
-fn both<T>(a: BackendResult<T>, b: BackendResult<()>) -> BackendResult<T> {
-    let value = a?;
-    b?;
-    Ok(value)
+fn index(side: Side) -> usize {
+    match side {
+        Side::Primary => 0,
+        Side::Mirror => 1,
+    }
 }
 
-/// Copies an `io::Error` (it is not `Clone`) so both tee branches can fail with it.
-fn copy_error(e: &io::Error) -> io::Error {
-    io::Error::new(e.kind(), e.to_string())
+/// Marks a store ETag with the store that gave it.
+fn tag(etag: String, side: Side) -> String {
+    if etag.is_empty() {
+        etag
+    } else {
+        format!("{etag}@{}", side.name())
+    }
+}
+
+/// The part of a tagged ETag meant for `side`: `None` if it names the other store.
+fn untag(etag: &str, side: Side) -> Option<&str> {
+    match etag.rsplit_once('@') {
+        Some((etag, name)) if name == side.name() => Some(etag),
+        Some((_, name)) if name == side.other().name() => None,
+        _ => Some(etag),
+    }
+}
+
+/// The store a tagged ETag came from, if it is tagged.
+fn origin(etag: &str) -> Option<Side> {
+    match etag.rsplit_once('@').map(|(_, name)| name) {
+        Some("primary") => Some(Side::Primary),
+        Some("mirror") => Some(Side::Mirror),
+        _ => None,
+    }
+}
+
+fn tag_head(mut head: ObjectHead, side: Side) -> ObjectHead {
+    head.etag = tag(std::mem::take(&mut head.etag), side);
+    head
 }
 
 #[async_trait]
@@ -115,80 +287,36 @@ impl ObjectStore for Mirror {
         "mirror-pair"
     }
 
+    fn replication_status(&self, bucket: &str, key: &str) -> Option<&'static str> {
+        Some(Mirror::replication_status(self, bucket, key))
+    }
+
     async fn list_buckets(&self) -> BackendResult<Vec<BucketInfo>> {
-        self.read(|s| s.list_buckets()).await
+        self.read(|_, s| s.list_buckets()).await
     }
 
     async fn create_bucket(&self, bucket: &str) -> BackendResult<()> {
-        let (a, b) = tokio::join!(self.primary.create_bucket(bucket), self.mirror.create_bucket(bucket));
-        // A bucket the mirror already has (say, created before the mirror was configured) is
-        // fine as long as the primary's answer is the client's answer.
-        let b = match b {
-            Err(BackendError::BucketAlreadyExists) if a.is_ok() => Ok(()),
-            other => other,
-        };
-        both(a, b)
+        self.create_bucket_mirrored(bucket).await
     }
 
     async fn head_bucket(&self, bucket: &str) -> BackendResult<()> {
-        self.read(|s| s.head_bucket(bucket)).await
+        self.read(|_, s| s.head_bucket(bucket)).await
     }
 
     async fn delete_bucket(&self, bucket: &str) -> BackendResult<()> {
-        let (a, b) = tokio::join!(self.primary.delete_bucket(bucket), self.mirror.delete_bucket(bucket));
-        let b = match b {
-            Err(BackendError::NoSuchBucket) if a.is_ok() => Ok(()),
-            other => other,
-        };
-        both(a, b)
+        self.delete_bucket_mirrored(bucket).await
     }
 
     async fn put_object(
         &self,
         bucket: &str,
         key: &str,
-        mut body: ByteStream,
+        body: ByteStream,
         len: u64,
         metadata: Metadata,
     ) -> BackendResult<String> {
-        let (tx_a, rx_a) = mpsc::channel(TEE_DEPTH);
-        let (tx_b, rx_b) = mpsc::channel(TEE_DEPTH);
-        // The tee: every chunk to both. If either upload stops listening (it failed), the
-        // other is told to fail too, so neither store commits a write the client will not see
-        // acknowledged.
-        let pump = async move {
-            while let Some(item) = body.next().await {
-                match item {
-                    Ok(chunk) => {
-                        let (a, b) = tokio::join!(tx_a.send(Ok(chunk.clone())), tx_b.send(Ok(chunk)));
-                        if a.is_err() || b.is_err() {
-                            let abort = || Err(io::Error::other("the other store's upload failed"));
-                            let _ = tokio::join!(tx_a.send(abort()), tx_b.send(abort()));
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tokio::join!(tx_a.send(Err(copy_error(&e))), tx_b.send(Err(e)));
-                        return;
-                    }
-                }
-            }
-        };
-        let meta_b = metadata.clone();
-        let put_a = self
-            .primary
-            .put_object(bucket, key, receiver_stream(rx_a), len, metadata);
-        let put_b = self.mirror.put_object(bucket, key, receiver_stream(rx_b), len, meta_b);
-        let ((), a, b) = tokio::join!(pump, put_a, put_b);
-        if a.is_ok() != b.is_ok() {
-            self.log_split("put", bucket, key);
-        }
-        // A body error is the client's: report it as such whichever store saw it first.
-        match (a, b) {
-            (Ok(etag), Ok(_)) => Ok(etag),
-            (Err(e @ BackendError::Body(_)), _) | (_, Err(e @ BackendError::Body(_))) => Err(e),
-            (Err(e), Ok(_)) | (Ok(_), Err(e)) | (Err(e), Err(_)) => Err(e),
-        }
+        let (side, etag) = self.put_mirrored(bucket, key, body, len, metadata).await?;
+        Ok(tag(etag, side))
     }
 
     async fn get_object(
@@ -198,26 +326,42 @@ impl ObjectStore for Mirror {
         range: Option<ByteRange>,
         if_match: Option<&str>,
     ) -> BackendResult<GetObject> {
-        self.read(|s| s.get_object(bucket, key, range.clone(), if_match)).await
+        // A read pinned to a store ETag goes to the store that gave it: the caller opened that
+        // store's version of the object.
+        if let Some(side) = if_match.and_then(origin) {
+            let etag = if_match.and_then(|e| untag(e, side));
+            let got = self
+                .timed_read(side, self.store(side).get_object(bucket, key, range, etag))
+                .await?;
+            return Ok(GetObject {
+                head: tag_head(got.head, side),
+                body: got.body,
+            });
+        }
+        self.read(|side, s| {
+            let range = range.clone();
+            async move {
+                let got = s.get_object(bucket, key, range, if_match).await?;
+                Ok(GetObject {
+                    head: tag_head(got.head, side),
+                    body: got.body,
+                })
+            }
+        })
+        .await
     }
 
     async fn head_object(&self, bucket: &str, key: &str) -> BackendResult<ObjectHead> {
-        self.read(|s| s.head_object(bucket, key)).await
+        self.read(|side, s| async move { s.head_object(bucket, key).await.map(|h| tag_head(h, side)) })
+            .await
     }
 
     async fn delete_object(&self, bucket: &str, key: &str) -> BackendResult<()> {
-        let (a, b) = tokio::join!(
-            self.primary.delete_object(bucket, key),
-            self.mirror.delete_object(bucket, key)
-        );
-        if a.is_ok() != b.is_ok() {
-            self.log_split("delete", bucket, key);
-        }
-        both(a, b)
+        self.delete_mirrored(bucket, key).await
     }
 
     async fn list_objects(&self, bucket: &str, query: &ListQuery) -> BackendResult<ListPage> {
-        self.read(|s| s.list_objects(bucket, query)).await
+        self.list_merged(bucket, query).await
     }
 
     /// Each store composes from its own copies of the sources (server-side where it can).
@@ -229,16 +373,56 @@ impl ObjectStore for Mirror {
         tail: Bytes,
         metadata: Metadata,
     ) -> BackendResult<String> {
-        // Source ETags are the primary's; the mirror's copies have their own.
-        let mirror_sources = sources.iter().cloned().map(|s| Source { etag: None, ..s }).collect();
-        let (a, b) = tokio::join!(
-            self.primary
-                .compose(bucket, key, sources, tail.clone(), metadata.clone()),
-            self.mirror.compose(bucket, key, mirror_sources, tail, metadata)
-        );
-        if a.is_ok() != b.is_ok() {
-            self.log_split("compose", bucket, key);
+        let (side, etag) = self.compose_mirrored(bucket, key, sources, tail, metadata).await?;
+        Ok(tag(etag, side))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A sealer with a fixed key, for the mirror's own tests.
+    #[derive(Default)]
+    pub(crate) struct TestSealer;
+
+    impl Sealer for TestSealer {
+        fn mac(&self, message: &[u8]) -> (u32, [u8; 32]) {
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"test sealer key");
+            let mut out = [0u8; 32];
+            out.copy_from_slice(ring::hmac::sign(&key, message).as_ref());
+            (1, out)
         }
-        both(a, b.map(drop))
+
+        fn verify(&self, version: u32, message: &[u8], tag: &[u8]) -> bool {
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"test sealer key");
+            version == 1 && ring::hmac::verify(&key, message, tag).is_ok()
+        }
+
+        fn written_ms<'a>(
+            &'a self,
+            store: &'a Arc<dyn ObjectStore>,
+            bucket: &'a str,
+            key: &'a str,
+        ) -> BoxFuture<'a, BackendResult<Option<u64>>> {
+            Box::pin(async move {
+                match store.head_object(bucket, key).await {
+                    Ok(head) => Ok(Some(head.metadata.get("t").and_then(|t| t.parse().ok()).unwrap_or(0))),
+                    Err(BackendError::NoSuchKey) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+        }
+    }
+
+    #[test]
+    fn etags_name_their_store() {
+        let tagged = tag("abc".into(), Side::Mirror);
+        assert_eq!(tagged, "abc@mirror");
+        assert_eq!(origin(&tagged), Some(Side::Mirror));
+        assert_eq!(untag(&tagged, Side::Mirror), Some("abc"));
+        assert_eq!(untag(&tagged, Side::Primary), None);
+        assert_eq!(untag("plain", Side::Primary), Some("plain"));
+        assert_eq!(tag(String::new(), Side::Primary), "");
     }
 }

@@ -25,6 +25,7 @@ mod etags;
 mod list;
 pub mod open;
 pub mod sealed;
+mod sealer;
 mod upload;
 mod write;
 
@@ -36,6 +37,7 @@ pub use self::copy::{Copied, CopySource};
 pub use self::error::ObjectError;
 pub use self::list::{Listed, Page};
 pub use self::open::{Opened, PlainStream, Shape};
+pub use self::sealer::KeyringSealer;
 pub use self::upload::{PartInfo, PartsPage, UploadInfo, UploadsPage, UploadsQuery};
 pub use crate::backend::{BackendError, BucketInfo, ListQuery};
 pub use crate::crypto::CryptoError;
@@ -117,6 +119,11 @@ impl Objects {
         range: Option<std::ops::Range<u64>>,
     ) -> Result<PlainStream, ObjectError> {
         open::plaintext(&self.at(bucket, key), opened, range).await
+    }
+
+    /// `x-amz-replication-status` of an object, when the store replicates (a mirror).
+    pub fn replication_status(&self, bucket: &str, key: &str) -> Option<&'static str> {
+        self.store.replication_status(bucket, key)
     }
 
     /// Deletes an object; deleting a missing one succeeds.

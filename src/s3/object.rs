@@ -149,6 +149,7 @@ impl Proxy {
         let output = read_output!(HeadObjectOutput, opened, i.part_number, checksum, {
             content_length: Some(range.as_ref().map_or(size, |r| r.end - r.start) as i64),
             content_range: range.as_ref().map(|r| content_range(r, size)),
+            replication_status: self.objects.replication_status(&i.bucket, &i.key).map(|s| s.to_string().into()),
         });
         Ok(S3Response::new(output))
     }
@@ -174,6 +175,7 @@ impl Proxy {
             body: Some(StreamingBlob::wrap(body)),
             content_length: Some(len as i64),
             content_range: range.as_ref().map(|r| content_range(r, size)),
+            replication_status: self.objects.replication_status(&input.bucket, &input.key).map(|s| s.to_string().into()),
         });
         Ok(S3Response::new(output))
     }

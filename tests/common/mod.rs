@@ -42,7 +42,8 @@ use tempfile::TempDir;
 
 use escrow_proxy::Service;
 use escrow_proxy::backend::s3::S3StoreConfig;
-use escrow_proxy::config::{ClientConfig, Config, KeysConfig, ServerConfig, StoreConfig, TlsFiles};
+use escrow_proxy::config::{ClientConfig, Config, KeysConfig, MirrorConfig, ServerConfig, StoreConfig, TlsFiles};
+use escrow_proxy::mirror::{ReadMode, WriteMode};
 use escrow_proxy::secret::SecretString;
 
 #[path = "../shared/mod.rs"]
@@ -81,6 +82,8 @@ pub enum StoreKind {
     Fs,
     /// A real S3 server: s3s-fs in process (`StoreConfig::S3`).
     S3sFs,
+    /// s3s-fs as the primary, mirrored (`write = "sync"`) to the proxy's fs store.
+    Mirrored,
 }
 
 /// Whether a client sends the SDK's default flexible checksums.
@@ -101,8 +104,11 @@ pub struct Harness {
     pub endpoint: String,
     /// The PEM CA certificate the clients trust.
     pub ca_pem: Vec<u8>,
-    /// Where the store keeps its files (fs store root, or s3s-fs root).
+    /// Where the store keeps its files (fs store root, or s3s-fs root; the primary's when
+    /// mirrored).
     pub store_dir: PathBuf,
+    /// The mirror's fs store root, when mirrored.
+    pub mirror_dir: Option<PathBuf>,
     /// SDK defaults: aws-chunked uploads with a CRC32 trailer.
     pub client: Client,
     /// `RequestChecksumCalculation::WhenRequired` and `ResponseChecksumValidation::WhenRequired`:
@@ -165,7 +171,7 @@ impl Harness {
                 let path = dir.path().join("fs-store");
                 (StoreConfig::Fs { path: path.clone() }, path, None)
             }
-            StoreKind::S3sFs => {
+            StoreKind::S3sFs | StoreKind::Mirrored => {
                 let path = dir.path().join("s3s-fs");
                 std::fs::create_dir_all(&path).expect("mkdir s3s-fs root");
                 let (addr, task) = start_s3s_fs(&path).await;
@@ -197,7 +203,14 @@ impl Harness {
                 secret_key: SecretString::new(SECRET_KEY.into()),
             }],
             primary,
-            mirror: None,
+            mirror: (kind == StoreKind::Mirrored).then(|| MirrorConfig {
+                store: StoreConfig::Fs {
+                    path: dir.path().join("mirror-fs"),
+                },
+                write: WriteMode::Sync,
+                read: ReadMode::Primary,
+                first_byte_timeout: std::time::Duration::from_millis(1500),
+            }),
             keys: KeysConfig {
                 keyring: dir.path().join("keys/keyring"),
                 root_key_file: dir.path().join("keys/root.key"),
@@ -216,6 +229,7 @@ impl Harness {
             endpoint,
             ca_pem,
             store_dir,
+            mirror_dir: (kind == StoreKind::Mirrored).then(|| dir.path().join("mirror-fs")),
             client,
             plain_client,
             proxy: Some(proxy),
@@ -339,14 +353,18 @@ impl Harness {
     pub fn assert_store_lacks(&self, needle: &[u8], what: &str) -> u64 {
         assert!(!needle.is_empty(), "empty needle");
         // A file removed between listing and reading (a temp file renamed into place) is skipped.
-        let scanned = shared::assert_files_lack(&self.store_dir, needle, Vanished::Skip, |file| {
-            format!(
-                "{what} IN THE STORE IN CLEAR: {} contains {:?}",
-                file.display(),
-                String::from_utf8_lossy(needle)
-            )
-        });
-        scanned.bytes
+        let mut bytes = 0;
+        for dir in std::iter::once(&self.store_dir).chain(self.mirror_dir.as_ref()) {
+            let scanned = shared::assert_files_lack(dir, needle, Vanished::Skip, |file| {
+                format!(
+                    "{what} IN THE STORE IN CLEAR: {} contains {:?}",
+                    file.display(),
+                    String::from_utf8_lossy(needle)
+                )
+            });
+            bytes += scanned.bytes;
+        }
+        bytes
     }
 
     /// Asserts that no stored file contains `marker`, and that the store is not empty (so the
@@ -367,7 +385,7 @@ impl Harness {
                 .store_dir
                 .join(bucket)
                 .join(hex::encode(Sha256::digest(key.as_bytes()))),
-            StoreKind::S3sFs => self.store_dir.join(bucket).join(key),
+            StoreKind::S3sFs | StoreKind::Mirrored => self.store_dir.join(bucket).join(key),
         }
     }
 
@@ -398,7 +416,7 @@ impl Harness {
                     metadata,
                 }
             }
-            StoreKind::S3sFs => {
+            StoreKind::S3sFs | StoreKind::Mirrored => {
                 let sidecar = self.s3s_fs_metadata_path(bucket, key);
                 let attrs: serde_json::Value =
                     serde_json::from_slice(&std::fs::read(&sidecar).expect("read s3s-fs metadata sidecar"))
@@ -434,7 +452,7 @@ impl Harness {
                 out.extend_from_slice(&object.body);
                 std::fs::write(&path, out).expect("write stored object");
             }
-            StoreKind::S3sFs => {
+            StoreKind::S3sFs | StoreKind::Mirrored => {
                 std::fs::write(&path, &object.body).expect("write stored body");
                 let sidecar = self.s3s_fs_metadata_path(bucket, key);
                 let mut attrs: serde_json::Value =

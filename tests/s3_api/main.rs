@@ -10,7 +10,8 @@
 mod common;
 
 /// Runs each listed `async fn case(StoreKind)` of the calling module once per store kind, as
-/// `<module>::fs::case` and `<module>::s3s_fs::case`.
+/// `<module>::fs::case`, `<module>::s3s_fs::case` and `<module>::mirrored::case` (s3s-fs
+/// mirrored to an fs store).
 macro_rules! per_store {
     ($($(#[$attr:meta])* $name:ident),* $(,)?) => {
         mod fs {
@@ -28,6 +29,15 @@ macro_rules! per_store {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::common::StoreKind::S3sFs).await;
+                }
+            )*
+        }
+        mod mirrored {
+            $(
+                $(#[$attr])*
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::StoreKind::Mirrored).await;
                 }
             )*
         }

@@ -1,0 +1,403 @@
+//! Mirrored writes. Each write runs on both stores at once (a body through a bounded tee, one
+//! encryption pass); each store's part is a [`Leg`]. [`Mirror::settle`] turns the two legs into
+//! the client's answer as the write mode says:
+//!
+//! | legs | `sync` | `async` | `both` |
+//! |---|---|---|---|
+//! | both done | ack | — | ack |
+//! | one done, other failed or down | ack after a repair record beside the done one | ack after the record | error (the record is still written, so the stores converge) |
+//! | neither done | error | error | error |
+//!
+//! (`async` writes a body to one store, stores the record, acknowledges, and copies to the
+//! other store in the background; its other writes behave as `sync`.)
+//!
+//! A store that has not answered is waited for until it answers or its breaker opens (the
+//! background probe marks a hung store down within seconds); a body that stops flowing to one
+//! store does not stop the other.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use super::record::{self, Op, RepairRecord};
+use super::{Mirror, Side, WriteMode, untag};
+use crate::backend::health::StoreHealth;
+use crate::backend::{BackendError, BackendResult, ByteStream, Metadata, ObjectStore, Source, receiver_stream};
+
+/// Chunks buffered per store in the tee: memory per mirrored upload stays at a few chunks even
+/// when one store is slower than the other.
+const TEE_DEPTH: usize = 4;
+/// How often a wait on a store checks whether its breaker opened.
+const BREAKER_POLL: Duration = Duration::from_millis(100);
+
+/// One store's part in a write.
+enum Leg<T> {
+    /// The store has the write.
+    Done(T),
+    /// The store refused or failed.
+    Failed(BackendError),
+    /// The store was not tried (its breaker is open) or was given up on (it hung).
+    Down,
+}
+
+impl<T> Leg<T> {
+    fn from(result: BackendResult<T>) -> Self {
+        match result {
+            Ok(v) => Self::Done(v),
+            Err(e) => Self::Failed(e),
+        }
+    }
+
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::Done(_) => "ok",
+            Self::Failed(_) => "failed",
+            Self::Down => "down",
+        }
+    }
+}
+
+/// Resolves when `health` says the store is down.
+async fn until_down(health: &StoreHealth) {
+    while health.is_up() {
+        tokio::time::sleep(BREAKER_POLL).await;
+    }
+}
+
+/// Copies an `io::Error` (it is not `Clone`) so both tee branches can fail with it.
+fn copy_error(e: &std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), e.to_string())
+}
+
+fn both_down() -> BackendError {
+    BackendError::Upstream {
+        store: "mirror-pair".into(),
+        message: "both stores are unreachable".into(),
+        retryable: true,
+    }
+}
+
+fn needs_both(side: Side) -> BackendError {
+    BackendError::Upstream {
+        store: side.name().into(),
+        message: "store unreachable and [mirror] write = \"both\"".into(),
+        retryable: true,
+    }
+}
+
+impl Mirror {
+    /// Runs `a` (primary) and `b` (mirror) at once; once one store has answered, the other is
+    /// waited for until it answers or its breaker opens.
+    async fn legs<T, A, B>(&self, a: A, b: B) -> [Leg<T>; 2]
+    where
+        A: Future<Output = BackendResult<T>>,
+        B: Future<Output = BackendResult<T>>,
+    {
+        let (ha, hb) = (self.health(Side::Primary), self.health(Side::Mirror));
+        let a = async {
+            tokio::select! {
+                r = a => Leg::from(r),
+                () = until_down(ha) => Leg::Down,
+            }
+        };
+        let b = async {
+            tokio::select! {
+                r = b => Leg::from(r),
+                () = until_down(hb) => Leg::Down,
+            }
+        };
+        let (a, b) = tokio::join!(a, b);
+        [a, b]
+    }
+
+    /// Which stores a write may use now: both up, one, or (for `both`) an error.
+    fn writable(&self) -> BackendResult<[bool; 2]> {
+        let up = [self.is_up(Side::Primary), self.is_up(Side::Mirror)];
+        if self.settings.write == WriteMode::Both
+            && let Some(down) = [Side::Primary, Side::Mirror]
+                .into_iter()
+                .find(|s| !up[super::index(*s)])
+        {
+            return Err(needs_both(down));
+        }
+        if up == [false, false] {
+            // Both believed down: try both anyway (the breaker may be stale).
+            return Ok([true, true]);
+        }
+        Ok(up)
+    }
+
+    /// Runs a non-body write on the stores `writable` allows and settles it.
+    async fn write_each<'a, T, F, Fut>(&'a self, op: Op, bucket: &str, key: &str, f: F) -> BackendResult<(Side, T)>
+    where
+        F: Fn(Side, &'a Arc<dyn ObjectStore>) -> Fut,
+        Fut: Future<Output = BackendResult<T>>,
+    {
+        let up = self.writable()?;
+        let run = |side: Side| {
+            let fut = f(side, self.store(side));
+            async move {
+                if up[super::index(side)] {
+                    fut.await
+                } else {
+                    Err(BackendError::Upstream {
+                        store: side.name().into(),
+                        message: "breaker open".into(),
+                        retryable: true,
+                    })
+                }
+            }
+        };
+        let mut legs = self.legs(run(Side::Primary), run(Side::Mirror)).await;
+        for (side, up) in [(Side::Primary, up[0]), (Side::Mirror, up[1])] {
+            if !up {
+                legs[super::index(side)] = Leg::Down;
+            }
+        }
+        self.settle(op, bucket, key, legs).await
+    }
+
+    /// The client's answer from both legs of a write, storing a repair record when one store
+    /// has the write and the other does not. Returns the side whose value is returned.
+    async fn settle<T>(&self, op: Op, bucket: &str, key: &str, legs: [Leg<T>; 2]) -> BackendResult<(Side, T)> {
+        let [a, b] = legs;
+        for (side, leg) in [(Side::Primary, &a), (Side::Mirror, &b)] {
+            metrics::counter!("escrow_mirror_writes_total", "store" => side.name(), "outcome" => leg.outcome())
+                .increment(1);
+            if let Leg::Failed(e) = leg {
+                self.observe(side, e);
+            }
+        }
+        let first = self.read_order()[0];
+        match (a, b) {
+            (Leg::Done(va), Leg::Done(vb)) => Ok(if first == Side::Primary {
+                (Side::Primary, va)
+            } else {
+                (Side::Mirror, vb)
+            }),
+            // The client's body failed: neither store kept anything.
+            (Leg::Failed(e @ BackendError::Body(_)), _) | (_, Leg::Failed(e @ BackendError::Body(_))) => Err(e),
+            (Leg::Done(v), missed) => self.one_store_has_it(op, bucket, key, Side::Primary, v, missed).await,
+            (missed, Leg::Done(v)) => self.one_store_has_it(op, bucket, key, Side::Mirror, v, missed).await,
+            // Both failed: an answer about the request beats an outage.
+            (Leg::Failed(ea), Leg::Failed(eb)) => Err(if ea.is_outage() && !eb.is_outage() { eb } else { ea }),
+            (Leg::Failed(e), Leg::Down) | (Leg::Down, Leg::Failed(e)) => Err(e),
+            (Leg::Down, Leg::Down) => Err(both_down()),
+        }
+    }
+
+    /// `has` holds the write and the other store missed it (`missed`): store the repair record
+    /// beside the write, then acknowledge (or, for `both`, fail).
+    async fn one_store_has_it<T>(
+        &self,
+        op: Op,
+        bucket: &str,
+        key: &str,
+        has: Side,
+        value: T,
+        missed: Leg<T>,
+    ) -> BackendResult<(Side, T)> {
+        let missing_from = has.other();
+        let why = match &missed {
+            Leg::Failed(e) => e.kind(),
+            _ => "down",
+        };
+        let rec = RepairRecord::new(op, bucket, key, missing_from);
+        let recorded = record::write(self.store(has).as_ref(), self.sealer.as_ref(), &rec).await;
+        match &recorded {
+            Ok(record_key) => {
+                self.backlog.noted(has, record_key, &rec);
+                tracing::warn!(
+                    bucket,
+                    op = ?op,
+                    has = has.name(),
+                    missing_from = missing_from.name(),
+                    why,
+                    "mirror: one store missed a write; repair record stored"
+                );
+                self.wake_drainer();
+            }
+            Err(e) => {
+                tracing::error!(bucket, op = ?op, has = has.name(), error = %e, "mirror: repair record could not be stored; write not acknowledged");
+            }
+        }
+        let refused = match missed {
+            Leg::Failed(e) => e,
+            _ => needs_both(missing_from),
+        };
+        if self.settings.write == WriteMode::Both {
+            return Err(refused);
+        }
+        match recorded {
+            Ok(_) => Ok((has, value)),
+            // Without a record the write would be lost on the other store; the client retries.
+            Err(e) if e.is_outage() => Err(e),
+            Err(_) => Err(refused),
+        }
+    }
+
+    /// A PUT: the body through the tee to both stores (or to one and a record, or for `async`
+    /// to the first store, a record, and a background copy).
+    pub(super) async fn put_mirrored(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: ByteStream,
+        len: u64,
+        metadata: Metadata,
+    ) -> BackendResult<(Side, String)> {
+        let up = self.writable()?;
+        if self.settings.write == WriteMode::Async || !(up[0] && up[1]) {
+            let side = self
+                .read_order()
+                .into_iter()
+                .find(|s| up[super::index(*s)])
+                .unwrap_or(Side::Primary);
+            let leg = Leg::from(self.store(side).put_object(bucket, key, body, len, metadata).await);
+            let legs = match side {
+                Side::Primary => [leg, Leg::Down],
+                Side::Mirror => [Leg::Down, leg],
+            };
+            return self.settle(Op::Put, bucket, key, legs).await;
+        }
+        let both_or_nothing = self.settings.write == WriteMode::Both;
+        let (tx_a, rx_a) = mpsc::channel(TEE_DEPTH);
+        let (tx_b, rx_b) = mpsc::channel(TEE_DEPTH);
+        let pump = self.tee(body, [tx_a, tx_b], both_or_nothing);
+        let put_a = self
+            .store(Side::Primary)
+            .put_object(bucket, key, receiver_stream(rx_a), len, metadata.clone());
+        let put_b = self
+            .store(Side::Mirror)
+            .put_object(bucket, key, receiver_stream(rx_b), len, metadata);
+        let ((), legs) = tokio::join!(pump, self.legs(put_a, put_b));
+        self.settle(Op::Put, bucket, key, legs).await
+    }
+
+    /// Feeds every chunk of `body` to each branch still listening. A branch whose store stops
+    /// taking bytes is dropped once its breaker opens (its upload then fails short, so that
+    /// store keeps nothing); with `both_or_nothing` any branch's failure fails all of them.
+    async fn tee(
+        &self,
+        mut body: ByteStream,
+        branches: [mpsc::Sender<std::io::Result<Bytes>>; 2],
+        both_or_nothing: bool,
+    ) {
+        let health = [self.health(Side::Primary), self.health(Side::Mirror)];
+        let mut live: Vec<(usize, mpsc::Sender<std::io::Result<Bytes>>)> = branches.into_iter().enumerate().collect();
+        while let Some(item) = body.next().await {
+            match item {
+                Ok(chunk) => {
+                    let sends = live.iter().map(|(i, tx)| {
+                        let chunk = chunk.clone();
+                        let h = health[*i];
+                        async move {
+                            tokio::select! {
+                                sent = tx.send(Ok(chunk)) => sent.is_ok(),
+                                () = until_down(h) => false,
+                            }
+                        }
+                    });
+                    let sent = futures::future::join_all(sends).await;
+                    let failed = sent.iter().any(|ok| !ok);
+                    if failed && both_or_nothing {
+                        let abort = || Err(std::io::Error::other("the other store's upload failed"));
+                        for (_, tx) in &live {
+                            let _ = tx.try_send(abort());
+                        }
+                        return;
+                    }
+                    let mut kept = sent.into_iter();
+                    live.retain(|_| kept.next().unwrap_or(false));
+                    if live.is_empty() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    for (_, tx) in &live {
+                        let _ = tx.send(Err(copy_error(&e))).await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// DeleteObject on both stores; a store that missed it gets a tombstone record.
+    pub(super) async fn delete_mirrored(&self, bucket: &str, key: &str) -> BackendResult<()> {
+        self.write_each(Op::Delete, bucket, key, |_, s| s.delete_object(bucket, key))
+            .await
+            .map(drop)
+    }
+
+    /// A composed object (completion, server-side copy): each store composes from its own copies
+    /// of the sources, naming a source's store ETag only to the store it came from.
+    pub(super) async fn compose_mirrored(
+        &self,
+        bucket: &str,
+        key: &str,
+        sources: Vec<Source>,
+        tail: Bytes,
+        metadata: Metadata,
+    ) -> BackendResult<(Side, String)> {
+        let sources = &sources;
+        let (tail, metadata) = (&tail, &metadata);
+        self.write_each(Op::Put, bucket, key, |side, s| {
+            let own: Vec<Source> = sources
+                .iter()
+                .cloned()
+                .map(|src| Source {
+                    etag: src.etag.as_deref().and_then(|e| untag(e, side)).map(str::to_string),
+                    ..src
+                })
+                .collect();
+            s.compose(bucket, key, own, tail.clone(), metadata.clone())
+        })
+        .await
+    }
+
+    /// CreateBucket on both stores; one that already has the bucket counts as done when the
+    /// other created it.
+    pub(super) async fn create_bucket_mirrored(&self, bucket: &str) -> BackendResult<()> {
+        let up = self.writable()?;
+        let run = |side: Side| async move {
+            if !up[super::index(side)] {
+                return Leg::Down;
+            }
+            Leg::from(self.store(side).create_bucket(bucket).await)
+        };
+        let (a, b) = tokio::join!(run(Side::Primary), run(Side::Mirror));
+        let exists = |l: &Leg<()>| matches!(l, Leg::Failed(BackendError::BucketAlreadyExists));
+        let legs = match (a, b) {
+            (a, b) if exists(&a) && exists(&b) => return Err(BackendError::BucketAlreadyExists),
+            (Leg::Done(()), b) if exists(&b) => [Leg::Done(()), Leg::Done(())],
+            (a, Leg::Done(())) if exists(&a) => [Leg::Done(()), Leg::Done(())],
+            (a, b) => [a, b],
+        };
+        self.settle(Op::CreateBucket, bucket, "", legs).await.map(drop)
+    }
+
+    /// DeleteBucket needs both stores: a deleted bucket leaves no place for a tombstone.
+    pub(super) async fn delete_bucket_mirrored(&self, bucket: &str) -> BackendResult<()> {
+        for side in [Side::Primary, Side::Mirror] {
+            if !self.is_up(side) {
+                return Err(BackendError::Upstream {
+                    store: side.name().into(),
+                    message: "a bucket is deleted only while both stores are reachable".into(),
+                    retryable: true,
+                });
+            }
+        }
+        let (a, b) = tokio::join!(
+            self.store(Side::Primary).delete_bucket(bucket),
+            self.store(Side::Mirror).delete_bucket(bucket)
+        );
+        match (a, b) {
+            (Ok(()), Ok(()) | Err(BackendError::NoSuchBucket)) | (Err(BackendError::NoSuchBucket), Ok(())) => Ok(()),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        }
+    }
+}
