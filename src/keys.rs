@@ -19,8 +19,10 @@ use arc_swap::ArcSwap;
 
 use crate::files::{FileError, create_private_file, io_err, read_secret_file, write_private_file};
 
+use crate::backend::{BackendError, Metadata, ObjectStore, PutCondition};
 use crate::crypto::CryptoError;
 use crate::crypto::keyring::{Keyring, LifecycleError};
+use crate::crypto::layout::KEYRING_KEY;
 use crate::secret::Key256;
 
 /// How often running proxies look for a changed keyring.
@@ -28,6 +30,8 @@ pub const KEYRING_POLL: Duration = Duration::from_secs(2);
 /// Least time between two reloads forced by requests (an unknown or disabled version): a
 /// client naming made-up versions cannot turn every request into a file read.
 const FORCED_RELOAD_GAP: Duration = Duration::from_millis(250);
+/// Largest keyring document read from a store.
+const MAX_KEYRING_BYTES: usize = 4 << 20;
 /// A lock file older than this was left by a crashed change and is removed.
 const STALE_LOCK: Duration = Duration::from_secs(30);
 
@@ -37,6 +41,9 @@ pub enum KeyFileError {
     /// A key file could not be read or written, or is readable by others.
     #[error(transparent)]
     File(#[from] FileError),
+    /// The shared keyring in the mirror store could not be read, written or opened.
+    #[error("shared keyring: {0}")]
+    Store(String),
     /// A file's content is not what it should be.
     #[error("{path}: {what}")]
     Invalid {
@@ -109,6 +116,97 @@ pub fn open_shared(root_path: &Path, keyring_path: &Path) -> Result<(Arc<SharedK
     Ok((SharedKeyring::at_home(ring, keyring_path, root), created))
 }
 
+/// Where a shared keyring lives in a store: `bucket`/[`KEYRING_KEY`] of the mirror store.
+#[derive(Clone)]
+pub struct StoreHome {
+    /// The (domestic) mirror store, raw: not through the mirror pair, never in the primary.
+    pub store: Arc<dyn ObjectStore>,
+    /// The bucket holding it.
+    pub bucket: String,
+}
+
+/// The keyring kept in `home` (a store), with the local files as its seed and copy: the root key
+/// stays a local file; the keyring at `keyring_path` seeds the store's on a first start (or is
+/// created with the root key when neither exists), and is rewritten with every newer keyring
+/// seen, so the offline tools read what the proxies use (destroyed versions included). When two
+/// instances seed at once, one conditional write wins and the other loads it.
+pub async fn open_shared_in_store(
+    root_path: &Path,
+    keyring_path: &Path,
+    home: StoreHome,
+) -> Result<(Arc<SharedKeyring>, bool), KeyFileError> {
+    let store_err = |e: BackendError| KeyFileError::Store(format!("{} {}: {e}", home.store.name(), home.bucket));
+    match home.store.create_bucket(&home.bucket).await {
+        Ok(()) | Err(BackendError::BucketAlreadyExists) => {}
+        Err(e) => return Err(store_err(e)),
+    }
+    let (text, created) = match read_store_keyring(&home).await.map_err(store_err)? {
+        Some((text, _)) => (text, false),
+        None => {
+            let (ring, created) = load_or_init(root_path, keyring_path)?;
+            let root = load_root_key(root_path)?;
+            let text = ring.seal(&root);
+            let put = home
+                .store
+                .put_small_if(
+                    &home.bucket,
+                    KEYRING_KEY,
+                    bytes::Bytes::from(text.clone()),
+                    Metadata::new(),
+                    PutCondition::Absent,
+                )
+                .await;
+            match put {
+                Ok(_) => {
+                    tracing::info!(store = home.store.name(), bucket = %home.bucket, "the shared keyring now lives in the mirror store");
+                    (text, created)
+                }
+                // Another instance seeded it first: use theirs.
+                Err(BackendError::PreconditionFailed) => match read_store_keyring(&home).await.map_err(store_err)? {
+                    Some((text, _)) => (text, false),
+                    None => return Err(KeyFileError::Store("the shared keyring vanished while seeding".into())),
+                },
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+    };
+    let root = load_root_key(root_path)?;
+    let ring = Keyring::open(&root, &text).map_err(|e| {
+        KeyFileError::Store(format!(
+            "the shared keyring in {} {} does not open with {} ({e})",
+            home.store.name(),
+            home.bucket,
+            root_path.display()
+        ))
+    })?;
+    write_private_file(keyring_path, text.as_bytes())?;
+    let shared = Arc::new(SharedKeyring {
+        current: ArcSwap::from_pointee(ring),
+        home: Some(Home {
+            file: keyring_path.to_path_buf(),
+            root,
+            store: Some(home),
+        }),
+        last_forced: Mutex::new(None),
+    });
+    Ok((shared, created))
+}
+
+/// The shared keyring's text and ETag in its store, or `None` when there is none yet.
+async fn read_store_keyring(home: &StoreHome) -> Result<Option<(String, String)>, BackendError> {
+    let got = match home.store.get_object(&home.bucket, KEYRING_KEY, None, None).await {
+        Ok(got) => got,
+        Err(BackendError::NoSuchKey) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let etag = got.head.etag.clone();
+    let bytes = crate::backend::read_small(got.body, MAX_KEYRING_BYTES)
+        .await
+        .map_err(BackendError::Body)?;
+    let text = String::from_utf8(bytes).map_err(|_| BackendError::InvalidArgument("the shared keyring is not text"))?;
+    Ok(Some((text, etag)))
+}
+
 /// Seals and writes the keyring.
 pub fn save_keyring(path: &Path, ring: &Keyring, root: &Key256) -> Result<(), KeyFileError> {
     Ok(write_private_file(path, ring.seal(root).as_bytes())?)
@@ -137,8 +235,15 @@ pub enum UpdateError {
 /// The keyring the proxy works with: swapped in place when it changes, read per request.
 pub struct SharedKeyring {
     current: ArcSwap<Keyring>,
-    home: Option<(PathBuf, Key256)>,
+    home: Option<Home>,
     last_forced: Mutex<Option<Instant>>,
+}
+
+/// Where a shared keyring is kept: the local file (the only place, or the copy of the store's).
+struct Home {
+    file: PathBuf,
+    root: Key256,
+    store: Option<StoreHome>,
 }
 
 impl std::fmt::Debug for SharedKeyring {
@@ -163,7 +268,11 @@ impl SharedKeyring {
     pub fn at_home(ring: Keyring, path: &Path, root: Key256) -> Arc<Self> {
         Arc::new(Self {
             current: ArcSwap::from_pointee(ring),
-            home: Some((path.to_path_buf(), root)),
+            home: Some(Home {
+                file: path.to_path_buf(),
+                root,
+                store: None,
+            }),
             last_forced: Mutex::new(None),
         })
     }
@@ -192,16 +301,49 @@ impl SharedKeyring {
 
     /// Reads the keyring at home and installs it if newer. Returns whether it changed.
     pub async fn reload(&self) -> Result<bool, KeyFileError> {
-        let Some((path, root)) = &self.home else {
+        let Some(home) = &self.home else {
             return Ok(false);
         };
-        let text = tokio::fs::read_to_string(path).await.map_err(io_err(path))?;
+        let path = &home.file;
+        let text = match &home.store {
+            None => tokio::fs::read_to_string(path).await.map_err(io_err(path))?,
+            Some(store) => match read_store_keyring(store).await {
+                Ok(Some((text, _))) => text,
+                Ok(None) => {
+                    return Err(KeyFileError::Store(
+                        "the shared keyring is missing from the store".into(),
+                    ));
+                }
+                Err(e) => return Err(KeyFileError::Store(e.to_string())),
+            },
+        };
         match Keyring::peek_generation(&text) {
             Some(g) if g <= self.current.load().generation() => return Ok(false),
             _ => {}
         }
-        let ring = Keyring::open(root, &text).map_err(|e| invalid(path, &format!("cannot open the keyring ({e})")))?;
-        Ok(self.install(ring))
+        let ring =
+            Keyring::open(&home.root, &text).map_err(|e| invalid(path, &format!("cannot open the keyring ({e})")))?;
+        Ok(self.install_text(ring, &text).await)
+    }
+
+    /// [`SharedKeyring::install`], and for a keyring kept in a store, the local copy rewritten
+    /// (best effort: the store's is the one that counts).
+    async fn install_text(&self, ring: Keyring, text: &str) -> bool {
+        let generation = ring.generation();
+        if !self.install(ring) {
+            return false;
+        }
+        if let Some(Home {
+            file, store: Some(_), ..
+        }) = &self.home
+        {
+            let (file, text) = (file.clone(), text.to_string());
+            let written = tokio::task::spawn_blocking(move || write_private_file(&file, text.as_bytes())).await;
+            if !matches!(written, Ok(Ok(()))) {
+                tracing::warn!(generation, "could not refresh the local copy of the shared keyring");
+            }
+        }
+        true
     }
 
     /// A reload a request asks for when it met a version the keyring does not have or has as
@@ -244,6 +386,16 @@ impl SharedKeyring {
         self: &Arc<Self>,
         change: impl FnOnce(&mut Keyring) -> Result<T, UpdateError> + Send + 'static,
     ) -> Result<(Arc<Keyring>, T), UpdateError> {
+        if let Some(Home {
+            root,
+            store: Some(store),
+            ..
+        }) = &self.home
+        {
+            let (ring, text, out) = update_in_store(store, root, change).await?;
+            self.install_text(ring, &text).await;
+            return Ok((self.load(), out));
+        }
         let this = Arc::clone(self);
         let (ring, out) = tokio::task::spawn_blocking(move || this.update_blocking(change))
             .await
@@ -256,10 +408,53 @@ impl SharedKeyring {
         &self,
         change: impl FnOnce(&mut Keyring) -> Result<T, UpdateError>,
     ) -> Result<(Keyring, T), UpdateError> {
-        let Some((path, root)) = &self.home else {
+        let Some(home) = &self.home else {
             return Err(UpdateError::ReadOnly);
         };
-        update_keyring_file(path, root, change)
+        update_keyring_file(&home.file, &home.root, change)
+    }
+}
+
+/// A change of the keyring kept in a store: read it with its ETag, change it, write it back
+/// only if the ETag still holds ([`PutCondition::Matches`]); a concurrent change makes it
+/// [`UpdateError::Busy`].
+async fn update_in_store<T>(
+    home: &StoreHome,
+    root: &Key256,
+    change: impl FnOnce(&mut Keyring) -> Result<T, UpdateError>,
+) -> Result<(Keyring, String, T), UpdateError> {
+    let store_err = |e: BackendError| UpdateError::File(KeyFileError::Store(e.to_string()));
+    let (text, etag) = read_store_keyring(home).await.map_err(store_err)?.ok_or_else(|| {
+        UpdateError::File(KeyFileError::Store(
+            "the shared keyring is missing from the store".into(),
+        ))
+    })?;
+    let mut ring = Keyring::open(root, &text)?;
+    let out = change(&mut ring)?;
+    let sealed = ring.seal(root);
+    match home
+        .store
+        .put_small_if(
+            &home.bucket,
+            KEYRING_KEY,
+            bytes::Bytes::from(sealed.clone()),
+            Metadata::new(),
+            PutCondition::Matches(etag),
+        )
+        .await
+    {
+        // Read back: a store whose conditional write is a check-then-write (not atomic, like
+        // s3s-fs) can let a concurrent writer's document land after ours; that change was not
+        // kept, so it is reported as busy rather than done.
+        Ok(_) => match read_store_keyring(home).await.map_err(store_err)? {
+            Some((now, _)) if now == sealed => Ok((ring, sealed, out)),
+            _ => {
+                tracing::warn!("a concurrent keyring write replaced this one; the change is refused");
+                Err(UpdateError::Busy)
+            }
+        },
+        Err(BackendError::PreconditionFailed) => Err(UpdateError::Busy),
+        Err(e) => Err(store_err(e)),
     }
 }
 

@@ -137,7 +137,21 @@ impl Service {
 /// Starts the proxy for `config`: keys, stores, TLS, the S3 listener and the admin listener.
 pub async fn start(config: &Config) -> Result<Service, RunError> {
     config.server.check()?;
-    let (keyring, created) = keys::open_shared(&config.keys.root_key_file, &config.keys.keyring)?;
+    // The mirror's store is built first: the shared keyring may live in it.
+    let mirror_raw = match &config.mirror {
+        Some(m) => Some(build_store("mirror", &m.store)?),
+        None => None,
+    };
+    let (keyring, created) = match (&config.keys.mirror_bucket, &mirror_raw) {
+        (Some(bucket), Some(store)) => {
+            let home = keys::StoreHome {
+                store: Arc::clone(store),
+                bucket: bucket.clone(),
+            };
+            keys::open_shared_in_store(&config.keys.root_key_file, &config.keys.keyring, home).await?
+        }
+        _ => keys::open_shared(&config.keys.root_key_file, &config.keys.keyring)?,
+    };
     if created {
         tracing::warn!(
             root_key = %config.keys.root_key_file.display(),
@@ -152,7 +166,9 @@ pub async fn start(config: &Config) -> Result<Service, RunError> {
     let (store, mirror_store): (Arc<dyn ObjectStore>, _) = match &config.mirror {
         None => (Arc::clone(&primary), None),
         Some(m) => {
-            let second = build_store("mirror", &m.store)?;
+            let Some(second) = mirror_raw else {
+                return Err(RunError::Store("mirror: not built".into()));
+            };
             stores.push((Arc::clone(&second), StoreHealth::new("mirror")));
             let mut settings = mirror::MirrorSettings::new(m.write, m.read);
             settings.first_byte_timeout = m.first_byte_timeout;

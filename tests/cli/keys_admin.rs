@@ -106,6 +106,12 @@ impl Deployment {
     /// A config with an S3 primary behind the counting relay (`s3_primary`) or an fs primary,
     /// an fs mirror (`with_mirror`), one keyring, and `[admin]` on `127.0.0.1:0`.
     fn new(s3_primary: bool, with_mirror: bool) -> Self {
+        Self::build(s3_primary, with_mirror, None)
+    }
+
+    /// Like [`Deployment::new`], the mirror a second s3s-fs (when `s3_mirror`), the keyring kept
+    /// in the mirror store's `bucket` (`[keys] mirror_bucket`).
+    fn build(s3_primary: bool, with_mirror: bool, keyring_in: Option<(&str, bool)>) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -143,17 +149,31 @@ impl Deployment {
             )
         };
         let mirror = with_mirror.then(|| root.join("data/mirror"));
-        let mirror_section = mirror
+        let mut mirror_section = mirror
             .as_ref()
             .map(|m| format!("[mirror]\ntype = \"fs\"\npath = {}\n\n", toml_str(m)))
             .unwrap_or_default();
+        let mut keys_extra = String::new();
+        if let Some((bucket, s3_mirror)) = keyring_in {
+            keys_extra = format!("mirror_bucket = \"{bucket}\"\n");
+            if s3_mirror {
+                let s3_root = root.join("s3s-fs-mirror");
+                fs::create_dir_all(&s3_root).expect("mkdir");
+                let (addr, _) = rt.block_on(counted_s3s_fs(&s3_root));
+                mirror_section = format!(
+                    "[mirror]\ntype = \"s3\"\nendpoint = \"http://{addr}\"\nregion = \"us-east-1\"\naccess_key = \"{}\"\nsecret_key = \"{}\"\npath_style = true\n\n",
+                    common::UPSTREAM_ACCESS_KEY,
+                    common::UPSTREAM_SECRET_KEY
+                );
+            }
+        }
         let keyring = root.join("data/keyring");
         let root_key = root.join("data/root.key");
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = {cert}\ntls_key = {key}\n\n\
              [[clients]]\naccess_key = \"{ACCESS_KEY}\"\nsecret_key = \"{SECRET_KEY}\"\n\n\
              [primary]\n{primary}\n{mirror_section}\
-             [keys]\nkeyring = {keyring}\nroot_key_file = {root_key}\n\n\
+             [keys]\nkeyring = {keyring}\nroot_key_file = {root_key}\n{keys_extra}\n\
              [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = {token}\n",
             cert = toml_str(&certs.join("server.pem")),
             key = toml_str(&certs.join("server-key.pem")),
@@ -913,4 +933,111 @@ fn status_page_renders_live_values_in_headless_chromium() {
     let log = d.log("page");
     assert!(!log.contains(TOKEN));
     assert!(log.contains("status page login"), "the logins are audited");
+}
+
+/// The keyring kept in the mirror store (`[keys] mirror_bucket`; here an fs mirror, whose
+/// conditional writes hold a lock file):
+/// a second instance with its own, empty local keyring path starts from the store's; concurrent
+/// rotations on both instances are compare-and-swapped in the store (conditional PUTs) and lose
+/// no version; a destroy reaches every instance's local copy, so the offline tools agree; the
+/// keyring object is invisible and refused to clients.
+#[test]
+fn the_keyring_kept_in_the_mirror_store_is_shared_by_conditional_writes() {
+    let d = Deployment::build(false, true, Some(("escrow-keys", false)));
+    let a = d.serve("home-a");
+    // Instance B: the same root key, its own local keyring path (nothing there yet).
+    let b_keyring = d.dir.path().join("data/keyring-b");
+    let b_config = d.dir.path().join("escrow-proxy-b.toml");
+    let config = fs::read_to_string(&d.config).expect("config");
+    let config = config.replace(&toml_str(&d.keyring), &toml_str(&b_keyring));
+    fs::write(&b_config, config).expect("write");
+    let b = Serve::start(d.dir.path(), Some(&b_config), "home-b", &["endpoint", "admin"]);
+    assert!(b_keyring.exists(), "B keeps a local copy of the shared keyring");
+
+    let rotations: Vec<std::thread::JoinHandle<crate::client::Ran>> = (0..6)
+        .map(|i| {
+            let url = if i % 2 == 0 {
+                a.printed("admin")
+            } else {
+                b.printed("admin")
+            }
+            .to_string();
+            let token_file = d.token_file.clone();
+            std::thread::spawn(move || {
+                escrow(["admin", "--url", &url, "--token-file"])
+                    .arg(&token_file)
+                    .args(["keys", "rotate"])
+                    .run()
+            })
+        })
+        .collect();
+    let mut actives: Vec<u64> = rotations
+        .into_iter()
+        .map(|r| {
+            let ran = r.join().expect("thread").ok("rotate");
+            serde_json::from_str::<Value>(&ran.stdout).expect("JSON")["active"]
+                .as_u64()
+                .expect("active")
+        })
+        .collect();
+    actives.sort_unstable();
+    assert_eq!(actives, vec![2, 3, 4, 5, 6, 7]);
+    wait_active(&a, 7);
+    wait_active(&b, 7);
+
+    // Objects written through A read through B, across the rotations.
+    let (ca, cb) = (d.client(&a), d.client(&b));
+    d.rt.block_on(common::create_bucket(&ca, BUCKET));
+    d.rt.block_on(put(&ca, "shared", b"one keyring", None)).expect("put");
+    assert_eq!(d.rt.block_on(get(&cb, "shared")).expect("get"), b"one keyring");
+    // The keyring object is the proxy's: refused and unlisted.
+    let err = d.rt.block_on(get(&ca, ".escrow-mpu/keyring")).expect_err("reserved");
+    assert!(!err.contains("200"), "{err}");
+
+    let (code, destroyed) = api(&a, "POST", "/admin/keys/1/destroy", Some("{\"force\": true}"));
+    assert_eq!(code, 200, "{destroyed}");
+    let deadline = Instant::now() + POLL_BOUND;
+    loop {
+        let listed = escrow(["keys", "list", "--keyring"])
+            .arg(&b_keyring)
+            .arg("--root-key")
+            .arg(&d.root_key)
+            .run()
+            .ok("keys list");
+        if listed.stdout.lines().next().is_some_and(|l| l.contains("Destroyed")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B's local copy never saw the destroy: {}",
+            listed.stdout
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop((a, b));
+    for name in ["home-a", "home-b"] {
+        assert!(!d.log(name).contains(TOKEN));
+    }
+}
+
+/// The keyring kept in an S3 mirror (s3s-fs): seeded with `If-None-Match: *`, changed with
+/// `If-Match`; a second instance starts from it and follows a rotation. (s3s-fs checks the
+/// condition before it writes, not atomically, so concurrent changes are tested on the fs
+/// mirror above; AWS S3's conditional writes are atomic.)
+#[test]
+fn the_keyring_kept_in_an_s3_mirror_follows_rotations() {
+    let d = Deployment::build(false, true, Some(("escrow-keys", true)));
+    let a = d.serve("s3home-a");
+    let b = d.serve("s3home-b");
+    for (i, serve) in [&a, &b, &a].into_iter().enumerate() {
+        let ran = d.admin(serve, &["keys", "rotate"]).ok("rotate");
+        let v: Value = serde_json::from_str(&ran.stdout).expect("JSON");
+        assert_eq!(v["active"].as_u64(), Some(i as u64 + 2), "{v}");
+    }
+    wait_active(&b, 4);
+    wait_active(&a, 4);
+    let (ca, cb) = (d.client(&a), d.client(&b));
+    d.rt.block_on(common::create_bucket(&ca, BUCKET));
+    d.rt.block_on(put(&cb, "k", b"under version 4", None)).expect("put");
+    assert_eq!(d.rt.block_on(get(&ca, "k")).expect("get"), b"under version 4");
 }

@@ -214,6 +214,7 @@ impl Harness {
             keys: KeysConfig {
                 keyring: dir.path().join("keys/keyring"),
                 root_key_file: dir.path().join("keys/root.key"),
+                mirror_bucket: None,
             },
             admin: None,
         };

@@ -71,3 +71,73 @@ impl FsStore {
         Ok(header.etag)
     }
 }
+
+/// A lock file older than this was left by a crash and is taken over.
+const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `<root>/.tmp/<object file>.lock`, removed on drop.
+struct Lock(PathBuf);
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl FsStore {
+    /// [`ObjectStore::put_small_if`](crate::backend::ObjectStore::put_small_if): the check and
+    /// the write under one lock file, exclusive among every process sharing this directory.
+    pub(super) async fn put_small_if_locked(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: bytes::Bytes,
+        metadata: Metadata,
+        condition: crate::backend::PutCondition,
+    ) -> BackendResult<String> {
+        use crate::backend::{ObjectStore as _, PutCondition};
+        let path = self
+            .root
+            .join(TMP_DIR)
+            .join(format!("{}.{bucket}.lock", object_file_name(key)));
+        let _lock = take_lock(&path)?;
+        let current = match self.head_object(bucket, key).await {
+            Ok(head) => Some(head.etag),
+            Err(BackendError::NoSuchKey) => None,
+            Err(e) => return Err(e),
+        };
+        let holds = match (&condition, &current) {
+            (PutCondition::Absent, None) => true,
+            (PutCondition::Matches(want), Some(have)) => want.trim_matches('"') == have,
+            _ => false,
+        };
+        if !holds {
+            return Err(BackendError::PreconditionFailed);
+        }
+        let len = body.len() as u64;
+        let stream: crate::backend::ByteStream = Box::pin(futures::stream::once(async move { Ok(body) }));
+        self.put_object(bucket, key, stream, len, metadata).await
+    }
+}
+
+fn take_lock(path: &std::path::Path) -> BackendResult<Lock> {
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+            Ok(_) => return Ok(Lock(path.to_path_buf())),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let age = std::fs::metadata(path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok());
+                if age.is_some_and(|a| a > STALE_LOCK) {
+                    let _ = std::fs::remove_file(path);
+                    continue;
+                }
+                // Another writer holds it: the condition cannot be known to hold.
+                return Err(BackendError::PreconditionFailed);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(BackendError::PreconditionFailed)
+}

@@ -338,6 +338,19 @@ impl ObjectStore for FsStore {
         Ok(paginate(headers, query, resume.as_ref()))
     }
 
+    /// Under a lock file (`.tmp/<object file>.lock`, created exclusively; one left by a crash is
+    /// taken over after 30 s), so processes sharing the directory see one write at a time.
+    async fn put_small_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: bytes::Bytes,
+        metadata: Metadata,
+        condition: crate::backend::PutCondition,
+    ) -> BackendResult<String> {
+        self.put_small_if_locked(bucket, key, body, metadata, condition).await
+    }
+
     /// A whole object under new metadata is copied by the kernel ([`copy`]); anything else
     /// streams.
     async fn compose(
