@@ -263,7 +263,14 @@ impl Objects {
         if marker.key != key {
             return Err(ObjectError::NoSuchUpload);
         }
-        let unwrapped = sealed::unwrap(&self.keyring.load(), bucket, key, &head.metadata)?;
+        let mut unwrapped = sealed::unwrap(&self.keyring.load(), bucket, key, &head.metadata);
+        // Started on an instance that has seen a rotation this one has not yet: reload once.
+        if let Some(version) = super::reload_worthy(&unwrapped)
+            && self.keyring.reload_for(version).await
+        {
+            unwrapped = sealed::unwrap(&self.keyring.load(), bucket, key, &head.metadata);
+        }
+        let unwrapped = unwrapped?;
         let sealed = B64.decode(&marker.record).map_err(|_| ObjectError::NoSuchUpload)?;
         let record = open_record(&unwrapped.dek, &unwrapped.binding, &sealed)?;
         Ok(InProgress {
