@@ -748,8 +748,45 @@ fn disable_enable_destroy_and_bad_requests() {
     assert_eq!(code, 409, "the active version: {body}");
     let (code, body) = api(&serve, "POST", "/admin/keys/1/disable", None);
     assert_eq!(code, 409, "{body}");
+    d.rt.block_on(common::create_bucket(&client, "cancel-me"));
+    for i in 0..20 {
+        let c = &client;
+        d.rt.block_on(async move {
+            c.put_object()
+                .bucket("cancel-me")
+                .key(format!("k{i:02}"))
+                .body(ByteStream::from(vec![i as u8; 100]))
+                .send()
+                .await
+                .expect("put")
+        });
+    }
     let (code, _) = api(&serve, "POST", "/admin/keys/rotate", None);
     assert_eq!(code, 200);
+
+    // A slow rewrap (2 objects a second) is cancelled, then resumed to the end.
+    let (code, started) = api(
+        &serve,
+        "POST",
+        "/admin/keys/rewrap",
+        Some("{\"bucket\": \"cancel-me\", \"rate\": 2}"),
+    );
+    assert_eq!(code, 202, "{started}");
+    let id = started["job"].as_str().expect("job").to_string();
+    let (code, again) = api(&serve, "POST", "/admin/keys/rewrap", Some("{}"));
+    assert_eq!(code, 409, "one rewrap at a time: {again}");
+    let cancelled = d.admin(&serve, &["jobs", &id, "--cancel", "--wait"]);
+    assert_eq!(cancelled.status.code(), Some(1), "{}", cancelled.describe());
+    assert!(cancelled.stderr.contains("cancelled"), "{}", cancelled.describe());
+    let job = wait_job(&serve, &id);
+    let first = job["progress"]["rewrapped"].as_u64().unwrap_or(0);
+    assert!(first < 20, "cancelled before the end: {job}");
+    let resumed = d
+        .admin(&serve, &["keys", "rewrap", "--bucket", "cancel-me", "--wait"])
+        .ok("resumed rewrap");
+    let job: Value = serde_json::from_str(&resumed.stdout).expect("JSON");
+    assert_eq!(job["progress"]["rewrapped"].as_u64(), Some(20 - first), "{job}");
+    assert_eq!(job["progress"]["current"].as_u64(), Some(first), "{job}");
 
     // Disable: a clear S3 error, not a 500; enable: readable again.
     d.admin(&serve, &["keys", "disable", "1"]).ok("disable");
