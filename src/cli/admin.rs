@@ -4,7 +4,8 @@
 //! come from the configuration's `[admin]`.
 //!
 //! A change that meets a concurrent one (409 "being changed") is retried a few times; waiting
-//! for a job shows a progress bar on a terminal and one line per second elsewhere.
+//! for a job shows a progress line (indicatif, on stderr, only when it is a terminal) and prints
+//! the job as it ended.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
