@@ -76,6 +76,11 @@ pub fn open_keyring(config: &Config) -> Result<Keyring, RunError> {
 
 /// Builds a store from its configuration.
 pub fn build_store(name: &str, store: &StoreConfig) -> Result<Arc<dyn ObjectStore>, RunError> {
+    build_store_with(name, store, true)
+}
+
+/// Builds a store; `retries: false` for a mirrored store, whose retry is the other store.
+fn build_store_with(name: &str, store: &StoreConfig, retries: bool) -> Result<Arc<dyn ObjectStore>, RunError> {
     match store {
         StoreConfig::Fs { path } => {
             let fs = backend::fs::FsStore::new(name, path)
@@ -84,7 +89,7 @@ pub fn build_store(name: &str, store: &StoreConfig) -> Result<Arc<dyn ObjectStor
         }
         StoreConfig::S3(cfg) => {
             let s3 = backend::s3::S3Store::new(name, cfg).map_err(|e| RunError::Store(e.to_string()))?;
-            Ok(Arc::new(s3))
+            Ok(Arc::new(if retries { s3 } else { s3.without_retries() }))
         }
     }
 }
@@ -139,7 +144,7 @@ pub async fn start(config: &Config) -> Result<Service, RunError> {
     config.server.check()?;
     // The mirror's store is built first: the shared keyring may live in it.
     let mirror_raw = match &config.mirror {
-        Some(m) => Some(build_store("mirror", &m.store)?),
+        Some(m) => Some(build_store_with("mirror", &m.store, false)?),
         None => None,
     };
     let (keyring, created) = match (&config.keys.mirror_bucket, &mirror_raw) {
@@ -160,7 +165,7 @@ pub async fn start(config: &Config) -> Result<Service, RunError> {
         );
     }
     let keyring_watch = keyring.watch(keys::KEYRING_POLL);
-    let primary = build_store("primary", &config.primary)?;
+    let primary = build_store_with("primary", &config.primary, config.mirror.is_none())?;
     let mut stores = vec![(Arc::clone(&primary), StoreHealth::new("primary"))];
     let mut drainer = None;
     let (store, mirror_store): (Arc<dyn ObjectStore>, _) = match &config.mirror {

@@ -88,7 +88,19 @@ impl Objects {
         {
             opened = open::open(&object, &self.keyring.load(), bucket, key).await;
         }
-        let opened = opened?;
+        let ring = self.keyring.load();
+        let views;
+        let opened = match opened {
+            Err(e) if is_untrustworthy(&e) => {
+                views = self.store.read_views();
+                let ring = &ring;
+                first_believed(&views, e, bucket, |store| async move {
+                    open::open(&InStore { store, bucket, key }, ring, bucket, key).await
+                })
+                .await?
+            }
+            other => other?,
+        };
         self.remember(bucket, key, &opened);
         Ok(opened)
     }
@@ -103,7 +115,19 @@ impl Objects {
         {
             whole = open::open_whole(&object, &self.keyring.load(), bucket, key).await;
         }
-        let (opened, stored) = whole?;
+        let ring = self.keyring.load();
+        let views;
+        let (opened, stored) = match whole {
+            Err(e) if is_untrustworthy(&e) => {
+                views = self.store.read_views();
+                let ring = &ring;
+                first_believed(&views, e, bucket, |store| async move {
+                    open::open_whole(&InStore { store, bucket, key }, ring, bucket, key).await
+                })
+                .await?
+            }
+            other => other?,
+        };
         self.remember(bucket, key, &opened);
         let (_, pieces) = opened.read(None)?;
         let plain = body::DecryptBody::new(stored, &opened.dek, pieces);
@@ -170,6 +194,41 @@ fn reload_worthy<T>(result: &Result<T, ObjectError>) -> Option<u32> {
         Err(ObjectError::Crypto(CryptoError::UnknownKeyVersion(v) | CryptoError::DisabledKeyVersion(v))) => Some(*v),
         _ => None,
     }
+}
+
+/// After an open found a copy it cannot believe (`first`), opens the object in each store of a
+/// mirror alone (`views`, in read order) and returns the first copy that opens. Counted and
+/// logged: a store serving unauthentic objects is worth knowing about. Without views (one
+/// store), `first` stands.
+async fn first_believed<'v, T, F, Fut>(
+    views: &'v [Arc<dyn ObjectStore>],
+    first: ObjectError,
+    bucket: &str,
+    open: F,
+) -> Result<T, ObjectError>
+where
+    F: Fn(&'v dyn ObjectStore) -> Fut,
+    Fut: Future<Output = Result<T, ObjectError>>,
+{
+    for view in views {
+        if let Ok(found) = open(view.as_ref()).await {
+            metrics::counter!("escrow_mirror_failovers_total", "reason" => "unauthentic", "to" => view.name().to_string())
+                .increment(1);
+            tracing::warn!(
+                bucket,
+                served_by = view.name(),
+                "an object failed authentication in one store; served from the other"
+            );
+            return Ok(found);
+        }
+    }
+    Err(first)
+}
+
+/// Whether an open failed because the stored copy cannot be believed (damaged, forged, not ours),
+/// so that another store's copy is worth trying.
+fn is_untrustworthy(e: &ObjectError) -> bool {
+    matches!(e, ObjectError::Crypto(_) | ObjectError::NotEscrow)
 }
 
 /// Refuses client keys under the prefix where the proxy keeps its own state.

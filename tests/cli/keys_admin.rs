@@ -50,7 +50,7 @@ impl Counted {
 
 /// s3s-fs over `root` behind a TCP relay counting every byte; returns the relay's address.
 async fn counted_s3s_fs(root: &Path) -> (SocketAddr, Arc<Counted>) {
-    let (upstream, _task) = common::start_s3s_fs(root).await;
+    let (upstream, _task) = common::start_s3s_fs(root, common::shared::Outage::default()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
     let addr = listener.local_addr().expect("relay addr");
     let counted = Arc::new(Counted::default());
