@@ -1,7 +1,7 @@
 //! Key files at home: the root key and the sealed keyring, and the keyring every request reads
 //! ([`SharedKeyring`]).
 //!
-//! Both files are secret files ([`crate::files`]): refused when group- or world-readable, written
+//! Both files are secret files ([`crate::files`]): refused when others can read them, written
 //! 0600 and atomically, so a crash never leaves half a key.
 //!
 //! Several proxies may share one keyring file (a volume every sidecar mounts). A change is a
@@ -539,7 +539,7 @@ mod tests {
         let (again, created) = load_or_init(&root, &ring).expect("load");
         assert!(!created);
         assert_eq!(again.active().1.expose(), first.active().1.expose());
-        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         assert!(matches!(
             load_or_init(&root, &ring),
             Err(KeyFileError::File(FileError::Permissions(_)))
