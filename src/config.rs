@@ -198,6 +198,10 @@ pub struct KeysConfig {
     pub keyring: PathBuf,
     /// Root key file (0600); created on first start.
     pub root_key_file: PathBuf,
+    /// Keep the shared keyring in the mirror store, in this bucket (under the reserved
+    /// `.escrow-mpu/keyring`), written with conditional writes; `keyring` then seeds it and is
+    /// kept as its local copy. Needs `[mirror]`.
+    pub mirror_bucket: Option<String>,
 }
 
 // === raw (serde) form ===
@@ -277,6 +281,7 @@ struct RawStore {
 struct RawKeys {
     keyring: Option<PathBuf>,
     root_key_file: Option<PathBuf>,
+    mirror_bucket: Option<String>,
 }
 
 /// Every problem found in a configuration, one per line.
@@ -341,6 +346,7 @@ impl Config {
             keys: KeysConfig {
                 keyring: data.join("keyring"),
                 root_key_file: data.join("root.key"),
+                mirror_bucket: None,
             },
             admin: Some(AdminConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
@@ -447,10 +453,17 @@ impl Config {
             Some(RawKeys {
                 keyring: Some(keyring),
                 root_key_file: Some(root),
-            }) => Some(KeysConfig {
-                keyring: abs(keyring),
-                root_key_file: abs(root),
-            }),
+                mirror_bucket,
+            }) => {
+                if mirror_bucket.is_some() && mirror.is_none() {
+                    problems.push("[keys] mirror_bucket needs a [mirror] store".into());
+                }
+                Some(KeysConfig {
+                    keyring: abs(keyring),
+                    root_key_file: abs(root),
+                    mirror_bucket,
+                })
+            }
             _ => {
                 problems.push("[keys] needs keyring and root_key_file".into());
                 None

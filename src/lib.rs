@@ -106,6 +106,7 @@ pub struct Service {
     health: Arc<admin::Health>,
     /// Store probes and the mirror's drainer: stopped with the service.
     probes: Vec<tokio::task::JoinHandle<()>>,
+    keyring_watch: tokio::task::JoinHandle<()>,
 }
 
 impl Service {
@@ -137,6 +138,7 @@ impl Service {
         if let Some(admin) = self.admin {
             admin.stop();
         }
+        self.keyring_watch.abort();
         for probe in self.probes {
             probe.abort();
         }
@@ -146,7 +148,29 @@ impl Service {
 /// Starts the proxy for `config`: keys, stores, TLS, the S3 listener and the admin listener.
 pub async fn start(config: &Config) -> Result<Service, RunError> {
     config.server.check()?;
-    let keyring = Arc::new(open_keyring(config)?);
+    // The mirror's store is built first: the shared keyring may live in it.
+    let mirror_raw = match &config.mirror {
+        Some(m) => Some(build_store_with("mirror", &m.store, false)?),
+        None => None,
+    };
+    let (keyring, created) = match (&config.keys.mirror_bucket, &mirror_raw) {
+        (Some(bucket), Some(store)) => {
+            let home = keys::StoreHome {
+                store: Arc::clone(store),
+                bucket: bucket.clone(),
+            };
+            keys::open_shared_in_store(&config.keys.root_key_file, &config.keys.keyring, home).await?
+        }
+        _ => keys::open_shared(&config.keys.root_key_file, &config.keys.keyring)?,
+    };
+    if created {
+        tracing::warn!(
+            root_key = %config.keys.root_key_file.display(),
+            keyring = %config.keys.keyring.display(),
+            "first start: created a new root key and keyring (0600); back both up, they are the only way to read the data"
+        );
+    }
+    let keyring_watch = keyring.watch(keys::KEYRING_POLL);
     let primary = build_store_with("primary", &config.primary, config.mirror.is_none())?;
     let mut stores = vec![(Arc::clone(&primary), StoreHealth::new("primary"))];
     let mut drainer = None;
@@ -154,7 +178,9 @@ pub async fn start(config: &Config) -> Result<Service, RunError> {
     let (store, mirror_store): (Arc<dyn ObjectStore>, _) = match &config.mirror {
         None => (Arc::clone(&primary), None),
         Some(m) => {
-            let second = build_store_with("mirror", &m.store, false)?;
+            let Some(second) = mirror_raw else {
+                return Err(RunError::Store("mirror: not built".into()));
+            };
             stores.push((Arc::clone(&second), StoreHealth::new("mirror")));
             let mut settings = mirror::MirrorSettings::new(m.write, m.read);
             settings.first_byte_timeout = m.first_byte_timeout;
@@ -200,5 +226,6 @@ pub async fn start(config: &Config) -> Result<Service, RunError> {
         admin,
         health,
         probes,
+        keyring_watch,
     })
 }

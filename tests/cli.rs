@@ -27,5 +27,7 @@ mod config_errors;
 mod decrypt;
 #[path = "cli/embedded.rs"]
 mod embedded;
+#[path = "cli/keys_admin.rs"]
+mod keys_admin;
 #[path = "cli/mirror.rs"]
 mod mirror;

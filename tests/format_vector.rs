@@ -85,6 +85,40 @@ fn len32(s: &str) -> Vec<u8> {
     v
 }
 
+/// KEK `v` from a keyring document per FORMAT.md §1.2 (format 1 or 2); `None` unless it is
+/// there and usable (a destroyed or disabled version is neither).
+fn independent_kek(root: &[u8], keyring: &str, v: u32) -> Option<Vec<u8>> {
+    let ring: serde_json::Value = serde_json::from_str(keyring).ok()?;
+    match ring["format"].as_u64()? {
+        1 => {
+            let entry = ring["keks"]
+                .as_array()?
+                .iter()
+                .find(|k| k["version"].as_u64() == Some(u64::from(v)))?;
+            let sealed_kek = B64.decode(entry["sealed"].as_str()?).ok()?;
+            let mut aad = b"escrow-proxy kek-seal".to_vec();
+            aad.extend_from_slice(&v.to_be_bytes());
+            gcm_open(root, sealed_kek.get(..12)?, &sealed_kek[12..], &aad)
+        }
+        2 => {
+            let sealed = B64.decode(ring["sealed"].as_str()?).ok()?;
+            let mut aad = b"escrow-proxy keyring".to_vec();
+            aad.extend_from_slice(&ring["generation"].as_u64()?.to_be_bytes());
+            let inner = gcm_open(root, sealed.get(..12)?, &sealed[12..], &aad)?;
+            let inner: serde_json::Value = serde_json::from_slice(&inner).ok()?;
+            let entry = inner["keks"]
+                .as_array()?
+                .iter()
+                .find(|k| k["version"].as_u64() == Some(u64::from(v)))?;
+            if !["active", "decrypt"].contains(&entry["state"].as_str()?) {
+                return None;
+            }
+            B64.decode(entry["key"].as_str()?).ok()
+        }
+        _ => None,
+    }
+}
+
 /// Decrypts per FORMAT.md §3 (single part) or §5 (multipart); `None` on any failure. Returns
 /// the plaintext, the record and the client ETag.
 fn independent_decrypt(
@@ -104,15 +138,7 @@ fn independent_decrypt(
         _ => return None,
     };
     let v: u32 = meta.get("escrow-kek")?.parse().ok()?;
-    let ring: serde_json::Value = serde_json::from_str(keyring).ok()?;
-    let entry = ring["keks"]
-        .as_array()?
-        .iter()
-        .find(|k| k["version"].as_u64() == Some(u64::from(v)))?;
-    let sealed_kek = B64.decode(entry["sealed"].as_str()?).ok()?;
-    let mut aad = b"escrow-proxy kek-seal".to_vec();
-    aad.extend_from_slice(&v.to_be_bytes());
-    let kek = gcm_open(&root, &sealed_kek[..12], &sealed_kek[12..], &aad)?;
+    let kek = independent_kek(&root, keyring, v)?;
     // 2. DEK. Version 3: oid(16) ‖ salt(16) ‖ nonce ‖ sealed, under a key derived per wrap.
     let wrapped = B64.decode(meta.get("escrow-dek")?).ok()?;
     let (oid, wrap_key, sealed) = if version == 3 {
@@ -285,6 +311,37 @@ fn independent_decoder_reads_the_vectors() {
         assert_eq!(plain, B64.decode(&v.plaintext_b64).expect("b64"));
         assert_eq!(etag, v.etag);
         assert_eq!(record["content_type"], v.content_type);
+    }
+}
+
+/// FORMAT.md §1.2's keyring format 2, read by the independent decoder: every vector's keyring
+/// opened by the proxy and sealed again (format 2) still decrypts the vector; a destroyed or
+/// disabled version, a changed generation and a wrong root key do not.
+#[test]
+fn independent_decoder_reads_format_2_keyrings() {
+    use escrow_proxy::crypto::keyring::Keyring;
+    use escrow_proxy::secret::Key256;
+    for v in load_all() {
+        let stored = B64.decode(&v.stored_b64).expect("b64");
+        let root = Key256::from_slice(&hex::decode(v.root_key_hex.trim()).expect("hex")).expect("32 bytes");
+        let mut ring = Keyring::open(&root, &v.keyring).expect("the vector's keyring opens");
+        let resealed = ring.seal(&root);
+        assert!(resealed.contains("\"format\": 2"));
+        let decrypt = |keyring: &str, root_hex: &str| {
+            independent_decrypt(root_hex, keyring, &v.bucket, &v.key, &v.metadata, &stored).is_some()
+        };
+        assert!(decrypt(&resealed, &v.root_key_hex), "format 2 decrypts");
+        assert!(!decrypt(&resealed, &hex::encode([7u8; 32])), "wrong root key");
+        let generation = format!("\"generation\": {}", ring.generation());
+        let bumped = resealed.replace(&generation, &format!("\"generation\": {}", ring.generation() + 1));
+        assert!(!decrypt(&bumped, &v.root_key_hex), "generation is authenticated");
+        let version: u32 = v.metadata["escrow-kek"].parse().expect("kek");
+        ring.rotate("2026-11-29T00:00:00Z").expect("rotate");
+        ring.disable(version).expect("disable");
+        assert!(!decrypt(&ring.seal(&root), &v.root_key_hex), "disabled");
+        ring.destroy(version).expect("destroy");
+        let shredded = ring.seal(&root);
+        assert!(!decrypt(&shredded, &v.root_key_hex), "destroyed");
     }
 }
 

@@ -39,6 +39,11 @@ fn describe() {
         "escrow_store_up",
         "1 when the store is believed reachable, else 0 (circuit breaker)."
     );
+    describe_counter!(
+        "escrow_keyring_reloads_total",
+        "Newer keyrings installed (a change made here or seen at home)."
+    );
+    describe_gauge!("escrow_keyring_generation", "Generation of the keyring in use.");
     describe_counter!("escrow_mirror_writes_total", "Writes per store and outcome.");
     describe_gauge!("escrow_mirror_backlog", "Repair records outstanding (as last counted).");
     describe_gauge!(

@@ -9,8 +9,10 @@
 pub mod auth;
 pub mod health;
 pub mod jobs;
+pub mod keys;
 pub mod metrics;
 mod mirror;
+mod page;
 mod routes;
 
 use std::net::SocketAddr;
@@ -27,7 +29,7 @@ pub use self::health::{Health, ReadyRule};
 pub use self::jobs::Jobs;
 use crate::backend::ObjectStore;
 use crate::config::AdminConfig;
-use crate::crypto::keyring::Keyring;
+use crate::keys::SharedKeyring;
 
 /// Connections the admin listener serves at once; more wait in the backlog.
 const MAX_CONNECTIONS: usize = 32;
@@ -64,13 +66,17 @@ pub struct AdminContext {
     /// Background jobs.
     pub jobs: Arc<Jobs>,
     /// The keyring the S3 side uses.
-    pub keyring: Arc<Keyring>,
+    pub keyring: Arc<SharedKeyring>,
     /// The primary store.
     pub primary: Arc<dyn ObjectStore>,
     /// The mirror store, if configured.
     pub mirror: Option<Arc<dyn ObjectStore>>,
     /// The mirror pair (breakers, backlog, reconcile), if configured.
     pub pair: Option<Arc<crate::mirror::Mirror>>,
+    /// Status page sessions.
+    page: page::Sessions,
+    /// Whether the listener speaks TLS (the session cookie is then `Secure`).
+    tls: bool,
     token: auth::TokenCheck,
 }
 
@@ -79,7 +85,7 @@ impl AdminContext {
     pub fn new(
         config: &AdminConfig,
         health: Arc<Health>,
-        keyring: Arc<Keyring>,
+        keyring: Arc<SharedKeyring>,
         primary: Arc<dyn ObjectStore>,
         mirror: Option<Arc<dyn ObjectStore>>,
     ) -> Result<Self, AdminError> {
@@ -90,6 +96,8 @@ impl AdminContext {
             primary,
             mirror,
             pair: None,
+            page: page::Sessions::default(),
+            tls: false,
             token: auth::TokenCheck::from_file(&config.token_file)?,
         })
     }
@@ -98,6 +106,13 @@ impl AdminContext {
     pub fn with_mirror(mut self, pair: Option<Arc<crate::mirror::Mirror>>) -> Self {
         self.pair = pair;
         self
+    }
+
+    /// The stores key jobs walk: the primary, then the mirror.
+    pub fn stores(&self) -> Vec<Arc<dyn ObjectStore>> {
+        let mut stores = vec![Arc::clone(&self.primary)];
+        stores.extend(self.mirror.clone());
+        stores
     }
 }
 
@@ -123,7 +138,7 @@ impl Running {
 }
 
 /// Binds `config.listen` and serves the admin API over `ctx`.
-pub async fn start(config: &AdminConfig, ctx: AdminContext) -> Result<Running, AdminError> {
+pub async fn start(config: &AdminConfig, mut ctx: AdminContext) -> Result<Running, AdminError> {
     let acceptor = match &config.tls {
         Some(files) => Some(TlsAcceptor::from(crate::server::tls::server_config(
             &files.cert,
@@ -138,6 +153,7 @@ pub async fn start(config: &AdminConfig, ctx: AdminContext) -> Result<Running, A
     // Render once so the recorder is installed before the first request records anything.
     let _ = metrics::handle();
     let tls = acceptor.is_some();
+    ctx.tls = tls;
     let task = tokio::spawn(serve(listener, acceptor, Arc::new(ctx)));
     Ok(Running { addr, tls, task })
 }

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use super::auth::Verdict;
-use super::{AdminContext, BODY_TIMEOUT, MAX_BODY_BYTES};
+use super::{AdminContext, BODY_TIMEOUT, MAX_BODY_BYTES, keys};
 
 /// A handler's answer: a status, a JSON body, and the job it started (for the audit line).
 pub(super) struct Answer {
@@ -84,6 +84,7 @@ pub(super) async fn handle(ctx: &AdminContext, req: Request<Incoming>, peer: Soc
                 .unwrap_or_default();
         }
         "/metrics" => return respond(Answer::method_not_allowed()),
+        "/" | "/login" | "/logout" => return super::page::serve(ctx, req, peer, ctx.tls).await,
         "/shutdown" => return shutdown_route(&method, peer),
         _ => {}
     }
@@ -149,7 +150,39 @@ async fn dispatch(ctx: &AdminContext, method: &Method, segments: &[&str], req: R
             Some(job) => Answer::ok(json!(job)),
             None => Answer::error(StatusCode::NOT_FOUND, "no such job"),
         },
-        ("GET", ["keys"]) => keys_list(ctx),
+        ("GET", ["keys"]) => keys::list(ctx),
+        ("POST", ["keys", "rotate"]) => keys::rotate(ctx).await,
+        ("POST", ["keys", "rewrap"]) => match read_json(req).await {
+            Ok(body) => keys::start_rewrap(ctx, body),
+            Err(answer) => answer,
+        },
+        ("GET" | "POST", ["keys", "census"]) => {
+            let query = req.uri().query().map(str::to_string);
+            let body = if method == Method::POST {
+                match read_json(req).await {
+                    Ok(body) => body,
+                    Err(answer) => return answer,
+                }
+            } else {
+                json!({})
+            };
+            match keys::census_params(query.as_deref(), body) {
+                Ok(params) => keys::start_census(ctx, params),
+                Err(answer) => answer,
+            }
+        }
+        ("POST", ["keys", version, change @ ("disable" | "enable" | "destroy")]) => {
+            let body = match read_json(req).await {
+                Ok(body) => body,
+                Err(answer) => return answer,
+            };
+            let change = match *change {
+                "disable" => keys::Change::Disable,
+                "enable" => keys::Change::Enable,
+                _ => keys::Change::Destroy,
+            };
+            keys::change(ctx, version, change, &body).await
+        }
         // The mirror (admin/mirror.rs).
         ("GET", ["mirror"]) => super::mirror::status(ctx),
         ("POST", ["mirror", "reconcile"]) => match read_json(req).await {
@@ -157,23 +190,22 @@ async fn dispatch(ctx: &AdminContext, method: &Method, segments: &[&str], req: R
             Err(answer) => answer,
         },
         (_, ["mirror"] | ["mirror", "reconcile"]) => Answer::method_not_allowed(),
-        (_, ["jobs"] | ["jobs", _] | ["jobs", _, "cancel"] | ["keys"]) => {
+        ("POST", ["page-link"]) => Answer::ok(json!({ "url": format!("/login?once={}", ctx.page.link()) })),
+        (
+            _,
+            ["jobs"]
+            | ["jobs", _]
+            | ["jobs", _, "cancel"]
+            | ["keys"]
+            | ["keys", "rotate" | "rewrap" | "census"]
+            | ["keys", _, "disable" | "enable" | "destroy"]
+            | ["page-link"],
+        ) => {
             drop(req);
             Answer::method_not_allowed()
         }
         _ => Answer::not_found(),
     }
-}
-
-/// `GET /admin/keys`: versions, states and creation times; never material.
-fn keys_list(ctx: &AdminContext) -> Answer {
-    let (active, _) = ctx.keyring.active();
-    let versions: Vec<Value> = ctx
-        .keyring
-        .versions()
-        .map(|v| json!({ "version": v.version, "state": v.state, "created": v.created }))
-        .collect();
-    Answer::ok(json!({ "active": active, "versions": versions }))
 }
 
 /// Reads a JSON request body (at most [`MAX_BODY_BYTES`], within [`BODY_TIMEOUT`]); an empty

@@ -195,6 +195,15 @@ impl Source {
     }
 }
 
+/// The condition of a conditional write ([`ObjectStore::put_small_if`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutCondition {
+    /// Only if no object is there (`If-None-Match: *`).
+    Absent,
+    /// Only if the object there has this store ETag (`If-Match`).
+    Matches(String),
+}
+
 /// A listing request. Pagination follows ListObjectsV2.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
@@ -310,6 +319,21 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn delete_object(&self, bucket: &str, key: &str) -> BackendResult<()>;
     /// Lists one page of objects.
     async fn list_objects(&self, bucket: &str, query: &ListQuery) -> BackendResult<ListPage>;
+
+    /// Stores the small `body` under `key` only if `condition` holds, else fails with
+    /// `PreconditionFailed` and stores nothing: a compare-and-swap (the shared keyring's). Returns
+    /// the new ETag. Stores that cannot write conditionally answer `InvalidArgument`.
+    async fn put_small_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        metadata: Metadata,
+        condition: PutCondition,
+    ) -> BackendResult<String> {
+        let _ = (bucket, key, body, metadata, condition);
+        Err(BackendError::InvalidArgument("this store cannot write conditionally"))
+    }
 
     /// Stores under `key` the concatenation of `sources` (ranges of stored objects, in order)
     /// and `tail`, with `metadata`, replacing any object there; nothing is stored if any source

@@ -31,9 +31,12 @@ pub enum Command {
     /// Development certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
-    /// Inspect or rotate the keyring (offline; restart proxies to pick up a rotation).
+    /// Inspect or rotate the keyring file directly (offline: bootstrap and recovery; running
+    /// proxies sharing the file pick a rotation up within seconds).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Operate running proxies through the admin API (keys, jobs).
+    Admin(AdminArgs),
     /// Decrypt one object without a running proxy (the offline exit path).
     Decrypt(Decrypt),
     /// Check an HTTP health endpoint (exit 0 on a 2xx answer, 1 otherwise): the container
@@ -164,4 +167,102 @@ pub struct Decrypt {
     /// Where to write the plaintext ("-" for stdout).
     #[arg(long, short, default_value = "-")]
     pub out: PathBuf,
+}
+
+/// `admin` arguments: where the admin API is, and the command.
+#[derive(clap::Args)]
+pub struct AdminArgs {
+    /// The admin API's base URL (default: from the configuration's [admin] listen).
+    #[arg(long, global = true)]
+    pub url: Option<String>,
+    /// File holding the admin token (default: the configuration's [admin] token_file).
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) to trust for an https:// admin URL.
+    #[arg(long, global = true)]
+    pub ca: Option<PathBuf>,
+    /// Configuration file naming [admin] (for what --url and --token-file do not give).
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// `admin` commands.
+#[derive(clap::Subcommand)]
+pub enum AdminCommand {
+    /// Key versions and their lifecycle.
+    #[command(subcommand)]
+    Keys(AdminKeysCommand),
+    /// Background jobs: list them, show or wait for one, cancel one.
+    Jobs {
+        /// A job id; without it, every job.
+        id: Option<String>,
+        /// Wait until the job ends, showing its progress.
+        #[arg(long, requires = "id")]
+        wait: bool,
+        /// Ask the job to stop.
+        #[arg(long, requires = "id")]
+        cancel: bool,
+    },
+}
+
+/// `admin keys` commands.
+#[derive(clap::Subcommand)]
+pub enum AdminKeysCommand {
+    /// Versions, states, creation times, the active version and the latest census (never key
+    /// material).
+    List,
+    /// A new version becomes active for new writes on every instance; older ones keep
+    /// decrypting.
+    Rotate,
+    /// Move objects' wrapped keys to the active version in both stores, without moving bodies.
+    Rewrap {
+        /// Only this bucket (default: every bucket).
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Only keys under this prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Only objects under this version (repeatable; default: every version but the active).
+        #[arg(long = "from")]
+        from: Vec<u32>,
+        /// Count what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Objects per second.
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Wait for the job, showing its progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Count objects and uploads per key version in each store.
+    Census {
+        /// Only this bucket (a destroy needs a census of every bucket).
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Wait for the job, showing its progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Refuse unwraps under a version (reversible).
+    Disable {
+        /// The version.
+        version: u32,
+    },
+    /// Allow unwraps under a disabled version again.
+    Enable {
+        /// The version.
+        version: u32,
+    },
+    /// Erase a version's key material everywhere (crypto-shredding; irreversible).
+    Destroy {
+        /// The version.
+        version: u32,
+        /// Destroy even though the latest census shows references (or there is none).
+        #[arg(long)]
+        force: bool,
+    },
 }

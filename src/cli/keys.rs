@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::CliError;
 use crate::config::Config;
 use crate::crypto::keyring::Keyring;
-use crate::keys::{load_keyring, load_root_key, now_rfc3339, save_keyring};
+use crate::keys::{load_keyring, load_root_key, now_rfc3339, update_keyring_file};
 use crate::secret::Key256;
 
 /// Where the keyring and its root key are.
@@ -51,11 +51,13 @@ pub fn keys_list(source: &KeySource, env: &BTreeMap<String, String>) -> Result<(
     Ok(())
 }
 
-/// `keys rotate`: a new version, active for new writes; old versions keep decrypting.
+/// `keys rotate`: a new version, active for new writes; old versions keep decrypting. Written
+/// under the keyring's lock like the admin API's changes, so running proxies sharing the file
+/// lose nothing and pick it up within seconds.
 pub fn keys_rotate(source: &KeySource, env: &BTreeMap<String, String>) -> Result<(), CliError> {
-    let (mut ring, keyring_path, root) = source.open(env)?;
-    let version = ring.rotate(&now_rfc3339())?;
-    save_keyring(&keyring_path, &ring, &root)?;
-    println!("key version {version} is now active; restart running proxies to use it");
+    let (_, keyring_path, root) = source.open(env)?;
+    let (_, version) = update_keyring_file(&keyring_path, &root, |ring| Ok(ring.rotate(&now_rfc3339())?))
+        .map_err(|e| CliError::Usage(format!("{}: {e}", keyring_path.display())))?;
+    println!("key version {version} is now active; running proxies sharing this keyring use it within seconds");
     Ok(())
 }

@@ -48,7 +48,7 @@ pub fn open_mirror(config: &Config) -> Result<Arc<Mirror>, CliError> {
         (primary, StoreHealth::new("primary")),
         (second, StoreHealth::new("mirror")),
         settings,
-        Arc::new(KeyringSealer::new(Arc::new(keyring))),
+        Arc::new(KeyringSealer::new(crate::keys::SharedKeyring::fixed(keyring))),
     ))
 }
 

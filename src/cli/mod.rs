@@ -4,6 +4,7 @@
 //! status|reconcile`. `main.rs` parses arguments into these calls and
 //! maps [`CliError`] to an exit code with [`CliError::exit_code`].
 
+mod admin;
 mod args;
 mod decrypt;
 mod embedded;
@@ -13,7 +14,11 @@ mod mirror;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use self::args::{CertsCommand, Cli, Command, Decrypt, KeyFiles, KeysCommand, MirrorCommand};
+pub use self::admin::{AdminAction, AdminTarget, admin};
+pub use self::args::{
+    AdminArgs, AdminCommand, AdminKeysCommand, CertsCommand, Cli, Command, Decrypt, KeyFiles, KeysCommand,
+    MirrorCommand,
+};
 pub use self::decrypt::{DecryptArgs, WhichStore, decrypt};
 pub use self::keys::{KeySource, keys_list, keys_rotate};
 pub use self::mirror::{mirror_reconcile, mirror_status, open_mirror};
@@ -76,6 +81,10 @@ pub async fn run(command: Command, env: &BTreeMap<String, String>) -> Result<(),
         Command::Keys(KeysCommand::Init { keyring, root_key }) => keys_init(&keyring, &root_key),
         Command::Keys(KeysCommand::List(files)) => keys_list(&files.source(), env),
         Command::Keys(KeysCommand::Rotate(files)) => keys_rotate(&files.source(), env),
+        Command::Admin(a) => {
+            let target = AdminTarget::resolve(a.url, a.token_file, a.ca, a.config.as_deref(), env)?;
+            admin(&target, admin_action(a.command)).await
+        }
         Command::Decrypt(d) => {
             let args = DecryptArgs {
                 keys: d.keys.source(),
@@ -241,6 +250,44 @@ pub fn certs_generate(out: &Path, hosts: &[String]) -> Result<(), CliError> {
         files.key.display()
     );
     Ok(())
+}
+
+/// The API call an `admin` command makes.
+fn admin_action(command: AdminCommand) -> AdminAction {
+    match command {
+        AdminCommand::Keys(AdminKeysCommand::List) => AdminAction::KeysList,
+        AdminCommand::Keys(AdminKeysCommand::Rotate) => AdminAction::KeysRotate,
+        AdminCommand::Keys(AdminKeysCommand::Rewrap {
+            bucket,
+            prefix,
+            from,
+            dry_run,
+            rate,
+            wait,
+        }) => AdminAction::KeysRewrap {
+            params: serde_json::json!({
+                "bucket": bucket, "prefix": prefix, "from": from, "dry_run": dry_run, "rate": rate,
+            }),
+            wait,
+        },
+        AdminCommand::Keys(AdminKeysCommand::Census { bucket, wait }) => AdminAction::KeysCensus { bucket, wait },
+        AdminCommand::Keys(AdminKeysCommand::Disable { version }) => AdminAction::KeysChange {
+            change: "disable",
+            version,
+            force: false,
+        },
+        AdminCommand::Keys(AdminKeysCommand::Enable { version }) => AdminAction::KeysChange {
+            change: "enable",
+            version,
+            force: false,
+        },
+        AdminCommand::Keys(AdminKeysCommand::Destroy { version, force }) => AdminAction::KeysChange {
+            change: "destroy",
+            version,
+            force,
+        },
+        AdminCommand::Jobs { id, wait, cancel } => AdminAction::Jobs { id, wait, cancel },
+    }
 }
 
 fn display(p: &Path) -> PathBuf {

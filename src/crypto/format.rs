@@ -87,6 +87,8 @@ pub mod label {
     pub const TRAILER_AAD: &[u8] = b"escrow-proxy trailer";
     /// AAD prefix of a KEK sealed by the root key; followed by the KEK version, u32 BE.
     pub const KEK_SEAL: &[u8] = b"escrow-proxy kek-seal";
+    /// AAD prefix of a whole keyring document (format 2); followed by its generation, u64 BE.
+    pub const KEYRING_SEAL: &[u8] = b"escrow-proxy keyring";
     /// HKDF info of a multipart object's manifest key.
     pub const MANIFEST_KEY: &[u8] = b"escrow-proxy manifest-key";
     /// AAD of a multipart object's manifest.

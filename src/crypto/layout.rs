@@ -7,6 +7,10 @@
 /// client key.
 pub const RESERVED_PREFIX: &str = ".escrow-mpu/";
 
+/// The shared keyring, when it is kept in the mirror store (`[keys] mirror_bucket`): hidden from
+/// listings and refused as a client key like everything under the reserved prefix.
+pub const KEYRING_KEY: &str = ".escrow-mpu/keyring";
+
 /// Where the markers of uploads in progress live: `<this><upload id>`.
 pub const UPLOAD_MARKERS: &str = ".escrow-mpu/u/";
 

@@ -45,9 +45,13 @@ pub enum CryptoError {
     /// The object names a KEK version this keyring does not have.
     #[error("unknown key version {0}")]
     UnknownKeyVersion(u32),
-    /// The object's KEK version was retired: its objects can no longer be read.
-    #[error("key version {0} is retired")]
-    RetiredKeyVersion(u32),
+    /// The object's KEK version was destroyed (crypto-shredded): its objects can no longer be
+    /// read by anyone.
+    #[error("key version {0} is destroyed")]
+    DestroyedKeyVersion(u32),
+    /// The object's KEK version is disabled: unwraps are refused until it is enabled again.
+    #[error("key version {0} is disabled")]
+    DisabledKeyVersion(u32),
     /// Bytes that do not follow the format (bad magic, unknown version, bad lengths).
     #[error("malformed encrypted object: {0}")]
     Format(&'static str),

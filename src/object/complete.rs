@@ -78,7 +78,7 @@ impl Objects {
         record.size = entries.iter().map(|e| e.plain_len).sum();
         record.stamp(std::time::SystemTime::now());
         let manifest = Manifest { parts: entries, record };
-        let wrapped = sealed::key_metadata(&self.keyring, bucket, key, &upload.dek);
+        let wrapped = sealed::key_metadata(&self.keyring.load(), bucket, key, &upload.dek);
         let tail = manifest.seal(&upload.dek, &wrapped.binding);
         let mut metadata = wrapped.metadata;
         metadata.insert(meta::PARTS.into(), manifest.parts.len().to_string());

@@ -102,7 +102,8 @@ fn server_side(
 ) -> Option<(Vec<Source>, Vec<u8>, Metadata)> {
     let opened = src.opened;
     // A fresh wrap for the new name; the record or manifest is sealed again, bound to it.
-    let sealed::Wrapped { mut metadata, binding } = sealed::key_metadata(&objects.keyring, bucket, key, &opened.dek);
+    let sealed::Wrapped { mut metadata, binding } =
+        sealed::key_metadata(&objects.keyring.load(), bucket, key, &opened.dek);
     let source = |end: u64| Source {
         bucket: src.bucket.to_string(),
         key: src.key.to_string(),

@@ -203,7 +203,10 @@ mod tests {
     async fn a_store_listing_keys_outside_the_request_is_not_believed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Liar(FsStore::new("liar", dir.path()).expect("store"));
-        let objects = Objects::new(Arc::new(store), Arc::new(Keyring::generate("2026-11-29T00:00:00Z")));
+        let objects = Objects::new(
+            Arc::new(store),
+            crate::keys::SharedKeyring::fixed(Keyring::generate("2026-11-29T00:00:00Z")),
+        );
         objects.create_bucket("bkt").await.expect("bucket");
         for key in ["p/é1", "p/é2"] {
             let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"data"))]);

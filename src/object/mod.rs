@@ -48,19 +48,20 @@ pub use crate::crypto::layout::RESERVED_PREFIX;
 use self::etags::{EtagCache, Known};
 use self::open::InStore;
 use crate::backend::ObjectStore;
-use crate::crypto::keyring::Keyring;
 use crate::crypto::layout;
+use crate::keys::SharedKeyring;
 
-/// The object layer over one store (a single store, or a mirror of two) and a keyring.
+/// The object layer over one store (a single store, or a mirror of two) and a keyring (read per
+/// request: a rotation elsewhere applies to the next request).
 pub struct Objects {
     store: Arc<dyn ObjectStore>,
-    keyring: Arc<Keyring>,
+    keyring: Arc<SharedKeyring>,
     etags: EtagCache,
 }
 
 impl Objects {
     /// Objects in `store`, sealed and opened with `keyring`.
-    pub fn new(store: Arc<dyn ObjectStore>, keyring: Arc<Keyring>) -> Self {
+    pub fn new(store: Arc<dyn ObjectStore>, keyring: Arc<SharedKeyring>) -> Self {
         Self {
             store,
             keyring,
@@ -80,12 +81,21 @@ impl Objects {
     /// Opens an object: its record and layout, authenticated, before any content is read.
     pub async fn open(&self, bucket: &str, key: &str) -> Result<Opened, ObjectError> {
         refuse_reserved(key)?;
+        let object = self.at(bucket, key);
+        let mut opened = open::open(&object, &self.keyring.load(), bucket, key).await;
+        if let Some(version) = reload_worthy(&opened)
+            && self.keyring.reload_for(version).await
+        {
+            opened = open::open(&object, &self.keyring.load(), bucket, key).await;
+        }
+        let ring = self.keyring.load();
         let views;
-        let opened = match open::open(&self.at(bucket, key), &self.keyring, bucket, key).await {
+        let opened = match opened {
             Err(e) if is_untrustworthy(&e) => {
                 views = self.store.read_views();
+                let ring = &ring;
                 first_believed(&views, e, bucket, |store| async move {
-                    open::open(&InStore { store, bucket, key }, &self.keyring, bucket, key).await
+                    open::open(&InStore { store, bucket, key }, ring, bucket, key).await
                 })
                 .await?
             }
@@ -98,12 +108,21 @@ impl Objects {
     /// Opens an object and starts reading all of it: one store request for small objects.
     pub async fn open_whole(&self, bucket: &str, key: &str) -> Result<(Opened, PlainStream), ObjectError> {
         refuse_reserved(key)?;
+        let object = self.at(bucket, key);
+        let mut whole = open::open_whole(&object, &self.keyring.load(), bucket, key).await;
+        if let Some(version) = reload_worthy(&whole)
+            && self.keyring.reload_for(version).await
+        {
+            whole = open::open_whole(&object, &self.keyring.load(), bucket, key).await;
+        }
+        let ring = self.keyring.load();
         let views;
-        let (opened, stored) = match open::open_whole(&self.at(bucket, key), &self.keyring, bucket, key).await {
+        let (opened, stored) = match whole {
             Err(e) if is_untrustworthy(&e) => {
                 views = self.store.read_views();
+                let ring = &ring;
                 first_believed(&views, e, bucket, |store| async move {
-                    open::open_whole(&InStore { store, bucket, key }, &self.keyring, bucket, key).await
+                    open::open_whole(&InStore { store, bucket, key }, ring, bucket, key).await
                 })
                 .await?
             }
@@ -165,6 +184,15 @@ impl Objects {
             modified: opened.record.written(),
         };
         self.etags.insert(bucket, key, &opened.store_etag, known);
+    }
+}
+
+/// The key version an open failed on, when a newer keyring might know it (another instance
+/// rotated, or enabled a version this one still has as disabled).
+fn reload_worthy<T>(result: &Result<T, ObjectError>) -> Option<u32> {
+    match result {
+        Err(ObjectError::Crypto(CryptoError::UnknownKeyVersion(v) | CryptoError::DisabledKeyVersion(v))) => Some(*v),
+        _ => None,
     }
 }
 

@@ -10,17 +10,17 @@ use super::ObjectError;
 use super::open::{InStore, open};
 use crate::backend::{BackendError, BackendResult, ObjectStore};
 use crate::crypto::envelope::repair_mac_key;
-use crate::crypto::keyring::Keyring;
 use crate::crypto::layout::is_reserved;
+use crate::keys::SharedKeyring;
 
-/// Repair-record MACs and sealed write times from `keyring`.
+/// Repair-record MACs and sealed write times from `keyring` (the current one at each call).
 pub struct KeyringSealer {
-    keyring: Arc<Keyring>,
+    keyring: Arc<SharedKeyring>,
 }
 
 impl KeyringSealer {
     /// A sealer over `keyring`.
-    pub fn new(keyring: Arc<Keyring>) -> Self {
+    pub fn new(keyring: Arc<SharedKeyring>) -> Self {
         Self { keyring }
     }
 }
@@ -31,14 +31,15 @@ fn hmac_key(kek: &crate::secret::Key256) -> ring::hmac::Key {
 
 impl crate::mirror::Sealer for KeyringSealer {
     fn mac(&self, message: &[u8]) -> (u32, [u8; 32]) {
-        let (version, kek) = self.keyring.active();
+        let ring = self.keyring.load();
+        let (version, kek) = ring.active();
         let mut tag = [0u8; 32];
         tag.copy_from_slice(ring::hmac::sign(&hmac_key(kek), message).as_ref());
         (version, tag)
     }
 
     fn verify(&self, version: u32, message: &[u8], tag: &[u8]) -> bool {
-        match self.keyring.kek(version) {
+        match self.keyring.load().kek(version) {
             Ok(kek) => ring::hmac::verify(&hmac_key(kek), message, tag).is_ok(),
             Err(_) => false,
         }
@@ -64,7 +65,7 @@ impl crate::mirror::Sealer for KeyringSealer {
                 bucket,
                 key,
             };
-            match open(&at, &self.keyring, bucket, key).await {
+            match open(&at, &self.keyring.load(), bucket, key).await {
                 Ok(opened) => Ok(Some(opened.record.written_ms.unwrap_or(0))),
                 Err(ObjectError::Store(BackendError::NoSuchKey)) => Ok(None),
                 Err(ObjectError::Store(e)) => Err(e),

@@ -122,7 +122,7 @@ impl Objects {
         self.store.head_bucket(bucket).await?;
         let dek = Key256::random();
         let id = hex::encode(rand::random::<[u8; UPLOAD_ID_BYTES]>());
-        let wrapped = sealed::key_metadata(&self.keyring, bucket, key, &dek);
+        let wrapped = sealed::key_metadata(&self.keyring.load(), bucket, key, &dek);
         let body = serde_json::to_vec(&MarkerBody {
             key: key.to_string(),
             record: B64.encode(seal_record(&dek, &wrapped.binding, record)),
@@ -263,7 +263,14 @@ impl Objects {
         if marker.key != key {
             return Err(ObjectError::NoSuchUpload);
         }
-        let unwrapped = sealed::unwrap(&self.keyring, bucket, key, &head.metadata)?;
+        let mut unwrapped = sealed::unwrap(&self.keyring.load(), bucket, key, &head.metadata);
+        // Started on an instance that has seen a rotation this one has not yet: reload once.
+        if let Some(version) = super::reload_worthy(&unwrapped)
+            && self.keyring.reload_for(version).await
+        {
+            unwrapped = sealed::unwrap(&self.keyring.load(), bucket, key, &head.metadata);
+        }
+        let unwrapped = unwrapped?;
         let sealed = B64.decode(&marker.record).map_err(|_| ObjectError::NoSuchUpload)?;
         let record = open_record(&unwrapped.dek, &unwrapped.binding, &sealed)?;
         Ok(InProgress {

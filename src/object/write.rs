@@ -84,7 +84,7 @@ impl Objects {
         E: std::fmt::Display,
     {
         let dek = Key256::random();
-        let sealed = sealed::seal(&self.keyring, bucket, key, &dek, record);
+        let sealed = sealed::seal(&self.keyring.load(), bucket, key, &dek, record);
         let new = NewStream {
             bucket,
             key,

@@ -107,10 +107,21 @@ fn crypto(e: CryptoError) -> S3Error {
             err
         }
         // Crypto-shredded: the object is gone for good, and the client should know why.
-        CryptoError::RetiredKeyVersion(v) => {
+        CryptoError::DestroyedKeyVersion(v) => {
             let mut err = S3Error::with_message(
-                S3ErrorCode::Custom("KeyRetired".into()),
-                format!("The object is encrypted under retired key version {v} and can no longer be read."),
+                S3ErrorCode::Custom("KeyDestroyed".into()),
+                format!("The object is encrypted under destroyed key version {v} and can no longer be read."),
+            );
+            err.set_status_code(http::StatusCode::FORBIDDEN);
+            err
+        }
+        // Disabled by an operator: reversible, so the client is told it may work again later.
+        CryptoError::DisabledKeyVersion(v) => {
+            let mut err = S3Error::with_message(
+                S3ErrorCode::Custom("KeyDisabled".into()),
+                format!(
+                    "The object is encrypted under key version {v}, which is disabled; an operator can enable it again."
+                ),
             );
             err.set_status_code(http::StatusCode::FORBIDDEN);
             err

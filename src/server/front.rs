@@ -20,7 +20,7 @@ use super::activity::{Activity, InFlight};
 use super::gate::{self, Refusal};
 use crate::backend::ObjectStore;
 use crate::config::{ClientConfig, ServerConfig};
-use crate::crypto::keyring::Keyring;
+use crate::keys::SharedKeyring;
 use crate::s3::{ClientAuth, Proxy};
 
 /// Refused and failed-authentication requests are summarized at info at most this often.
@@ -47,7 +47,7 @@ impl Front {
         server: &ServerConfig,
         clients: &[ClientConfig],
         store: Arc<dyn ObjectStore>,
-        keyring: Arc<Keyring>,
+        keyring: Arc<SharedKeyring>,
     ) -> Self {
         let objects = crate::object::Objects::new(store, keyring);
         let mut builder = S3ServiceBuilder::new(Proxy::new(objects, server.region.clone(), server.refuse_sse_kms));

@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::backend::ObjectStore;
 use crate::config::{ClientConfig, ServerConfig};
-use crate::crypto::keyring::Keyring;
+use crate::keys::SharedKeyring;
 
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +76,7 @@ pub async fn start(
     server: &ServerConfig,
     clients: &[ClientConfig],
     store: Arc<dyn ObjectStore>,
-    keyring: Arc<Keyring>,
+    keyring: Arc<SharedKeyring>,
 ) -> Result<Running, ServerError> {
     let (acceptor, reload, watcher) = match &server.tls {
         Some(files) => {

@@ -132,7 +132,7 @@ fn write_tombstone(setup: &Setup, key: &str) {
     rt.block_on(async {
         let root = escrow_proxy::keys::load_root_key(&setup.root_key).expect("root key");
         let ring = escrow_proxy::keys::load_keyring(&setup.keyring, &root).expect("keyring");
-        let sealer = escrow_proxy::object::KeyringSealer::new(Arc::new(ring));
+        let sealer = escrow_proxy::object::KeyringSealer::new(escrow_proxy::keys::SharedKeyring::fixed(ring));
         let store = escrow_proxy::backend::fs::FsStore::new("primary", &setup.primary).expect("fs store");
         let tombstone = RepairRecord::new(Op::Delete, BUCKET, key, escrow_proxy::mirror::Side::Mirror);
         record::write(&store, &sealer, &tombstone)

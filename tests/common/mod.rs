@@ -58,8 +58,8 @@ pub const SECRET_KEY: &str = "escrow-harness-secret-key-0001";
 /// Region of the proxy and the upstream.
 pub const REGION: &str = "us-east-1";
 /// Credentials the proxy uses toward the s3s-fs upstream.
-const UPSTREAM_ACCESS_KEY: &str = "UPSTREAMHARNESS0001";
-const UPSTREAM_SECRET_KEY: &str = "upstream-harness-secret-0001";
+pub const UPSTREAM_ACCESS_KEY: &str = "UPSTREAMHARNESS0001";
+pub const UPSTREAM_SECRET_KEY: &str = "upstream-harness-secret-0001";
 
 /// Distinctive bytes planted throughout every test plaintext; no stored file may contain them.
 pub const MARKER: &[u8] = b"ESCROW-HARNESS-PLAINTEXT-MARKER/must-never-reach-the-store/42";
@@ -230,6 +230,7 @@ impl Harness {
             keys: KeysConfig {
                 keyring: dir.path().join("keys/keyring"),
                 root_key_file: dir.path().join("keys/root.key"),
+                mirror_bucket: None,
             },
             admin: None,
         };
@@ -695,7 +696,7 @@ pub fn part_streams(part_lens: &[usize]) -> Vec<std::ops::Range<usize>> {
 }
 
 /// Starts s3s-fs (behind [`AwsLike`]) over `root` on `127.0.0.1:0` in the current runtime.
-async fn start_s3s_fs(root: &Path, outage: shared::Outage) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+pub async fn start_s3s_fs(root: &Path, outage: shared::Outage) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs FileSystem::new");
     let aws_like = AwsLike {
         fs,

@@ -31,8 +31,10 @@ use tokio_util::io::ReaderStream;
 
 use crate::backend::{
     BackendError, BackendResult, BucketInfo, ByteRange, ByteStream, GetObject, ListEntry, ListPage, ListQuery,
-    Metadata, ObjectHead, ObjectStore,
+    Metadata, ObjectHead, ObjectStore, Source,
 };
+
+mod copy;
 
 /// Directory under the root for objects being written.
 const TMP_DIR: &str = ".tmp";
@@ -334,6 +336,41 @@ impl ObjectStore for FsStore {
         let headers = self.all_headers(bucket).await?;
         let resume = query.continuation_token.as_deref().map(Resume::decode).transpose()?;
         Ok(paginate(headers, query, resume.as_ref()))
+    }
+
+    /// Under a lock file (`.tmp/<object file>.lock`, created exclusively; one left by a crash is
+    /// taken over after 30 s), so processes sharing the directory see one write at a time.
+    async fn put_small_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: bytes::Bytes,
+        metadata: Metadata,
+        condition: crate::backend::PutCondition,
+    ) -> BackendResult<String> {
+        self.put_small_if_locked(bucket, key, body, metadata, condition).await
+    }
+
+    /// A whole object under new metadata is copied by the kernel ([`copy`]); anything else
+    /// streams.
+    async fn compose(
+        &self,
+        bucket: &str,
+        key: &str,
+        sources: Vec<Source>,
+        tail: bytes::Bytes,
+        metadata: Metadata,
+    ) -> BackendResult<String> {
+        if let [src] = sources.as_slice()
+            && tail.is_empty()
+            && src.range.start == 0
+        {
+            match self.copy_whole(bucket, key, src, metadata.clone()).await {
+                Err(BackendError::InvalidArgument(_)) => {}
+                done => return done,
+            }
+        }
+        crate::backend::compose_by_streaming(self, bucket, key, sources, tail, metadata).await
     }
 }
 

@@ -372,6 +372,40 @@ impl ObjectStore for S3Store {
         }
     }
 
+    /// `If-None-Match: *` or `If-Match` on PutObject: atomic on AWS S3 (a concurrent
+    /// conditional write answers 409 `ConditionalRequestConflict`, taken as a failed condition).
+    async fn put_small_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        metadata: Metadata,
+        condition: crate::backend::PutCondition,
+    ) -> BackendResult<String> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_length(body.len() as i64)
+            .content_type("application/octet-stream")
+            .set_metadata(Some(metadata.into_iter().collect::<HashMap<_, _>>()))
+            .body(SdkByteStream::from(body));
+        req = match condition {
+            crate::backend::PutCondition::Absent => req.if_none_match("*"),
+            crate::backend::PutCondition::Matches(etag) => req.if_match(format!("\"{}\"", etag.trim_matches('"'))),
+        };
+        match req.send().await {
+            Ok(out) => Ok(strip_quotes(out.e_tag().unwrap_or_default())),
+            Err(err) => match self.error("PutObject", Missing::Bucket, err) {
+                BackendError::Upstream { message, .. } if message.contains("ConditionalRequestConflict") => {
+                    Err(BackendError::PreconditionFailed)
+                }
+                e => Err(e),
+            },
+        }
+    }
+
     async fn get_object(
         &self,
         bucket: &str,

@@ -1,0 +1,143 @@
+//! Server-side copies inside the directory store: a whole object under new metadata, its body
+//! copied by the kernel (`copy_file_range` through `std::io::copy` between files), never through
+//! this process's memory. What a key rewrap uses to replace an object's wrapped key.
+
+use std::io::{self, Read, Seek, Write};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use super::{FsStore, HEADER_SLACK, Header, MAGIC, MAX_HEADER_LEN, TMP_DIR, TempFile, invalid_input};
+use super::{object_file_name, padded, sync_dir, unix_nanos};
+use crate::backend::{BackendError, BackendResult, Metadata, Source};
+
+impl FsStore {
+    /// Stores under `bucket`/`key` the whole object `src` with `metadata`; fails with
+    /// `PreconditionFailed` when `src` no longer has the ETag it names. The ETag stays (the body
+    /// is the same bytes). Returns it.
+    pub(super) async fn copy_whole(
+        &self,
+        bucket: &str,
+        key: &str,
+        src: &Source,
+        metadata: Metadata,
+    ) -> BackendResult<String> {
+        let dir = self.existing_bucket(bucket).await?;
+        let (file, header, body_offset) = self.open_object(&src.bucket, &src.key).await?;
+        if src.etag.as_deref().is_some_and(|e| e.trim_matches('"') != header.etag) {
+            return Err(BackendError::PreconditionFailed);
+        }
+        if src.range.start != 0 || src.range.end != header.size {
+            return Err(BackendError::InvalidArgument("not a whole-object copy"));
+        }
+        let tmp = TempFile(self.root.join(TMP_DIR).join(format!("{:032x}", rand::random::<u128>())));
+        let dest: PathBuf = dir.join(object_file_name(key));
+        let new = Header {
+            key: key.to_owned(),
+            metadata,
+            etag: header.etag.clone(),
+            last_modified_unix_nanos: unix_nanos(SystemTime::now()),
+            size: header.size,
+        };
+        let mut source = file.into_std().await;
+        let tmp_path = tmp.0.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            let json = serde_json::to_vec(&new).map_err(io::Error::from)?;
+            let reserved = json.len() + HEADER_SLACK;
+            let reserved_u32 = u32::try_from(reserved)
+                .ok()
+                .filter(|n| *n <= MAX_HEADER_LEN)
+                .ok_or_else(|| invalid_input("object metadata too large"))?;
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp_path)?;
+            out.write_all(MAGIC)?;
+            out.write_all(&reserved_u32.to_be_bytes())?;
+            out.write_all(&padded(json, reserved)?)?;
+            source.seek(io::SeekFrom::Start(body_offset))?;
+            let copied = io::copy(&mut (&mut source).take(new.size), &mut out)?;
+            if copied != new.size {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "object shrank while copied",
+                ));
+            }
+            out.sync_all()
+        })
+        .await
+        .map_err(|_| io::Error::other("copy task failed"))??;
+        std::fs::rename(&tmp.0, &dest)?;
+        sync_dir(&dir).await?;
+        Ok(header.etag)
+    }
+}
+
+/// A lock file older than this was left by a crash and is taken over.
+const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `<root>/.tmp/<object file>.lock`, removed on drop.
+struct Lock(PathBuf);
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl FsStore {
+    /// [`ObjectStore::put_small_if`](crate::backend::ObjectStore::put_small_if): the check and
+    /// the write under one lock file, exclusive among every process sharing this directory.
+    pub(super) async fn put_small_if_locked(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: bytes::Bytes,
+        metadata: Metadata,
+        condition: crate::backend::PutCondition,
+    ) -> BackendResult<String> {
+        use crate::backend::{ObjectStore as _, PutCondition};
+        let path = self
+            .root
+            .join(TMP_DIR)
+            .join(format!("{}.{bucket}.lock", object_file_name(key)));
+        let _lock = take_lock(&path)?;
+        let current = match self.head_object(bucket, key).await {
+            Ok(head) => Some(head.etag),
+            Err(BackendError::NoSuchKey) => None,
+            Err(e) => return Err(e),
+        };
+        let holds = match (&condition, &current) {
+            (PutCondition::Absent, None) => true,
+            (PutCondition::Matches(want), Some(have)) => want.trim_matches('"') == have,
+            _ => false,
+        };
+        if !holds {
+            return Err(BackendError::PreconditionFailed);
+        }
+        let len = body.len() as u64;
+        let stream: crate::backend::ByteStream = Box::pin(futures::stream::once(async move { Ok(body) }));
+        self.put_object(bucket, key, stream, len, metadata).await
+    }
+}
+
+fn take_lock(path: &std::path::Path) -> BackendResult<Lock> {
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+            Ok(_) => return Ok(Lock(path.to_path_buf())),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let age = std::fs::metadata(path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok());
+                if age.is_some_and(|a| a > STALE_LOCK) {
+                    let _ = std::fs::remove_file(path);
+                    continue;
+                }
+                // Another writer holds it: the condition cannot be known to hold.
+                return Err(BackendError::PreconditionFailed);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(BackendError::PreconditionFailed)
+}
