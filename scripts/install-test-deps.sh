@@ -2,7 +2,7 @@
 # Installs the real programs the interop tests drive (tests/interop.rs):
 #   Debian: awscli (AWS CLI v2 at /usr/bin/aws), rclone, s3cmd, curl, nginx-light
 #   PyPI:   boto3 and awscli (AWS CLI v1, `python3 -m awscli`)
-#   crates: cargo-nextest
+#   crates: cargo-nextest, s3s-fs 0.14.1 (the S3 store processes of the fault tests, tests/faults.rs)
 # Idempotent: each step runs only when something is missing, so a second run is a fast no-op.
 # Quiet on success; on failure the failing step's output is printed. Meant to run as root on a
 # Debian 12 machine (falls back to sudo when not root and sudo exists).
@@ -72,4 +72,11 @@ fi
 # --- cargo-nextest -----------------------------------------------------------------------------
 if ! cargo nextest --version >/dev/null 2>&1; then
     quiet cargo install cargo-nextest --locked
+fi
+
+# --- s3s-fs (the fault tests' store processes; the same version as the s3s-fs dev-dependency) ----
+S3S_FS_VERSION=0.14.1
+s3s_fs="${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"
+if ! "$s3s_fs" --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
+    quiet cargo install s3s-fs --version "$S3S_FS_VERSION" --locked --features binary
 fi
