@@ -65,6 +65,43 @@ pub async fn until_metrics(admin: &str, what: &str, cond: impl Fn(&Metrics) -> b
     }
 }
 
+/// Whether the store `name` is up, as `/ready` says (the breaker itself, read directly).
+pub async fn ready_says_up(admin: &str, name: &str) -> Option<bool> {
+    let text = reqwest::get(format!("{admin}/ready")).await.ok()?.text().await.ok()?;
+    let ready: serde_json::Value = serde_json::from_str(&text).ok()?;
+    ready["stores"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)
+        .and_then(|s| s["up"].as_bool())
+}
+
+/// Polls `/ready` until the proxy's breaker says store `name` is down (bounded).
+pub async fn until_breaker_open(admin: &str, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ready_says_up(admin, name).await != Some(false) {
+        assert!(Instant::now() < deadline, "/ready never showed {name} down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// After the breaker opened on `name`: whether `/metrics` says so too within `within`
+/// (`escrow_store_up` is published by the drainer's loop).
+pub async fn metrics_agree_down(admin: &str, name: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        let m = metrics(admin).await;
+        let up = if name == "primary" { m.primary_up } else { m.mirror_up };
+        if up == Some(0.0) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Every regular file under `dir`, as paths relative to it.
 fn files_under(dir: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();

@@ -163,16 +163,20 @@ pub struct Counts {
     pub acked_writes: u64,
     /// Writes that failed after every attempt.
     pub failed_writes: u64,
+    /// Of those, writes that failed while the proxy and at least one store were up throughout
+    /// (`sync` promises to acknowledge them).
+    pub failed_writes_served: u64,
     /// Operations by kind.
     pub by_kind: BTreeMap<&'static str, u64>,
-    /// The first few wrong reads and failures, for the report.
-    pub examples: Vec<String>,
+    /// The first few of each kind of wrong read and failure, for the report.
+    pub examples: BTreeMap<&'static str, Vec<String>>,
 }
 
 impl Counts {
-    fn example(&mut self, what: String) {
-        if self.examples.len() < 12 {
-            self.examples.push(what);
+    fn example(&mut self, kind: &'static str, what: String) {
+        let list = self.examples.entry(kind).or_default();
+        if list.len() < 6 {
+            list.push(what);
         }
     }
 }
@@ -351,6 +355,7 @@ impl Workload {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<(), String>>,
     {
+        let world_before = self.faults.now();
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
             backoff(attempt).await;
@@ -378,10 +383,17 @@ impl Workload {
             .or_default()
             .unacked
             .push(value);
+        let served = self.faults.served_throughout(world_before, self.faults.now());
         let mut counts = self.counts.lock().expect("counts");
         counts.failed_attempts += u64::from(ATTEMPTS);
         counts.failed_writes += 1;
-        counts.example(format!("write {key} failed: {last}"));
+        if served {
+            counts.failed_writes_served += 1;
+        }
+        counts.example(
+            "failed write",
+            format!("write {key} failed: {last} (a store was up: {served})"),
+        );
         Outcome::Failed
     }
 
@@ -438,11 +450,14 @@ impl Workload {
             if !fits {
                 counts.wrong_reads += 1;
                 let got = answer.as_ref().map(Vec::len);
-                counts.example(format!(
-                    "read {key} range {range:?}: got {got:?} bytes, may hold {:?} (world {})",
-                    state.allowed().collect::<Vec<_>>(),
-                    self.faults.now()
-                ));
+                counts.example(
+                    "wrong read",
+                    format!(
+                        "read {key} range {range:?}: got {got:?} bytes, may hold {:?} (world {})",
+                        state.allowed().collect::<Vec<_>>(),
+                        self.faults.now()
+                    ),
+                );
             }
             return Outcome::Ok;
         }
@@ -469,7 +484,10 @@ impl Workload {
                     counts.failed_attempts += u64::from(attempt);
                     if !hidden.is_empty() {
                         counts.listings_hiding += 1;
-                        counts.example(format!("list {prefix} hid {hidden:?} (world {})", self.faults.now()));
+                        counts.example(
+                            "hiding listing",
+                            format!("list {prefix} hid {hidden:?} (world {})", self.faults.now()),
+                        );
                     }
                     return Outcome::Ok;
                 }
@@ -486,9 +504,10 @@ impl Workload {
         counts.failed_attempts += u64::from(ATTEMPTS);
         if served {
             counts.failed_reads_served += 1;
-            counts.example(format!("{what} (a store was up)"));
+            counts.example("failed read (a store up)", what);
         } else {
             counts.failed_reads_outage += 1;
+            counts.example("failed read (outage)", what);
         }
         Outcome::Failed
     }
