@@ -76,6 +76,11 @@ pub fn open_keyring(config: &Config) -> Result<Keyring, RunError> {
 
 /// Builds a store from its configuration.
 pub fn build_store(name: &str, store: &StoreConfig) -> Result<Arc<dyn ObjectStore>, RunError> {
+    build_store_with(name, store, true)
+}
+
+/// Builds a store; `retries: false` for a mirrored store, whose retry is the other store.
+fn build_store_with(name: &str, store: &StoreConfig, retries: bool) -> Result<Arc<dyn ObjectStore>, RunError> {
     match store {
         StoreConfig::Fs { path } => {
             let fs = backend::fs::FsStore::new(name, path)
@@ -84,7 +89,7 @@ pub fn build_store(name: &str, store: &StoreConfig) -> Result<Arc<dyn ObjectStor
         }
         StoreConfig::S3(cfg) => {
             let s3 = backend::s3::S3Store::new(name, cfg).map_err(|e| RunError::Store(e.to_string()))?;
-            Ok(Arc::new(s3))
+            Ok(Arc::new(if retries { s3 } else { s3.without_retries() }))
         }
     }
 }
@@ -136,13 +141,13 @@ impl Service {
 pub async fn start(config: &Config) -> Result<Service, RunError> {
     config.server.check()?;
     let keyring = Arc::new(open_keyring(config)?);
-    let primary = build_store("primary", &config.primary)?;
+    let primary = build_store_with("primary", &config.primary, config.mirror.is_none())?;
     let mut stores = vec![(Arc::clone(&primary), StoreHealth::new("primary"))];
     let mut drainer = None;
     let (store, mirror_store): (Arc<dyn ObjectStore>, _) = match &config.mirror {
         None => (Arc::clone(&primary), None),
         Some(m) => {
-            let second = build_store("mirror", &m.store)?;
+            let second = build_store_with("mirror", &m.store, false)?;
             stores.push((Arc::clone(&second), StoreHealth::new("mirror")));
             let mut settings = mirror::MirrorSettings::new(m.write, m.read);
             settings.first_byte_timeout = m.first_byte_timeout;

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::ops::Range;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -265,6 +266,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// `x-amz-replication-status` of an object, for stores that replicate (the mirror).
     fn replication_status(&self, _bucket: &str, _key: &str) -> Option<&'static str> {
         None
+    }
+
+    /// For a store made of several (the mirror): each one alone, for reads, in read order. A
+    /// reader that finds an object it cannot authenticate asks each in turn: one store's damaged
+    /// or forged copy must not make an intact copy in the other unavailable.
+    fn read_views(&self) -> Vec<Arc<dyn ObjectStore>> {
+        Vec::new()
     }
 
     /// All buckets.

@@ -281,10 +281,93 @@ fn tag_head(mut head: ObjectHead, side: Side) -> ObjectHead {
     head
 }
 
+/// One store of the pair, alone, for reads (its ETags tagged as the pair tags them). Writes
+/// through a view are refused: they must go through the pair.
+struct ReadView {
+    side: Side,
+    store: Arc<dyn ObjectStore>,
+}
+
+fn read_only() -> BackendError {
+    BackendError::InvalidArgument("a read view of one mirrored store takes no writes")
+}
+
+#[async_trait]
+impl ObjectStore for ReadView {
+    fn name(&self) -> &str {
+        self.side.name()
+    }
+
+    async fn list_buckets(&self) -> BackendResult<Vec<BucketInfo>> {
+        self.store.list_buckets().await
+    }
+
+    async fn create_bucket(&self, _bucket: &str) -> BackendResult<()> {
+        Err(read_only())
+    }
+
+    async fn head_bucket(&self, bucket: &str) -> BackendResult<()> {
+        self.store.head_bucket(bucket).await
+    }
+
+    async fn delete_bucket(&self, _bucket: &str) -> BackendResult<()> {
+        Err(read_only())
+    }
+
+    async fn put_object(&self, _: &str, _: &str, _: ByteStream, _: u64, _: Metadata) -> BackendResult<String> {
+        Err(read_only())
+    }
+
+    async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<ByteRange>,
+        if_match: Option<&str>,
+    ) -> BackendResult<GetObject> {
+        let if_match = match if_match {
+            Some(etag) => Some(untag(etag, self.side).ok_or(BackendError::PreconditionFailed)?),
+            None => None,
+        };
+        let got = self.store.get_object(bucket, key, range, if_match).await?;
+        Ok(GetObject {
+            head: tag_head(got.head, self.side),
+            body: got.body,
+        })
+    }
+
+    async fn head_object(&self, bucket: &str, key: &str) -> BackendResult<ObjectHead> {
+        self.store
+            .head_object(bucket, key)
+            .await
+            .map(|h| tag_head(h, self.side))
+    }
+
+    async fn delete_object(&self, _bucket: &str, _key: &str) -> BackendResult<()> {
+        Err(read_only())
+    }
+
+    async fn list_objects(&self, bucket: &str, query: &ListQuery) -> BackendResult<ListPage> {
+        self.store.list_objects(bucket, query).await
+    }
+}
+
 #[async_trait]
 impl ObjectStore for Mirror {
     fn name(&self) -> &str {
         "mirror-pair"
+    }
+
+    fn read_views(&self) -> Vec<Arc<dyn ObjectStore>> {
+        self.read_order()
+            .into_iter()
+            .map(|side| {
+                Arc::new(ReadView {
+                    side,
+                    store: Arc::clone(self.store(side)),
+                }) as Arc<dyn ObjectStore>
+            })
+            .collect()
     }
 
     fn replication_status(&self, bucket: &str, key: &str) -> Option<&'static str> {

@@ -80,7 +80,17 @@ impl Objects {
     /// Opens an object: its record and layout, authenticated, before any content is read.
     pub async fn open(&self, bucket: &str, key: &str) -> Result<Opened, ObjectError> {
         refuse_reserved(key)?;
-        let opened = open::open(&self.at(bucket, key), &self.keyring, bucket, key).await?;
+        let views;
+        let opened = match open::open(&self.at(bucket, key), &self.keyring, bucket, key).await {
+            Err(e) if is_untrustworthy(&e) => {
+                views = self.store.read_views();
+                first_believed(&views, e, bucket, |store| async move {
+                    open::open(&InStore { store, bucket, key }, &self.keyring, bucket, key).await
+                })
+                .await?
+            }
+            other => other?,
+        };
         self.remember(bucket, key, &opened);
         Ok(opened)
     }
@@ -88,7 +98,17 @@ impl Objects {
     /// Opens an object and starts reading all of it: one store request for small objects.
     pub async fn open_whole(&self, bucket: &str, key: &str) -> Result<(Opened, PlainStream), ObjectError> {
         refuse_reserved(key)?;
-        let (opened, stored) = open::open_whole(&self.at(bucket, key), &self.keyring, bucket, key).await?;
+        let views;
+        let (opened, stored) = match open::open_whole(&self.at(bucket, key), &self.keyring, bucket, key).await {
+            Err(e) if is_untrustworthy(&e) => {
+                views = self.store.read_views();
+                first_believed(&views, e, bucket, |store| async move {
+                    open::open_whole(&InStore { store, bucket, key }, &self.keyring, bucket, key).await
+                })
+                .await?
+            }
+            other => other?,
+        };
         self.remember(bucket, key, &opened);
         let (_, pieces) = opened.read(None)?;
         let plain = body::DecryptBody::new(stored, &opened.dek, pieces);
@@ -146,6 +166,41 @@ impl Objects {
         };
         self.etags.insert(bucket, key, &opened.store_etag, known);
     }
+}
+
+/// After an open found a copy it cannot believe (`first`), opens the object in each store of a
+/// mirror alone (`views`, in read order) and returns the first copy that opens. Counted and
+/// logged: a store serving unauthentic objects is worth knowing about. Without views (one
+/// store), `first` stands.
+async fn first_believed<'v, T, F, Fut>(
+    views: &'v [Arc<dyn ObjectStore>],
+    first: ObjectError,
+    bucket: &str,
+    open: F,
+) -> Result<T, ObjectError>
+where
+    F: Fn(&'v dyn ObjectStore) -> Fut,
+    Fut: Future<Output = Result<T, ObjectError>>,
+{
+    for view in views {
+        if let Ok(found) = open(view.as_ref()).await {
+            metrics::counter!("escrow_mirror_failovers_total", "reason" => "unauthentic", "to" => view.name().to_string())
+                .increment(1);
+            tracing::warn!(
+                bucket,
+                served_by = view.name(),
+                "an object failed authentication in one store; served from the other"
+            );
+            return Ok(found);
+        }
+    }
+    Err(first)
+}
+
+/// Whether an open failed because the stored copy cannot be believed (damaged, forged, not ours),
+/// so that another store's copy is worth trying.
+fn is_untrustworthy(e: &ObjectError) -> bool {
+    matches!(e, ObjectError::Crypto(_) | ObjectError::NotEscrow)
 }
 
 /// Refuses client keys under the prefix where the proxy keeps its own state.

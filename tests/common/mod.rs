@@ -118,6 +118,7 @@ pub struct Harness {
     proxy: Option<Service>,
     config: Config,
     upstream: Option<tokio::task::JoinHandle<()>>,
+    outage: shared::Outage,
     dir: TempDir,
 }
 
@@ -154,6 +155,20 @@ pub struct StoredObject {
 impl Harness {
     /// Starts the store (for s3s-fs) and the proxy, and builds the clients.
     pub async fn new(kind: StoreKind) -> Self {
+        Self::build(kind, ReadMode::Primary, WriteMode::Sync).await
+    }
+
+    /// s3s-fs mirrored to an fs store, with the given modes.
+    pub async fn mirrored(read: ReadMode, write: WriteMode) -> Self {
+        Self::build(StoreKind::Mirrored, read, write).await
+    }
+
+    /// Switches an outage of the s3s-fs primary on or off (connections refused or cut).
+    pub fn primary_outage(&self, on: bool) {
+        self.outage.set(on);
+    }
+
+    async fn build(kind: StoreKind, read: ReadMode, write: WriteMode) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -166,6 +181,7 @@ impl Harness {
             escrow_proxy::server::tls::generate_dev_certs(&dir.path().join("certs"), &[]).expect("generate dev certs");
         let ca_pem = std::fs::read(&certs.ca).expect("read ca.pem");
 
+        let outage = shared::Outage::default();
         let (primary, store_dir, upstream) = match kind {
             StoreKind::Fs => {
                 let path = dir.path().join("fs-store");
@@ -174,7 +190,7 @@ impl Harness {
             StoreKind::S3sFs | StoreKind::Mirrored => {
                 let path = dir.path().join("s3s-fs");
                 std::fs::create_dir_all(&path).expect("mkdir s3s-fs root");
-                let (addr, task) = start_s3s_fs(&path).await;
+                let (addr, task) = start_s3s_fs(&path, outage.clone()).await;
                 let cfg = S3StoreConfig {
                     endpoint: Some(format!("http://{addr}")),
                     region: REGION.into(),
@@ -207,8 +223,8 @@ impl Harness {
                 store: StoreConfig::Fs {
                     path: dir.path().join("mirror-fs"),
                 },
-                write: WriteMode::Sync,
-                read: ReadMode::Primary,
+                write,
+                read,
                 first_byte_timeout: std::time::Duration::from_millis(1500),
             }),
             keys: KeysConfig {
@@ -235,6 +251,7 @@ impl Harness {
             proxy: Some(proxy),
             config,
             upstream,
+            outage,
             dir,
         }
     }
@@ -387,6 +404,19 @@ impl Harness {
                 .join(hex::encode(Sha256::digest(key.as_bytes()))),
             StoreKind::S3sFs | StoreKind::Mirrored => self.store_dir.join(bucket).join(key),
         }
+    }
+
+    /// The stored bytes of `bucket`/`key` in the mirror's fs store, if it has the object.
+    pub fn mirror_stored_body(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let dir = self.mirror_dir.as_ref().expect("a mirrored harness");
+        let path = dir.join(bucket).join(hex::encode(Sha256::digest(key.as_bytes())));
+        let file = std::fs::read(path).ok()?;
+        Some(split_fs_object(&file).1.to_vec())
+    }
+
+    /// The stored bytes of `bucket`/`key` in the primary (s3s-fs), if it has the object.
+    pub fn primary_stored_body(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.object_path(bucket, key)).ok()
     }
 
     /// s3s-fs's metadata sidecar of an object (`<root>/.bucket-<b64>.object-<b64>.metadata.json`).
@@ -648,13 +678,14 @@ pub fn part_streams(part_lens: &[usize]) -> Vec<std::ops::Range<usize>> {
 }
 
 /// Starts s3s-fs (behind [`AwsLike`]) over `root` on `127.0.0.1:0` in the current runtime.
-async fn start_s3s_fs(root: &Path) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+async fn start_s3s_fs(root: &Path, outage: shared::Outage) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs FileSystem::new");
     let aws_like = AwsLike {
         fs,
         root: root.to_path_buf(),
     };
-    let (addr, accept) = shared::bind_s3_server(aws_like, UPSTREAM_ACCESS_KEY, UPSTREAM_SECRET_KEY).await;
+    let (addr, accept) =
+        shared::bind_s3_server_with_switch(aws_like, UPSTREAM_ACCESS_KEY, UPSTREAM_SECRET_KEY, outage).await;
     (addr, tokio::spawn(accept))
 }
 

@@ -54,6 +54,7 @@ mod info;
 mod keys;
 mod listing;
 mod metadata;
+mod mirror;
 mod multipart;
 mod objects;
 mod ranges;

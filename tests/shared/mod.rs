@@ -27,6 +27,32 @@ pub async fn bind_s3_server(
     access_key: &str,
     secret_key: &str,
 ) -> (SocketAddr, impl Future<Output = ()> + Send + 'static) {
+    bind_s3_server_with_switch(s3, access_key, secret_key, Outage::default()).await
+}
+
+/// A switch that makes an S3 server unreachable: while it is on, new connections are closed at
+/// once and requests on open connections fail at the connection level (as with a dead host).
+#[derive(Clone, Default)]
+pub struct Outage(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Outage {
+    /// Turns the outage on or off.
+    pub fn set(&self, down: bool) {
+        self.0.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_on(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// [`bind_s3_server`] whose reachability `outage` switches.
+pub async fn bind_s3_server_with_switch(
+    s3: impl S3,
+    access_key: &str,
+    secret_key: &str,
+    outage: Outage,
+) -> (SocketAddr, impl Future<Output = ()> + Send + 'static) {
     let service = {
         let mut b = S3ServiceBuilder::new(s3);
         b.set_auth(SimpleAuth::from_single(access_key, secret_key));
@@ -42,9 +68,23 @@ pub async fn bind_s3_server(
             let Ok((socket, _)) = listener.accept().await else {
                 continue;
             };
-            let conn = http
-                .serve_connection(TokioIo::new(socket), service.clone())
-                .into_owned();
+            if outage.is_on() {
+                drop(socket);
+                continue;
+            }
+            let service = service.clone();
+            let outage = outage.clone();
+            let switched = hyper::service::service_fn(move |req| {
+                let down = outage.is_on();
+                let call = hyper::service::Service::call(&service, req);
+                async move {
+                    if down {
+                        return Err(io::Error::other("outage"));
+                    }
+                    call.await.map_err(|e| io::Error::other(format!("{e:?}")))
+                }
+            });
+            let conn = http.serve_connection(TokioIo::new(socket), switched).into_owned();
             tokio::spawn(async move {
                 let _ = conn.await;
             });

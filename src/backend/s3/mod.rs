@@ -56,8 +56,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a body transfer may stall (zero throughput) before it fails.
 const STALL_GRACE: Duration = Duration::from_secs(30);
-/// Attempts for requests without a streamed body (the SDK's standard retry with backoff).
-const MAX_ATTEMPTS: u32 = 3;
+/// Attempts for requests without a streamed body (the SDK's standard retry with backoff): one
+/// retry, quickly, so a client's own retry policy stays in charge of longer waits. A mirrored
+/// store makes one attempt ([`S3Store::without_retries`]): the other store is the retry.
+const MAX_ATTEMPTS: u32 = 2;
+/// The SDK's first backoff before a retry.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How to reach and authenticate to one S3-compatible store.
 #[derive(Debug, Clone)]
@@ -114,6 +118,21 @@ use self::encoding::ListEncoding;
 // === impl S3Store ===
 
 impl S3Store {
+    /// The same store making one attempt per request: for a mirrored store, where failing over
+    /// to the other store replaces retrying this one (retries would multiply with the client's).
+    pub fn without_retries(self) -> Self {
+        let config = self
+            .client
+            .config()
+            .to_builder()
+            .retry_config(RetryConfig::disabled())
+            .build();
+        Self {
+            client: Client::from_conf(config),
+            ..self
+        }
+    }
+
     /// Builds the client (synchronously: no request is made). Fails if `ca_file` cannot be read or
     /// holds no valid PEM certificate.
     pub fn new(name: impl Into<String>, cfg: &S3StoreConfig) -> Result<Self, BackendError> {
@@ -154,7 +173,11 @@ impl S3Store {
             .force_path_style(cfg.path_style)
             .http_client(http_client)
             .timeout_config(timeouts(Some(READ_TIMEOUT)))
-            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(MAX_ATTEMPTS)
+                    .with_initial_backoff(RETRY_BACKOFF),
+            )
             .stalled_stream_protection(
                 StalledStreamProtectionConfig::enabled()
                     .grace_period(STALL_GRACE)
