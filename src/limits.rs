@@ -54,6 +54,13 @@ pub const MAX_PRESIGNED_EXPIRES_SECS: u64 = 604_800;
 /// accepting again instead of spinning.
 pub const ACCEPT_BACKOFF_MS: u64 = 100;
 
+/// After SIGTERM, seconds the S3 listener keeps accepting before it stops (`drain_delay_secs`).
+pub const DEFAULT_DRAIN_DELAY_SECS: u64 = 0;
+/// Seconds in-flight requests get to finish once the listener stopped (`shutdown_grace_secs`).
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+/// Seconds between checks of the TLS certificate and key files for changes (`tls_reload_secs`).
+pub const DEFAULT_TLS_RELOAD_SECS: u64 = 10;
+
 /// Mirror: how long a read waits for a store's first answer before failing over to the other
 /// store (and marking the first down until the probe sees it back).
 pub const DEFAULT_FIRST_BYTE_TIMEOUT_MS: u64 = 1500;

@@ -1,4 +1,5 @@
-//! Logging: one subscriber on stderr, filtered by `RUST_LOG` (default `info`).
+//! Logging: one subscriber on stderr, as text or one JSON object per line ([`LogFormat`]),
+//! filtered by `RUST_LOG` (default `info`; per module, e.g. `info,escrow_proxy::access=warn`).
 //!
 //! Whatever `RUST_LOG` says, targets that would log secrets or plaintext are capped (see
 //! [`CAPS`]): s3s logs whole requests (with `Authorization` and `x-amz-meta-*`) at debug and the
@@ -75,14 +76,34 @@ pub fn install_panic_hook() {
     }));
 }
 
-/// Installs the subscriber: text on stderr, `RUST_LOG` capped by [`CAPS`].
-pub fn init() {
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colored on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`), for log collectors.
+    Json,
+}
+
+/// Installs the subscriber: `format` on stderr, `RUST_LOG` capped by [`CAPS`].
+pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_FILTER.into());
     let caps = FilterFn::new(|meta| allowed(meta.target(), meta.level()));
-    let layer = fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(filter.and(caps));
+    let layer = match format {
+        LogFormat::Text => fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(filter.and(caps))
+            .boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_filter(filter.and(caps))
+            .boxed(),
+    };
     tracing_subscriber::registry().with(layer).init();
 }
 

@@ -8,7 +8,7 @@ use escrow_proxy::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    escrow_proxy::logging::init();
+    escrow_proxy::logging::init(cli.log_format);
     escrow_proxy::logging::install_panic_hook();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -18,7 +18,11 @@ fn main() -> ExitCode {
         }
     };
     let env = std::env::vars().collect();
-    match runtime.block_on(escrow_proxy::cli::run(cli.command, &env)) {
+    let result = runtime.block_on(escrow_proxy::cli::run(cli.command, &env));
+    // After a forced stop, blocking work still running (a file write) gets a moment; the process
+    // ends regardless (dropping the runtime would wait for it without bound).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -84,6 +84,7 @@ pub(super) async fn handle(ctx: &AdminContext, req: Request<Incoming>, peer: Soc
                 .unwrap_or_default();
         }
         "/metrics" => return respond(Answer::method_not_allowed()),
+        "/shutdown" => return shutdown_route(&method, peer),
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/admin/") else {
@@ -126,6 +127,14 @@ pub(super) async fn handle(ctx: &AdminContext, req: Request<Incoming>, peer: Soc
         "admin request"
     );
     respond(answer)
+}
+
+/// `POST /shutdown` (no token; loopback only; off unless enabled): see
+/// [`crate::server::shutdown`].
+fn shutdown_route(method: &Method, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let (status, body) = crate::server::shutdown::answer(method, peer);
+    tracing::info!(target: "audit", %peer, route = "/shutdown", status = status.as_u16(), "shutdown request");
+    respond(Answer::with(status, body))
 }
 
 /// The routes under `/admin/` (segments after it).

@@ -9,6 +9,9 @@ use super::{KeySource, WhichStore};
 #[derive(clap::Parser)]
 #[command(version, about)]
 pub struct Cli {
+    /// Log lines as text or as one JSON object per line (levels: RUST_LOG).
+    #[arg(long, global = true, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -33,6 +36,16 @@ pub enum Command {
     Keys(KeysCommand),
     /// Decrypt one object without a running proxy (the offline exit path).
     Decrypt(Decrypt),
+    /// Check an HTTP health endpoint (exit 0 on a 2xx answer, 1 otherwise): the container
+    /// image's HEALTHCHECK, which has no shell or curl. Plain HTTP only.
+    Probe {
+        /// The URL to GET.
+        #[arg(long, default_value = "http://127.0.0.1:9090/live")]
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
 }
 
 /// `certs` commands.
@@ -53,6 +66,16 @@ pub enum CertsCommand {
 /// `keys` commands.
 #[derive(clap::Subcommand)]
 pub enum KeysCommand {
+    /// Create a new root key and sealed keyring (0600), for deployments that mount them
+    /// read-only (Kubernetes Secrets, systemd credentials). Refuses if either file exists.
+    Init {
+        /// Sealed keyring file to create.
+        #[arg(long)]
+        keyring: PathBuf,
+        /// Root key file to create.
+        #[arg(long)]
+        root_key: PathBuf,
+    },
     /// List key versions and their states (never key material).
     List(KeyFiles),
     /// Add a new key version and make it active for new writes; old versions keep decrypting.

@@ -1,5 +1,6 @@
-//! The binary's commands as library functions: `serve` (with the embedded default), `keys
-//! list|rotate`, `decrypt` and `certs generate`. `main.rs` parses arguments into these calls and
+//! The binary's commands as library functions: `serve` (with the embedded default, and its
+//! signals: SIGTERM/SIGINT drain and stop, a second one or the deadline ends it, SIGHUP reloads
+//! the TLS certificate), `keys list|rotate`, `decrypt`, `certs generate` and `probe`. `main.rs` parses arguments into these calls and
 //! maps [`CliError`] to an exit code with [`CliError::exit_code`].
 
 mod args;
@@ -64,7 +65,9 @@ impl CliError {
 pub async fn run(command: Command, env: &BTreeMap<String, String>) -> Result<(), CliError> {
     match command {
         Command::Serve { config } => serve(config.as_deref(), env).await,
+        Command::Probe { url, timeout_secs } => probe(&url, std::time::Duration::from_secs(timeout_secs)).await,
         Command::Certs(CertsCommand::Generate { out, hosts }) => certs_generate(&out, &hosts),
+        Command::Keys(KeysCommand::Init { keyring, root_key }) => keys_init(&keyring, &root_key),
         Command::Keys(KeysCommand::List(files)) => keys_list(&files.source(), env),
         Command::Keys(KeysCommand::Rotate(files)) => keys_rotate(&files.source(), env),
         Command::Decrypt(d) => {
@@ -83,7 +86,10 @@ pub async fn run(command: Command, env: &BTreeMap<String, String>) -> Result<(),
 }
 
 /// `serve`: the configured proxy, or without a file and `ESCROW_*` variables the embedded
-/// default under `./data`. Runs until SIGINT or SIGTERM, then drains.
+/// default under `./data`. Runs until SIGINT or SIGTERM, then drains: the S3 listener keeps
+/// accepting for `drain_delay_secs`, in-flight requests get `shutdown_grace_secs`, and it
+/// returns `Ok` (exit 0). A second SIGINT or SIGTERM while draining returns at once. SIGHUP
+/// reloads the TLS certificate and key.
 pub async fn serve(file: Option<&Path>, env: &BTreeMap<String, String>) -> Result<(), CliError> {
     let embedded = file.is_none() && !env_has_config(env);
     let data = Path::new(embedded::EMBEDDED_DATA);
@@ -101,12 +107,107 @@ pub async fn serve(file: Option<&Path>, env: &BTreeMap<String, String>) -> Resul
         embedded::print_welcome(data, &config, &running.url(), running.admin_url().as_deref());
     }
     tracing::info!(endpoint = %running.url(), admin = running.admin_url().unwrap_or_default(), "serving");
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; finishing in-flight requests"),
-        _ = terminate.recv() => tracing::info!("terminated; finishing in-flight requests"),
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    if config.server.limits.shutdown_endpoint {
+        crate::server::shutdown::enable();
     }
-    running.stop().await;
+    loop {
+        tokio::select! {
+            _ = crate::server::shutdown::requested() => {
+                tracing::info!("POST /shutdown; draining");
+                break;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("interrupted; draining");
+                break;
+            }
+            _ = terminate.recv() => {
+                tracing::info!("terminated; draining");
+                break;
+            }
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the tls certificate");
+                running.reload_tls();
+            }
+        }
+    }
+    // /ready answers 503 from now on, so the endpoints drain while the listener still accepts.
+    running.health().set_draining();
+    let limits = &config.server.limits;
+    tracing::info!(
+        drain_delay_secs = limits.drain_delay.as_secs(),
+        shutdown_grace_secs = limits.shutdown_grace.as_secs(),
+        "draining: accepting for the drain delay, then finishing in-flight requests (a second signal stops at once)"
+    );
+    let stop = running.stop();
+    tokio::pin!(stop);
+    tokio::select! {
+        _ = &mut stop => tracing::info!("stopped"),
+        _ = terminate.recv() => tracing::warn!("second SIGTERM: stopping now, dropping open connections"),
+        _ = tokio::signal::ctrl_c() => tracing::warn!("second interrupt: stopping now, dropping open connections"),
+    }
+    Ok(())
+}
+
+/// `probe`: GETs `url` (plain `http://host:port/path`) and succeeds on a 2xx status.
+pub async fn probe(url: &str, timeout: std::time::Duration) -> Result<(), CliError> {
+    let usage = || CliError::Usage(format!("probe: `{url}` is not a URL like http://127.0.0.1:9090/live"));
+    let rest = url.strip_prefix("http://").ok_or_else(usage)?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err(usage());
+    }
+    let exchange = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(authority).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = Vec::new();
+        // The status line is all that matters; a health answer is small.
+        stream.take(4096).read_to_end(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    let head = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| CliError::Usage(format!("probe: {url}: no answer within {timeout:?}")))??;
+    let status_line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let status = std::str::from_utf8(status_line)
+        .ok()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|code| code.parse::<u16>().ok());
+    match status {
+        Some(code) if (200..300).contains(&code) => {
+            println!("{url}: {code}");
+            Ok(())
+        }
+        Some(code) => Err(CliError::Usage(format!("probe: {url}: status {code}"))),
+        None => Err(CliError::Usage(format!("probe: {url}: not an HTTP answer"))),
+    }
+}
+
+/// `keys init`: a new root key and keyring; refuses when either file exists (it would strand the
+/// objects written under the existing one).
+pub fn keys_init(keyring: &Path, root_key: &Path) -> Result<(), CliError> {
+    for path in [keyring, root_key] {
+        if path.exists() {
+            return Err(CliError::Usage(format!(
+                "{}: exists; keys init never replaces keys",
+                path.display()
+            )));
+        }
+    }
+    let (ring, _) = crate::keys::load_or_init(root_key, keyring)?;
+    println!(
+        "created {} and {} (0600; key version {} active): back both up, they are the only way to read the data",
+        root_key.display(),
+        keyring.display(),
+        ring.active().0
+    );
     Ok(())
 }
 

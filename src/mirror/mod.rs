@@ -374,8 +374,28 @@ impl ObjectStore for Mirror {
         Some(Mirror::replication_status(self, bucket, key))
     }
 
+    /// Both stores' buckets while both are up (a bucket whose creation one store missed is
+    /// listed), else the reachable store's.
     async fn list_buckets(&self) -> BackendResult<Vec<BucketInfo>> {
-        self.read(|_, s| s.list_buckets()).await
+        let [first, second] = self.read_order();
+        if !self.is_up(second) {
+            return self.read(|_, s| s.list_buckets()).await;
+        }
+        let (a, b) = tokio::join!(
+            self.timed_read(first, self.store(first).list_buckets()),
+            self.timed_read(second, self.store(second).list_buckets())
+        );
+        let mut buckets = match (a, b) {
+            (Ok(mut a), Ok(b)) => {
+                let known: std::collections::HashSet<String> = a.iter().map(|b| b.name.clone()).collect();
+                a.extend(b.into_iter().filter(|b| !known.contains(&b.name)));
+                a
+            }
+            (Ok(one), Err(e)) | (Err(e), Ok(one)) if e.is_outage() => one,
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        };
+        buckets.sort_by(|x, y| x.name.cmp(&y.name));
+        Ok(buckets)
     }
 
     async fn create_bucket(&self, bucket: &str) -> BackendResult<()> {

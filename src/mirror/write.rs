@@ -297,8 +297,14 @@ impl Mirror {
                         let chunk = chunk.clone();
                         let h = health[*i];
                         async move {
+                            // The common case costs no timer: the branch has room.
+                            let chunk = match tx.try_send(Ok(chunk)) {
+                                Ok(()) => return true,
+                                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                                Err(mpsc::error::TrySendError::Full(item)) => item,
+                            };
                             tokio::select! {
-                                sent = tx.send(Ok(chunk)) => sent.is_ok(),
+                                sent = tx.send(chunk) => sent.is_ok(),
                                 () = until_down(h) => false,
                             }
                         }

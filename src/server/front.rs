@@ -1,7 +1,8 @@
 //! The HTTP-layer service in front of s3s: builds the s3s service (the proxy, client
 //! authentication, s3s's own limits set small and explicit), refuses what [`super::gate`]
 //! refuses before s3s reads anything, bounds request bodies in time, and logs outcomes without
-//! headers (s3s's own logging is capped off, see `crate::logging`).
+//! headers (s3s's own logging is capped off, see `crate::logging`): one access line per request
+//! ([`super::access`]), whose id it sends as `x-amz-request-id`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use s3s::config::{S3Config, StaticConfigProvider};
 use s3s::service::{S3Service, S3ServiceBuilder};
 
+use super::access::{self, Slot};
 use super::activity::{Activity, InFlight};
 use super::gate::{self, Refusal};
 use crate::backend::ObjectStore;
@@ -50,6 +52,7 @@ impl Front {
         let objects = crate::object::Objects::new(store, keyring);
         let mut builder = S3ServiceBuilder::new(Proxy::new(objects, server.region.clone(), server.refuse_sse_kms));
         builder.set_auth(ClientAuth::new(clients));
+        builder.set_access(access::Note);
         builder.set_config(Arc::new(StaticConfigProvider::new(Arc::new(s3s_limits()))));
         Self {
             s3: builder.build(),
@@ -85,38 +88,43 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Front {
     type Error = s3s::HttpError;
     type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
-    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
         let in_flight = self.activity.as_ref().map(|a| a.start());
         let head = req.method() == http::Method::HEAD;
         let method = req.method().clone();
+        let slot = Slot::new(method.clone());
         let headers = req.headers();
         let h1 = req.version() <= http::Version::HTTP_11;
         if let Some(refusal) = gate::check(req.method(), req.uri(), headers) {
             self.refusals.note(&method, refusal.status, refusal.code);
             // The body is never read: an HTTP/1.1 connection cannot be reused after it.
             let resp = refusal_response(&refusal, head, h1 && !req.body().is_end_stream());
-            return Box::pin(async move { Ok(with_guard(resp, in_flight)) });
+            return Box::pin(async move { Ok(tracked(resp, in_flight, slot)) });
         }
         let close = h1
             && headers.contains_key(http::header::EXPECT)
             && headers
                 .get(http::header::CONTENT_LENGTH)
                 .is_some_and(|v| v.as_bytes() == b"0");
+        req.extensions_mut().insert(slot.clone());
         let timeout = self.body_timeout;
-        let req = req.map(|body| s3s::Body::http_body(ProgressBody::new(body, timeout)));
+        let counter = slot.clone();
+        let req = req.map(|body| s3s::Body::http_body(ProgressBody::new(body, timeout, counter)));
         let s3 = self.s3.clone();
         let refusals = Arc::clone(&self.refusals);
         Box::pin(async move {
             let mut resp = match s3.call(req).await {
                 Ok(resp) => resp,
                 Err(e) => {
-                    tracing::warn!(%method, "request failed outside the S3 error path");
+                    tracing::warn!(%method, request_id = slot.id(), "request failed outside the S3 error path");
+                    slot.set_status(http::StatusCode::INTERNAL_SERVER_ERROR);
+                    slot.log();
                     return Err(e);
                 }
             };
             let status = resp.status();
             if status.is_server_error() {
-                tracing::warn!(%method, %status, "request failed");
+                tracing::warn!(%method, %status, request_id = slot.id(), "request failed");
             } else if status == http::StatusCode::FORBIDDEN || status == http::StatusCode::BAD_REQUEST {
                 refusals.note(&method, status, "");
             } else {
@@ -129,7 +137,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Front {
                 resp.headers_mut()
                     .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
             }
-            Ok(with_guard(resp, in_flight))
+            Ok(tracked(resp, in_flight, slot))
         })
     }
 }
@@ -157,31 +165,60 @@ fn refusal_response(refusal: &Refusal, head: bool, close: bool) -> s3s::HttpResp
     resp
 }
 
-/// Keeps the request counted in flight until its response body is finished or dropped.
-fn with_guard(resp: s3s::HttpResponse, guard: Option<InFlight>) -> s3s::HttpResponse {
-    match guard {
-        None => resp,
-        Some(guard) => resp.map(|body| {
-            s3s::Body::http_body(Guarded {
-                inner: body,
-                _guard: guard,
-            })
-        }),
+/// Sends the request id, and keeps the request counted in flight and its access record open
+/// until the response body is finished or dropped.
+fn tracked(mut resp: s3s::HttpResponse, guard: Option<InFlight>, slot: Slot) -> s3s::HttpResponse {
+    if let Ok(id) = http::HeaderValue::from_str(slot.id()) {
+        resp.headers_mut().insert(access::REQUEST_ID_HEADER, id);
+    }
+    slot.set_status(resp.status());
+    resp.map(|body| {
+        s3s::Body::http_body(Tracked {
+            inner: body,
+            _guard: guard,
+            slot: Some(slot),
+        })
+    })
+}
+
+/// A response body that holds its request's [`InFlight`] guard and access record, counting
+/// the bytes sent; the access line is written when the body ends or is dropped.
+struct Tracked {
+    inner: s3s::Body,
+    _guard: Option<InFlight>,
+    slot: Option<Slot>,
+}
+
+impl Tracked {
+    fn finish(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            slot.log();
+        }
     }
 }
 
-/// A response body that holds its request's [`InFlight`] guard.
-struct Guarded {
-    inner: s3s::Body,
-    _guard: InFlight,
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
-impl http_body::Body for Guarded {
+impl http_body::Body for Tracked {
     type Data = Bytes;
     type Error = s3s::StdError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(slot)) = (frame.data_ref(), self.slot.as_ref()) {
+                    slot.add_out(data.len());
+                }
+            }
+            Poll::Ready(None) => self.finish(),
+            _ => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -204,14 +241,17 @@ struct ProgressBody {
     inner: hyper::body::Incoming,
     timeout: Duration,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Counts the bytes read for the access line.
+    slot: Slot,
 }
 
 impl ProgressBody {
-    fn new(inner: hyper::body::Incoming, timeout: Duration) -> Self {
+    fn new(inner: hyper::body::Incoming, timeout: Duration, slot: Slot) -> Self {
         Self {
             inner,
             timeout,
             deadline: None,
+            slot,
         }
     }
 }
@@ -224,6 +264,9 @@ impl http_body::Body for ProgressBody {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 self.deadline = None;
+                if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(|f| f.data_ref())) {
+                    self.slot.add_in(data.map_or(0, Bytes::len));
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {

@@ -1,7 +1,9 @@
 //! The accept loop and its bounds: at most `max_connections` connections at once (the rest wait
 //! in the kernel's backlog), a pause instead of a spin when file descriptors run out, a TLS
 //! handshake timeout, hyper's HTTP/1.1 header timeout and header size cap, h2 stream and header
-//! caps and keep-alive pings, and an idle timeout per connection ([`super::activity`]).
+//! caps and keep-alive pings, and an idle timeout per connection ([`super::activity`]); and the
+//! graceful stop: on the stop signal it keeps accepting for `drain_delay`, then stops
+//! accepting and gives in-flight requests `shutdown_grace` to finish.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +19,6 @@ use super::front::Front;
 use crate::config::ConnectionLimits;
 use crate::limits::{ACCEPT_BACKOFF_MS, MAX_REQUEST_HEADER_BYTES};
 
-/// On stop, connections get this long to finish their requests.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
 /// Accepts connections on `listener` until `stopped` changes, then drains them.
 pub(super) async fn serve(
     listener: TcpListener,
@@ -31,10 +30,20 @@ pub(super) async fn serve(
     let http = Arc::new(http_builder(&limits));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // Until the stop signal: forever; then the end of the drain delay.
+    let mut accept_until: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         let accepted = tokio::select! {
             accepted = accept(&listener, &permits) => accepted,
-            _ = stopped.changed() => break,
+            _ = stopped.changed(), if accept_until.is_none() => {
+                tracing::info!(
+                    drain_delay_secs = limits.drain_delay.as_secs(),
+                    "stop requested; accepting connections until the drain delay ends"
+                );
+                accept_until = Some(Box::pin(tokio::time::sleep(limits.drain_delay)));
+                continue;
+            }
+            _ = async { if let Some(until) = accept_until.as_mut() { until.await } }, if accept_until.is_some() => break,
         };
         let Some((socket, peer, permit)) = accepted else {
             continue;
@@ -76,8 +85,18 @@ pub(super) async fn serve(
             }
         });
     }
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    drop(listener);
+    tracing::info!(
+        shutdown_grace_secs = limits.shutdown_grace.as_secs(),
+        "stopped accepting; finishing in-flight requests"
+    );
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after the grace period; closing them");
+    } else {
+        tracing::info!("all connections finished");
     }
 }
 

@@ -1,14 +1,19 @@
 //! TLS: the server's rustls configuration (ring provider; TLS 1.2 and 1.3; ALPN h2 and
-//! http/1.1) and the development certificate authority behind `certs generate` and the
-//! embedded default.
+//! http/1.1; optional client certificates), the live server certificate ([`CertSlot`]: reloaded
+//! from its files on change without touching established connections, a bad replacement refused
+//! and the old one kept), and the development certificate authority behind `certs generate` and
+//! the embedded default.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 
 use crate::files::{FileError, write_private_file};
 
@@ -39,32 +44,150 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A server configuration from a PEM chain (leaf first) and a PEM private key.
+/// A server configuration from a PEM chain (leaf first) and a PEM private key, loaded once.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let pem_err = |path: &Path| {
-        let path = path.display().to_string();
-        move |e: rustls::pki_types::pem::Error| TlsError::Pem {
-            path,
-            what: e.to_string(),
+    let slot = Arc::new(CertSlot::load(cert, key)?);
+    server_config_with(slot, None)
+}
+
+/// A server configuration serving whatever `slot` holds at each handshake; with `client_ca`,
+/// clients must present a certificate that chains to one of its certificates (mTLS).
+pub fn server_config_with(slot: Arc<CertSlot>, client_ca: Option<&Path>) -> Result<Arc<ServerConfig>, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in read_chain(path)? {
+                roots.add(cert)?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| TlsError::Pem {
+                    path: path.display().to_string(),
+                    what: format!("client CA: {e}"),
+                })?;
+            builder.with_client_cert_verifier(verifier)
         }
     };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(pem_err(cert))?
+    let mut config = builder.with_cert_resolver(slot);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The PEM certificates in `path` (at least one).
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(pem_err(path))?
         .collect::<Result<_, _>>()
-        .map_err(pem_err(cert))?;
+        .map_err(pem_err(path))?;
     if chain.is_empty() {
         return Err(TlsError::Pem {
-            path: cert.display().to_string(),
+            path: path.display().to_string(),
             what: "no certificate found".into(),
         });
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(pem_err(key))?;
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(chain)
+}
+
+fn pem_err(path: &Path) -> impl FnOnce(rustls::pki_types::pem::Error) -> TlsError + '_ {
+    move |e| TlsError::Pem {
+        path: path.display().to_string(),
+        what: e.to_string(),
+    }
+}
+
+/// A chain and its key from PEM files, checked to belong together.
+fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let chain = read_chain(cert)?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(pem_err(key))?;
+    Ok(CertifiedKey::from_der(chain, key_der, &provider())?)
+}
+
+/// When a file was last changed, as far as a reload needs to know.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// The server certificate and key in use, from two files. New handshakes take whatever it holds;
+/// established connections keep the certificate they were made with.
+pub struct CertSlot {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// The files' stamps when last read, good or bad (a bad pair is not retried until it changes).
+    seen: Mutex<(Stamp, Stamp)>,
+}
+
+impl std::fmt::Debug for CertSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertSlot")
+            .field("cert", &self.cert)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`CertSlot::reload`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// Neither file changed since the last look.
+    Unchanged,
+    /// A new certificate is served from now on.
+    Replaced,
+    /// The new files were refused (logged); the old certificate is still served.
+    Refused,
+}
+
+impl CertSlot {
+    /// Loads the pair; at startup a bad pair is an error.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let seen = (stamp(cert), stamp(key));
+        let current = load_certified_key(cert, key)?;
+        Ok(Self {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            current: RwLock::new(Arc::new(current)),
+            seen: Mutex::new(seen),
+        })
+    }
+
+    /// Re-reads the files if they changed (or always, with `force`: SIGHUP). A pair that does not
+    /// load or does not match is refused with a warning and the old certificate kept.
+    pub fn reload(&self, force: bool) -> Reload {
+        let now = (stamp(&self.cert), stamp(&self.key));
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if !force && *seen == now {
+                return Reload::Unchanged;
+            }
+            *seen = now;
+        }
+        match load_certified_key(&self.cert, &self.key) {
+            Ok(new) => {
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+                tracing::info!(cert = %self.cert.display(), "tls certificate reloaded");
+                Reload::Replaced
+            }
+            Err(e) => {
+                tracing::warn!(
+                    cert = %self.cert.display(),
+                    error = %e,
+                    "new tls certificate or key refused; still serving the previous one"
+                );
+                Reload::Refused
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for CertSlot {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner())))
+    }
 }
 
 /// Paths of a generated development certificate set.
@@ -143,5 +266,30 @@ mod tests {
         let config = server_config(&files.chain, &files.key).expect("loads");
         assert_eq!(config.alpn_protocols[0], b"h2");
         assert!(server_config(&files.ca, &dir.path().join("missing.pem")).is_err());
+    }
+
+    #[test]
+    fn a_bad_replacement_is_refused_and_a_good_one_taken() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = generate_dev_certs(dir.path(), &[]).expect("generate");
+        let slot = CertSlot::load(&files.chain, &files.key).expect("loads");
+        let first = slot.current.read().expect("lock").cert[0].clone();
+        assert_eq!(slot.reload(false), Reload::Unchanged);
+
+        // A key that does not match the certificate: refused, the old pair kept.
+        let other = tempfile::tempdir().expect("tempdir");
+        let other_files = generate_dev_certs(other.path(), &[]).expect("generate");
+        std::fs::copy(&other_files.key, &files.key).expect("copy key");
+        assert_eq!(slot.reload(true), Reload::Refused);
+        assert_eq!(slot.current.read().expect("lock").cert[0], first);
+        // Garbage: refused too.
+        std::fs::write(&files.chain, b"not a certificate").expect("write");
+        assert_eq!(slot.reload(true), Reload::Refused);
+        assert_eq!(slot.current.read().expect("lock").cert[0], first);
+
+        // The matching new pair: taken.
+        std::fs::copy(&other_files.chain, &files.chain).expect("copy chain");
+        assert_eq!(slot.reload(true), Reload::Replaced);
+        assert_ne!(slot.current.read().expect("lock").cert[0], first);
     }
 }

@@ -122,7 +122,7 @@ fn admin_listener_health_metrics_and_token() {
 fn admin_token_files_that_are_short_or_shared_are_refused() {
     for (token, mode, why) in [
         ("short-token", 0o600, "at least 32 bytes"),
-        (TOKEN, 0o644, "group- or world-readable"),
+        (TOKEN, 0o644, "readable by others than its owner"),
     ] {
         let setup = Setup::new(false, &[]);
         with_admin(&setup, token, mode);

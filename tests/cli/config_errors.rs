@@ -72,14 +72,14 @@ fn unknown_key_is_reported_by_name() {
     );
 }
 
-/// A `secret_key_file` that the group may read is refused; the same file at 0600 is accepted
+/// A `secret_key_file` that others may read is refused; the same file at 0600 is accepted
 /// (the twin shows the refusal is about the mode, not the file).
 #[test]
-fn group_readable_secret_key_file_is_refused() {
+fn shared_secret_key_file_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let secret = dir.path().join("client.secret");
     fs::write(&secret, "a-client-secret\n").expect("write secret");
-    fs::set_permissions(&secret, fs::Permissions::from_mode(0o640)).expect("chmod 640");
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).expect("chmod 644");
     let config = dir.path().join("escrow.toml");
     fs::write(
         &config,

@@ -469,19 +469,7 @@ impl Harness {
     pub fn write_stored_object(&self, bucket: &str, key: &str, object: &StoredObject) {
         let path = self.object_path(bucket, key);
         match self.kind {
-            StoreKind::Fs => {
-                let file = std::fs::read(&path).expect("read stored object");
-                let (mut header, _) = split_fs_object(&file);
-                header["metadata"] = serde_json::to_value(&object.metadata).expect("metadata to JSON");
-                header["size"] = serde_json::Value::from(object.body.len() as u64);
-                let json = serde_json::to_vec(&header).expect("header to JSON");
-                let mut out = Vec::with_capacity(FS_PREAMBLE + json.len() + object.body.len());
-                out.extend_from_slice(FS_MAGIC);
-                out.extend_from_slice(&u32::try_from(json.len()).expect("header fits u32").to_be_bytes());
-                out.extend_from_slice(&json);
-                out.extend_from_slice(&object.body);
-                std::fs::write(&path, out).expect("write stored object");
-            }
+            StoreKind::Fs => write_fs_object(&path, object),
             StoreKind::S3sFs | StoreKind::Mirrored => {
                 std::fs::write(&path, &object.body).expect("write stored body");
                 let sidecar = self.s3s_fs_metadata_path(bucket, key);
@@ -491,6 +479,14 @@ impl Harness {
                 attrs["user_metadata"] = serde_json::to_value(&object.metadata).expect("metadata to JSON");
                 std::fs::write(&sidecar, serde_json::to_vec(&attrs).expect("JSON")).expect("write sidecar");
             }
+        }
+        // Mirrored: the same change in the mirror too, so a test's tampering is not simply
+        // answered by the other store's intact copy (tests/s3_api/mirror.rs covers that).
+        if let Some(dir) = &self.mirror_dir {
+            write_fs_object(
+                &dir.join(bucket).join(hex::encode(Sha256::digest(key.as_bytes()))),
+                object,
+            );
         }
     }
 
@@ -512,6 +508,22 @@ impl Harness {
 /// First bytes of an fs-store object file, and the length of magic plus header length.
 const FS_MAGIC: &[u8; 8] = b"EPFSOBJ1";
 const FS_PREAMBLE: usize = 12;
+
+/// Replaces the body and metadata of the fs-store object file at `path`, keeping its other
+/// header fields.
+fn write_fs_object(path: &Path, object: &StoredObject) {
+    let file = std::fs::read(path).expect("read stored object");
+    let (mut header, _) = split_fs_object(&file);
+    header["metadata"] = serde_json::to_value(&object.metadata).expect("metadata to JSON");
+    header["size"] = serde_json::Value::from(object.body.len() as u64);
+    let json = serde_json::to_vec(&header).expect("header to JSON");
+    let mut out = Vec::with_capacity(FS_PREAMBLE + json.len() + object.body.len());
+    out.extend_from_slice(FS_MAGIC);
+    out.extend_from_slice(&u32::try_from(json.len()).expect("header fits u32").to_be_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&object.body);
+    std::fs::write(path, out).expect("write stored object");
+}
 
 /// Splits an fs-store object file into its JSON header and the stored body.
 fn split_fs_object(file: &[u8]) -> (serde_json::Value, &[u8]) {

@@ -120,6 +120,21 @@ async fn an_outage_of_the_primary_loses_no_acknowledged_write() {
         .send()
         .await
         .expect("copy during the outage");
+    h.create_bucket("escrow-made-in-outage").await;
+    h.put("escrow-made-in-outage", "k", b"in a bucket made during the outage")
+        .await;
+    let buckets = h
+        .client
+        .list_buckets()
+        .send()
+        .await
+        .expect("list buckets during the outage");
+    assert!(
+        buckets
+            .buckets()
+            .iter()
+            .any(|b| b.name() == Some("escrow-made-in-outage"))
+    );
     // Everything reads back from the mirror, and the listing shows it.
     assert_eq!(h.get(BUCKET, "a").await, a2);
     assert_eq!(h.get(BUCKET, "c").await, c);
@@ -143,7 +158,9 @@ async fn an_outage_of_the_primary_loses_no_acknowledged_write() {
         p.is_some() && p == h.mirror_stored_body(BUCKET, key)
     };
     until_converged(&h, &["a", "c", "d", "e"], || {
-        ["a", "c", "d", "e"].iter().all(|k| same(k)) && h.primary_stored_body(BUCKET, "b").is_none()
+        ["a", "c", "d", "e"].iter().all(|k| same(k))
+            && h.primary_stored_body(BUCKET, "b").is_none()
+            && h.primary_stored_body("escrow-made-in-outage", "k").is_some()
     })
     .await;
     // Now reads from the primary alone give the acknowledged writes.
@@ -212,11 +229,13 @@ async fn a_copy_that_fails_authentication_is_served_from_the_other_store() {
     let h = mirrored(ReadMode::Primary, WriteMode::Sync).await;
     let data = data_with_marker(50_000);
     h.put(BUCKET, "doc", &data).await;
-    // The primary's copy is damaged near its end (its trailer): opening it fails authentication.
-    h.rewrite_body(BUCKET, "doc", |body| {
-        let at = body.len() - 20;
-        body[at] ^= 1;
-    });
+    // The primary's copy alone is damaged near its end (its trailer): opening it fails
+    // authentication.
+    let primary_file = h.object_path(BUCKET, "doc");
+    let mut bytes = std::fs::read(&primary_file).expect("read the primary's copy");
+    let at = bytes.len() - 20;
+    bytes[at] ^= 1;
+    std::fs::write(&primary_file, bytes).expect("damage the primary's copy");
     assert_eq!(h.get(BUCKET, "doc").await, data, "the mirror's intact copy is served");
     // The twin: with both copies damaged, nothing is served.
     let path = h.mirror_dir.as_ref().expect("mirror").join(BUCKET);

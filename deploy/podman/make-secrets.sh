@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Makes the demo's secrets as files, one directory per Kubernetes Secret the manifests mount:
+#   DIR/escrow-proxy-secrets/        root.key, keyring (escrow-proxy keys init), client-app
+#                                    (the app's secret key), admin-token
+#   DIR/escrow-proxy-app-credentials/credentials   (AWS shared credentials file for the app)
+# owned by 65532 (the containers' user), files 0400. On a cluster, make the Secrets from them:
+#   kubectl create secret generic escrow-proxy-secrets --from-file=DIR/escrow-proxy-secrets/
+#   kubectl create secret generic escrow-proxy-app-credentials --from-file=DIR/escrow-proxy-app-credentials/
+# Usage: bash deploy/podman/make-secrets.sh DIR [path/to/escrow-proxy]   (refuses an existing DIR)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+dir="${1:?usage: make-secrets.sh DIR [escrow-proxy binary]}"
+binary="${2:-$here/../../target/release/escrow-proxy}"
+[[ ! -e "$dir" ]] || { echo "make-secrets: $dir exists; never overwriting keys" >&2; exit 1; }
+
+proxy="$dir/escrow-proxy-secrets"
+app="$dir/escrow-proxy-app-credentials"
+umask 077
+mkdir -p "$proxy" "$app"
+"$binary" keys init --keyring "$proxy/keyring" --root-key "$proxy/root.key" >/dev/null
+# 40 characters from [A-Za-z0-9]: a secret key SigV4 clients accept anywhere.
+random() { head -c 96 /dev/urandom | base64 -w0 | LC_ALL=C tr -dc 'A-Za-z0-9' | cut -c "1-$1"; }
+secret="$(random 40)"
+printf '%s\n' "$secret" >"$proxy/client-app"
+random 48 >"$proxy/admin-token"
+printf '[default]\naws_access_key_id = app\naws_secret_access_key = %s\n' "$secret" >"$app/credentials"
+chmod 0400 "$proxy"/* "$app"/*
+chmod 0500 "$proxy" "$app"
+if [[ $EUID -eq 0 ]]; then
+    chown -R 65532:65532 "$proxy" "$app"
+fi
+echo "secrets in $dir"

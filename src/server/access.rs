@@ -1,0 +1,151 @@
+//! The access log: one line per request at target `escrow_proxy::access`, written when the
+//! response body is finished or dropped: request id (also sent as `x-amz-request-id`; s3s sends
+//! none), the client's access key once its signature checked out, the S3 operation, bucket and
+//! object key, status, body bytes in and out, and duration. Never headers, signatures, secrets
+//! or metadata. Requests that did not authenticate are logged at debug (a stranger's flood must
+//! not flood the log; [`super::front`] counts them at info), authenticated ones at info.
+//!
+//! s3s resolves the operation and checks the signature; [`Note`] is its access hook, which
+//! copies what it resolved into the request's [`Slot`] and then applies s3s's default rule
+//! (anonymous requests are refused).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::path::S3Path;
+use s3s::{S3Result, s3_error};
+
+/// The response header carrying the request id.
+pub(super) const REQUEST_ID_HEADER: &str = "x-amz-request-id";
+
+/// What s3s resolved about a request: filled in by [`Note`] once the signature is verified.
+#[derive(Default)]
+struct Resolved {
+    access_key: Option<String>,
+    operation: Option<String>,
+    bucket: Option<String>,
+    key: Option<String>,
+}
+
+/// A request's access record, shared between the request (its extensions, for [`Note`]), its
+/// body counter and its response body, which logs it when dropped.
+#[derive(Clone)]
+pub(super) struct Slot(Arc<SlotInner>);
+
+struct SlotInner {
+    id: String,
+    method: http::Method,
+    started: Instant,
+    resolved: Mutex<Resolved>,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    status: AtomicU64,
+}
+
+impl Slot {
+    /// A new record for a request of `method` starting now, with a fresh random id.
+    pub(super) fn new(method: http::Method) -> Self {
+        let id: u64 = rand::random();
+        Self(Arc::new(SlotInner {
+            id: format!("{id:016X}"),
+            method,
+            started: Instant::now(),
+            resolved: Mutex::new(Resolved::default()),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            status: AtomicU64::new(0),
+        }))
+    }
+
+    /// The request id (16 uppercase hex digits, as S3's).
+    pub(super) fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    /// Counts request body bytes read.
+    pub(super) fn add_in(&self, n: usize) {
+        self.0.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts response body bytes sent.
+    pub(super) fn add_out(&self, n: usize) {
+        self.0.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Records the response status.
+    pub(super) fn set_status(&self, status: http::StatusCode) {
+        self.0.status.store(u64::from(status.as_u16()), Ordering::Relaxed);
+    }
+
+    /// Writes the access line. Called once, when the response body ends or is dropped.
+    pub(super) fn log(&self) {
+        let r = self.0.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = &self.0;
+        let status = inner.status.load(Ordering::Relaxed);
+        let bytes_in = inner.bytes_in.load(Ordering::Relaxed);
+        let bytes_out = inner.bytes_out.load(Ordering::Relaxed);
+        let duration_ms = inner.started.elapsed().as_millis() as u64;
+        let operation = r.operation.as_deref().unwrap_or("-");
+        let bucket = r.bucket.as_deref().unwrap_or("");
+        let key = r.key.as_deref().unwrap_or("");
+        let method = inner.method.as_str();
+        match r.access_key.as_deref() {
+            Some(access_key) => tracing::info!(
+                target: "escrow_proxy::access",
+                request_id = %inner.id, access_key, operation, method, bucket, key, status,
+                bytes_in, bytes_out, duration_ms, "request"
+            ),
+            None => tracing::debug!(
+                target: "escrow_proxy::access",
+                request_id = %inner.id, access_key = "-", operation, method, status,
+                bytes_in, bytes_out, duration_ms, "request"
+            ),
+        }
+    }
+}
+
+/// s3s's access hook: notes the verified access key, operation, bucket and key in the request's
+/// [`Slot`], then refuses anonymous requests as s3s's default does.
+pub(super) struct Note;
+
+#[async_trait::async_trait]
+impl S3Access for Note {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let access_key = cx.credentials().map(|c| c.access_key.clone());
+        let operation = cx.s3_op().name().to_string();
+        let (bucket, key) = match cx.s3_path() {
+            S3Path::Root => (None, None),
+            S3Path::Bucket { bucket } => (Some(bucket.to_string()), None),
+            S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
+        };
+        if let Some(slot) = cx.extensions_mut().get::<Slot>() {
+            let mut r = slot.0.resolved.lock().unwrap_or_else(|e| e.into_inner());
+            *r = Resolved {
+                access_key: access_key.clone(),
+                operation: Some(operation),
+                bucket,
+                key,
+            };
+        }
+        match access_key {
+            Some(_) => Ok(()),
+            None => Err(s3_error!(AccessDenied, "Signature is required")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_sixteen_hex_digits_and_differ() {
+        let a = Slot::new(http::Method::GET);
+        let b = Slot::new(http::Method::GET);
+        assert_eq!(a.id().len(), 16);
+        assert!(a.id().chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase()));
+        assert_ne!(a.id(), b.id());
+    }
+}
