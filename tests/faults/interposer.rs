@@ -1,0 +1,103 @@
+//! A small HTTP interposer in front of one store: passes every request through to s3s-fs
+//! unchanged (streaming both ways, the Host header as signed), or, while switched on, answers
+//! every request itself with `503 SlowDown` as AWS S3 does when throttling.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+const SLOW_DOWN: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+<Message>Please reduce your request rate.</Message><RequestId>fault-interposer</RequestId></Error>";
+
+/// The interposer's switch and counters.
+#[derive(Default)]
+pub struct Switch {
+    slow_down: AtomicBool,
+    /// Requests answered with 503.
+    pub refused: AtomicU64,
+    /// Requests passed through.
+    pub passed: AtomicU64,
+}
+
+impl Switch {
+    /// Starts (`true`) or stops answering 503.
+    pub fn set_slow_down(&self, on: bool) {
+        self.slow_down.store(on, Ordering::SeqCst);
+    }
+}
+
+/// Listens on 127.0.0.1:0 and forwards to `upstream`; returns its address and its switch.
+pub async fn start(upstream: SocketAddr) -> (SocketAddr, Arc<Switch>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind interposer");
+    let addr = listener.local_addr().expect("interposer addr");
+    let switch = Arc::new(Switch::default());
+    let sw = Arc::clone(&switch);
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let sw = Arc::clone(&sw);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let sw = Arc::clone(&sw);
+                    async move { Ok::<_, Infallible>(handle(req, upstream, &sw).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(socket), service)
+                    .await;
+            });
+        }
+    });
+    (addr, switch)
+}
+
+async fn handle(req: Request<Incoming>, upstream: SocketAddr, sw: &Switch) -> Response<Body> {
+    if sw.slow_down.load(Ordering::SeqCst) {
+        sw.refused.fetch_add(1, Ordering::Relaxed);
+        return plain(StatusCode::SERVICE_UNAVAILABLE, SLOW_DOWN);
+    }
+    sw.passed.fetch_add(1, Ordering::Relaxed);
+    match forward(req, upstream).await {
+        Ok(resp) => resp.map(BodyExt::boxed),
+        Err(e) => plain(StatusCode::BAD_GATEWAY, &format!("interposer: {e}")),
+    }
+}
+
+/// One upstream connection per request: simple, and a switch never leaves a pooled connection
+/// behind it.
+async fn forward(req: Request<Incoming>, upstream: SocketAddr) -> Result<Response<Incoming>, String> {
+    let stream = TcpStream::connect(upstream).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender.send_request(req).await.map_err(|e| e.to_string())
+}
+
+fn plain(status: StatusCode, body: &str) -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    resp
+}
