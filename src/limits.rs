@@ -64,8 +64,5 @@ pub const DEFAULT_TLS_RELOAD_SECS: u64 = 10;
 /// Mirror: how long a read waits for a store's first answer before failing over to the other
 /// store (and marking the first down until the probe sees it back).
 pub const DEFAULT_FIRST_BYTE_TIMEOUT_MS: u64 = 1500;
-/// Mirror: how long a write waits for the slower store once the faster one has it (or on a
-/// store that stopped taking bytes) before acknowledging with a repair record.
-pub const DEFAULT_MIRROR_LAG_MS: u64 = 2000;
 /// Mirror: how often each instance looks for repair records while it knows of none.
 pub const DEFAULT_DRAIN_EVERY_SECS: u64 = 5;

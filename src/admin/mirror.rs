@@ -71,7 +71,6 @@ pub(super) fn status(ctx: &AdminContext) -> Answer {
                 ReadMode::Mirror => "mirror",
             },
             "first_byte_timeout_ms": u64::try_from(settings.first_byte_timeout.as_millis()).unwrap_or(u64::MAX),
-            "lag_timeout_ms": u64::try_from(settings.lag_timeout.as_millis()).unwrap_or(u64::MAX),
             "drain_every_secs": settings.drain_every.as_secs(),
         },
         "stores": stores,

@@ -70,9 +70,6 @@ pub struct MirrorSettings {
     pub read: ReadMode,
     /// How long a read waits for a store's first answer before failing over.
     pub first_byte_timeout: Duration,
-    /// How long a sync write waits for the slower store once the faster one has the write, and
-    /// how long the tee waits on a store that stopped taking bytes.
-    pub lag_timeout: Duration,
     /// How often repair records are looked for while none are known.
     pub drain_every: Duration,
 }
@@ -84,7 +81,6 @@ impl MirrorSettings {
             write,
             read,
             first_byte_timeout: Duration::from_millis(crate::limits::DEFAULT_FIRST_BYTE_TIMEOUT_MS),
-            lag_timeout: Duration::from_millis(crate::limits::DEFAULT_MIRROR_LAG_MS),
             drain_every: Duration::from_secs(crate::limits::DEFAULT_DRAIN_EVERY_SECS),
         }
     }
