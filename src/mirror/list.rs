@@ -72,7 +72,37 @@ impl Mirror {
             (Err(e), Ok(b)) if skippable(&e) => vec![(second, b)],
             (Err(e), _) | (_, Err(e)) => return Err(e),
         };
-        Ok(merge(pages, q.max_keys))
+        let mut page = merge(pages, q.max_keys);
+        self.drop_deleted(bucket, &mut page).await;
+        Ok(page)
+    }
+
+    /// Leaves out of a merged page the objects a pending tombstone says are deleted (the store
+    /// that missed the delete still lists them). Costs a look at each such object's sealed
+    /// write time in both stores, only while its tombstone is pending.
+    async fn drop_deleted(&self, bucket: &str, page: &mut ListPage) {
+        let suspects: Vec<String> = page
+            .objects
+            .iter()
+            .filter(|o| {
+                self.backlog
+                    .records_for(bucket, &o.key)
+                    .iter()
+                    .any(|r| r.op == super::record::Op::Delete)
+            })
+            .map(|o| o.key.clone())
+            .collect();
+        if suspects.is_empty() {
+            return;
+        }
+        let verdicts = futures::future::join_all(suspects.iter().map(|key| self.verdict(bucket, key))).await;
+        let deleted: std::collections::HashSet<&String> = suspects
+            .iter()
+            .zip(verdicts)
+            .filter(|(_, v)| *v == super::Verdict::Deleted)
+            .map(|(k, _)| k)
+            .collect();
+        page.objects.retain(|o| !deleted.contains(&o.key));
     }
 }
 

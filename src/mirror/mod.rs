@@ -19,6 +19,9 @@
 
 mod copy;
 mod list;
+mod locks;
+#[cfg(test)]
+mod pending_tests;
 pub mod reconcile;
 pub mod record;
 pub mod repair;
@@ -111,6 +114,18 @@ pub struct Mirror {
     sealer: Arc<dyn Sealer>,
     backlog: Arc<Backlog>,
     wake: Arc<tokio::sync::Notify>,
+    locks: locks::KeyLocks,
+}
+
+/// Where an object's newest version is while repair records of it are pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// No record: the usual read order.
+    Usual,
+    /// Read the stores in this order (the first holds the newest sealed version).
+    Order([Side; 2]),
+    /// A tombstone is newer than every version a reachable store holds: the object is deleted.
+    Deleted,
 }
 
 impl Mirror {
@@ -128,6 +143,7 @@ impl Mirror {
             sealer,
             backlog: Arc::new(Backlog::default()),
             wake: Arc::new(tokio::sync::Notify::new()),
+            locks: locks::KeyLocks::default(),
         })
     }
 
@@ -192,7 +208,79 @@ impl Mirror {
         F: Fn(Side, &'a Arc<dyn ObjectStore>) -> Fut,
         Fut: Future<Output = BackendResult<T>>,
     {
+        self.read_in(self.read_order(), op).await
+    }
+
+    /// A read of one object: as [`Mirror::read`], unless repair records of the object are
+    /// pending — then the store with the newest sealed version is read first, and an object
+    /// whose tombstone is newer than every stored version is missing ([`Mirror::verdict`]).
+    async fn read_object<'a, T, F, Fut>(&'a self, bucket: &str, key: &str, op: F) -> BackendResult<T>
+    where
+        F: Fn(Side, &'a Arc<dyn ObjectStore>) -> Fut,
+        Fut: Future<Output = BackendResult<T>>,
+    {
+        match self.verdict(bucket, key).await {
+            Verdict::Usual => self.read(op).await,
+            Verdict::Order(order) => self.read_in(order, op).await,
+            Verdict::Deleted => Err(BackendError::NoSuchKey),
+        }
+    }
+
+    /// What the pending records of `bucket`/`key` say about where its newest version is. The
+    /// records this instance knows of, and until its drainer has scanned a store once, that
+    /// store's records of the key (another instance may have written them before this one
+    /// started). With records pending, each reachable store's sealed write time is read and
+    /// compared with the newest tombstone.
+    async fn verdict(&self, bucket: &str, key: &str) -> Verdict {
+        let mut records = self.backlog.records_for(bucket, key);
+        for side in [Side::Primary, Side::Mirror] {
+            if !self.backlog.scanned(side) && self.is_up(side) {
+                let found = record::for_key(self.store(side).as_ref(), self.sealer.as_ref(), bucket, key);
+                if let Ok(found) = self.timed_read(side, found).await {
+                    records.extend(found.into_iter().map(|f| f.record));
+                }
+            }
+        }
+        if records.is_empty() {
+            return Verdict::Usual;
+        }
+        let newest_of = |op: record::Op| records.iter().filter(|r| r.op == op).map(|r| r.at_ms).max();
+        let (tombstone, missed_put) = (newest_of(record::Op::Delete), newest_of(record::Op::Put));
         let [first, second] = self.read_order();
+        let (a, b) = tokio::join!(self.written(first, bucket, key), self.written(second, bucket, key));
+        // The newest version a reachable store holds (the read order breaks ties).
+        let newest = [(first, a), (second, b)]
+            .into_iter()
+            .filter_map(|(side, ms)| ms.flatten().map(|ms| (side, ms)))
+            .fold(None::<(Side, u64)>, |best, (side, ms)| match best {
+                Some((_, best_ms)) if best_ms >= ms => best,
+                _ => Some((side, ms)),
+            });
+        decide(newest, tombstone, missed_put)
+    }
+
+    /// The sealed write time of `bucket`/`key` in the store on `side` (`Some(None)`: missing
+    /// there), or `None` when the store is down or does not answer in time.
+    async fn written(&self, side: Side, bucket: &str, key: &str) -> Option<Option<u64>> {
+        if !self.is_up(side) {
+            return None;
+        }
+        match self
+            .timed_read(side, self.sealer.written_ms(self.store(side), bucket, key))
+            .await
+        {
+            Ok(ms) => Some(ms),
+            Err(BackendError::NoSuchBucket) => Some(None),
+            Err(_) => None,
+        }
+    }
+
+    /// [`Mirror::read`] in the given order.
+    async fn read_in<'a, T, F, Fut>(&'a self, [first, second]: [Side; 2], op: F) -> BackendResult<T>
+    where
+        F: Fn(Side, &'a Arc<dyn ObjectStore>) -> Fut,
+        Fut: Future<Output = BackendResult<T>>,
+    {
         let e = match self.timed_read(first, op(first, self.store(first))).await {
             Ok(value) => return Ok(value),
             Err(e) => e,
@@ -236,6 +324,24 @@ impl Mirror {
     /// `x-amz-replication-status` of an object as this instance knows it.
     pub fn replication_status(&self, bucket: &str, key: &str) -> &'static str {
         self.backlog.status(bucket, key)
+    }
+}
+
+/// The verdict from the newest version a reachable store holds (`newest`: its store and sealed
+/// write time), the newest pending tombstone and the newest pending missed write (record
+/// times). A version newer than every tombstone is read first. Otherwise, when the last change
+/// recorded is a delete, the object is deleted whatever a store that missed the delete (or is
+/// unreachable now) still holds: a write newer than the delete would be a version newer than
+/// the tombstone, or have a record of its own. A version without a readable write time (0) is
+/// older than any tombstone.
+fn decide(newest: Option<(Side, u64)>, tombstone: Option<u64>, missed_put: Option<u64>) -> Verdict {
+    match (newest, tombstone) {
+        (Some((side, ms)), Some(deleted)) if ms != 0 && ms > deleted => Verdict::Order([side, side.other()]),
+        (_, Some(deleted)) if missed_put.is_none_or(|put| put <= deleted) => Verdict::Deleted,
+        // A write newer than the tombstone that no reachable store showed: whichever has it.
+        (_, Some(_)) => Verdict::Usual,
+        (Some((side, _)), None) => Verdict::Order([side, side.other()]),
+        (None, None) => Verdict::Usual,
     }
 }
 
@@ -415,6 +521,7 @@ impl ObjectStore for Mirror {
         len: u64,
         metadata: Metadata,
     ) -> BackendResult<String> {
+        let _write = self.locks.write(bucket, key).await;
         let (side, etag) = self.put_mirrored(bucket, key, body, len, metadata).await?;
         Ok(tag(etag, side))
     }
@@ -438,7 +545,7 @@ impl ObjectStore for Mirror {
                 body: got.body,
             });
         }
-        self.read(|side, s| {
+        self.read_object(bucket, key, |side, s| {
             let range = range.clone();
             async move {
                 let got = s.get_object(bucket, key, range, if_match).await?;
@@ -452,11 +559,14 @@ impl ObjectStore for Mirror {
     }
 
     async fn head_object(&self, bucket: &str, key: &str) -> BackendResult<ObjectHead> {
-        self.read(|side, s| async move { s.head_object(bucket, key).await.map(|h| tag_head(h, side)) })
-            .await
+        self.read_object(bucket, key, |side, s| async move {
+            s.head_object(bucket, key).await.map(|h| tag_head(h, side))
+        })
+        .await
     }
 
     async fn delete_object(&self, bucket: &str, key: &str) -> BackendResult<()> {
+        let _write = self.locks.write(bucket, key).await;
         self.delete_mirrored(bucket, key).await
     }
 
@@ -473,6 +583,7 @@ impl ObjectStore for Mirror {
         tail: Bytes,
         metadata: Metadata,
     ) -> BackendResult<String> {
+        let _write = self.locks.write(bucket, key).await;
         let (side, etag) = self.compose_mirrored(bucket, key, sources, tail, metadata).await?;
         Ok(tag(etag, side))
     }

@@ -14,7 +14,7 @@
 //! Failed repairs back off exponentially per record (capped); a permanent refusal by a store
 //! marks the object `FAILED` for `x-amz-replication-status` and keeps retrying at the cap.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const REPAIR_CONCURRENCY: usize = 4;
 /// While records are known, the drainer runs this often.
 const BUSY_EVERY: Duration = Duration::from_secs(1);
+/// Bound on one scan of a store's records.
+const SCAN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on one repair attempt (a hung store is given up on sooner, when its breaker opens).
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(120);
+/// How often a bounded step checks whether a store's breaker opened.
+const BREAKER_POLL: Duration = Duration::from_millis(100);
 
 /// Identifies a record: the store holding it, its bucket, its key.
 type RecordId = (Side, String, String);
@@ -46,6 +52,8 @@ pub struct Backlog {
 
 #[derive(Default)]
 struct State {
+    /// Whether the drainer has scanned each store's records at least once (primary, mirror).
+    scanned: [bool; 2],
     records: HashMap<RecordId, Entry>,
     by_object: HashMap<(String, String), (u32, bool)>,
     repaired: u64,
@@ -54,6 +62,8 @@ struct State {
 
 struct Entry {
     record: RepairRecord,
+    /// When this instance learnt of it.
+    known_since: Instant,
     attempts: u32,
     next_try: Instant,
     refused: bool,
@@ -82,6 +92,7 @@ impl Backlog {
             (holder, record.bucket.clone(), record_key.to_string()),
             Entry {
                 record: record.clone(),
+                known_since: Instant::now(),
                 attempts: 0,
                 next_try: Instant::now(),
                 refused: false,
@@ -97,6 +108,33 @@ impl Backlog {
             Some(_) => "PENDING",
             None => "COMPLETED",
         }
+    }
+
+    /// The outstanding records of `bucket`/`key` this instance knows of.
+    pub fn records_for(&self, bucket: &str, key: &str) -> Vec<RepairRecord> {
+        let state = self.lock();
+        if !state.by_object.contains_key(&(bucket.to_string(), key.to_string())) {
+            return Vec::new();
+        }
+        state
+            .records
+            .values()
+            .filter(|e| e.record.bucket == bucket && e.record.key == key)
+            .map(|e| e.record.clone())
+            .collect()
+    }
+
+    /// Whether a record of `bucket`/`key` is known.
+    pub fn pending(&self, bucket: &str, key: &str) -> bool {
+        self.lock()
+            .by_object
+            .contains_key(&(bucket.to_string(), key.to_string()))
+    }
+
+    /// Whether the records held by `holder` have been scanned since this instance started
+    /// (before that, records other instances wrote are not known here yet).
+    pub fn scanned(&self, holder: Side) -> bool {
+        self.lock().scanned[super::index(holder)]
     }
 
     /// The figures.
@@ -117,10 +155,12 @@ impl Backlog {
         }
     }
 
-    /// Replaces what is known with a fresh scan of `holder` (keeping retry state of records
-    /// still there). Records of the other store are kept.
-    fn rescanned(&self, holder: Side, found: Vec<Found>) {
+    /// Replaces what is known with a fresh scan of `holder` that started at `started` (keeping
+    /// retry state of records still there, and records noted since the scan started: it may
+    /// have listed before they were stored). Records of the other store are kept.
+    fn rescanned(&self, holder: Side, found: Vec<Found>, started: Instant) {
         let mut state = self.lock();
+        state.scanned[super::index(holder)] = true;
         let mut old: HashMap<RecordId, Entry> = HashMap::new();
         let ids: Vec<RecordId> = state.records.keys().filter(|id| id.0 == holder).cloned().collect();
         for id in ids {
@@ -132,11 +172,17 @@ impl Backlog {
             let id = (holder, f.record.bucket.clone(), f.record_key);
             let entry = old.remove(&id).unwrap_or(Entry {
                 record: f.record,
+                known_since: Instant::now(),
                 attempts: 0,
                 next_try: Instant::now(),
                 refused: false,
             });
             state.insert(id, entry);
+        }
+        for (id, entry) in old {
+            if entry.known_since >= started {
+                state.insert(id, entry);
+            }
         }
     }
 
@@ -226,8 +272,9 @@ async fn drain_loop(weak: Weak<Mirror>) {
         if last_scan.is_none_or(|t| t.elapsed() >= every) {
             for side in [Side::Primary, Side::Mirror] {
                 if mirror.is_up(side) {
-                    match scan_store(&mirror, side).await {
-                        Ok(found) => mirror.backlog.rescanned(side, found),
+                    let started = Instant::now();
+                    match bounded(&mirror, [side], SCAN_TIMEOUT, scan_store(&mirror, side)).await {
+                        Ok(found) => mirror.backlog.rescanned(side, found, started),
                         Err(e) => mirror.observe(side, &e),
                     }
                 }
@@ -246,6 +293,37 @@ async fn drain_loop(weak: Weak<Mirror>) {
     }
 }
 
+/// `fut`, given up on after `limit` or as soon as the breaker of one of `stores` opens (a hung
+/// store must not stall the drainer: SIGSTOP leaves connections open and silent).
+async fn bounded<T>(
+    mirror: &Mirror,
+    stores: impl IntoIterator<Item = Side>,
+    limit: Duration,
+    fut: impl Future<Output = BackendResult<T>>,
+) -> BackendResult<T> {
+    let watched: Vec<Side> = stores.into_iter().collect();
+    let down = async {
+        loop {
+            if let Some(side) = watched.iter().copied().find(|s| !mirror.is_up(*s)) {
+                return side;
+            }
+            tokio::time::sleep(BREAKER_POLL).await;
+        }
+    };
+    tokio::select! {
+        result = tokio::time::timeout(limit, fut) => result.unwrap_or_else(|_| Err(BackendError::Upstream {
+            store: "mirror-pair".into(),
+            message: format!("a repair step took longer than {limit:?}"),
+            retryable: true,
+        })),
+        side = down => Err(BackendError::Upstream {
+            store: side.name().into(),
+            message: "store marked down during a repair".into(),
+            retryable: true,
+        }),
+    }
+}
+
 /// Every record in every bucket of the store on `side`.
 pub async fn scan_store(mirror: &Mirror, side: Side) -> BackendResult<Vec<Found>> {
     let store = mirror.store(side);
@@ -261,31 +339,48 @@ pub async fn scan_store(mirror: &Mirror, side: Side) -> BackendResult<Vec<Found>
     Ok(found)
 }
 
-/// Attempts every due record (a few at a time).
+/// Attempts every due record: the records of one object one after the other, oldest first,
+/// under the object's repair lock; different objects a few at a time.
 pub async fn drain_due(mirror: &Mirror) {
-    let due = mirror.backlog.due(|side| mirror.is_up(side));
-    futures::stream::iter(due)
-        .for_each_concurrent(REPAIR_CONCURRENCY, |(id, record)| async move {
-            let holder = id.0;
-            let outcome = match repair(mirror, holder, &record).await {
-                Ok(()) => mirror.store(holder).delete_object(&id.1, &id.2).await,
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Ok(()) => {
-                    metrics::counter!("escrow_mirror_repairs_total", "outcome" => "done").increment(1);
-                    tracing::info!(bucket = %record.bucket, op = ?record.op, to = record.missing_from.name(), "mirror: repaired");
-                    mirror.backlog.done(&id);
-                }
-                Err(e) => {
-                    metrics::counter!("escrow_mirror_repairs_total", "outcome" => "failed").increment(1);
-                    tracing::warn!(bucket = %record.bucket, op = ?record.op, to = record.missing_from.name(), error = %e, "mirror: repair failed; will retry");
-                    mirror.observe(record.missing_from, &e);
-                    mirror.backlog.failed(&id, !e.is_outage());
-                }
+    let mut by_object: BTreeMap<(String, String), Vec<(RecordId, RepairRecord)>> = BTreeMap::new();
+    for (id, record) in mirror.backlog.due(|side| mirror.is_up(side)) {
+        by_object
+            .entry((record.bucket.clone(), record.key.clone()))
+            .or_default()
+            .push((id, record));
+    }
+    futures::stream::iter(by_object)
+        .for_each_concurrent(REPAIR_CONCURRENCY, |((bucket, key), mut records)| async move {
+            records.sort_by_key(|(_, r)| r.at_ms);
+            let _alone = mirror.locks.repair(&bucket, &key).await;
+            for (id, record) in records {
+                attempt(mirror, id, record).await;
             }
         })
         .await;
+}
+
+/// One attempt at one record, bounded in time; the record is deleted once its repair holds.
+async fn attempt(mirror: &Mirror, id: RecordId, record: RepairRecord) {
+    let holder = id.0;
+    let outcome = bounded(mirror, [holder, record.missing_from], ATTEMPT_LIMIT, async {
+        repair(mirror, holder, &record).await?;
+        mirror.store(holder).delete_object(&id.1, &id.2).await
+    })
+    .await;
+    match outcome {
+        Ok(()) => {
+            metrics::counter!("escrow_mirror_repairs_total", "outcome" => "done").increment(1);
+            tracing::info!(bucket = %record.bucket, op = ?record.op, to = record.missing_from.name(), "mirror: repaired");
+            mirror.backlog.done(&id);
+        }
+        Err(e) => {
+            metrics::counter!("escrow_mirror_repairs_total", "outcome" => "failed").increment(1);
+            tracing::warn!(bucket = %record.bucket, op = ?record.op, to = record.missing_from.name(), error = %e, "mirror: repair failed; will retry");
+            mirror.backlog.failed(&id, !e.is_outage());
+        }
+    }
+    publish(mirror);
 }
 
 /// Repairs one record held by `holder`: afterwards the missing store agrees with the newest
@@ -319,13 +414,37 @@ pub async fn repair(mirror: &Mirror, holder: Side, record: &RepairRecord) -> Bac
                 }
             }
             ensure_bucket(dst, bucket).await?;
-            copy_between(src, dst, bucket, key).await.map(drop)
+            let copied = copy_between(src, dst, bucket, key).await?;
+            // The source may have changed while the copy ran (another instance's write or
+            // delete): what was copied must still be the source's version, else the copy would
+            // undo that change in the other store.
+            match src.head_object(bucket, key).await {
+                Ok(now) if same_version(&now, &copied) => Ok(()),
+                Ok(_) => Err(changed_during_repair(src.name())),
+                Err(BackendError::NoSuchKey) => {
+                    // Deleted since: take back what was copied, unless it was replaced too.
+                    match dst.head_object(bucket, key).await {
+                        Ok(there) if same_version(&there, &copied) => dst.delete_object(bucket, key).await,
+                        Ok(_) | Err(BackendError::NoSuchKey) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            }
         }
         Op::Delete => match in_dst(sealer.written_ms(dst, bucket, key).await)? {
             None => Ok(()),
             Some(dst_ms) if dst_ms != 0 && dst_ms > record.at_ms => Ok(()),
             Some(_) => dst.delete_object(bucket, key).await,
         },
+    }
+}
+
+fn changed_during_repair(store: &str) -> BackendError {
+    BackendError::Upstream {
+        store: store.to_string(),
+        message: "the source changed while it was copied; the repair will run again".into(),
+        retryable: true,
     }
 }
 
@@ -340,13 +459,10 @@ async fn ensure_bucket(store: &Arc<dyn crate::backend::ObjectStore>, bucket: &st
     }
 }
 
-/// Gauges from the backlog and the breakers.
+/// The backlog's gauges, after every attempt and every round (a scrape of `/metrics` also
+/// sets them, and the stores' `escrow_store_up` from the breakers, fresh).
 fn publish(mirror: &Mirror) {
     let summary = mirror.backlog.summary();
     metrics::gauge!("escrow_mirror_backlog").set(summary.records as f64);
     metrics::gauge!("escrow_mirror_backlog_oldest_seconds").set(summary.oldest_secs.unwrap_or(0) as f64);
-    for side in [Side::Primary, Side::Mirror] {
-        let up = if mirror.is_up(side) { 1.0 } else { 0.0 };
-        metrics::gauge!("escrow_store_up", "store" => side.name()).set(up);
-    }
 }

@@ -26,6 +26,7 @@ use super::record::{self, Op, RepairRecord};
 use super::{Mirror, Side, WriteMode, untag};
 use crate::backend::health::StoreHealth;
 use crate::backend::{BackendError, BackendResult, ByteStream, Metadata, ObjectStore, Source, receiver_stream};
+use crate::crypto::layout::is_reserved;
 
 /// Chunks buffered per store in the tee: memory per mirrored upload stays at a few chunks even
 /// when one store is slower than the other.
@@ -342,7 +343,12 @@ impl Mirror {
     }
 
     /// A composed object (completion, server-side copy): each store composes from its own copies
-    /// of the sources, naming a source's store ETag only to the store it came from.
+    /// of the sources, naming a source's store ETag only to the store it came from. A source
+    /// object pinned to one store's version (a copy's source, opened from that store) is used in
+    /// the other store only if that store holds the same sealed version, pinned to it there; a
+    /// store whose copy of the source is stale or missing does not compose from it, it misses
+    /// the write and gets a repair record (the destination is then copied from the store that
+    /// composed it). Parts of an upload (reserved keys) are each store's own.
     pub(super) async fn compose_mirrored(
         &self,
         bucket: &str,
@@ -351,20 +357,61 @@ impl Mirror {
         tail: Bytes,
         metadata: Metadata,
     ) -> BackendResult<(Side, String)> {
-        let sources = &sources;
-        let (tail, metadata) = (&tail, &metadata);
-        self.write_each(Op::Put, bucket, key, |side, s| {
-            let own: Vec<Source> = sources
-                .iter()
-                .cloned()
-                .map(|src| Source {
-                    etag: src.etag.as_deref().and_then(|e| untag(e, side)).map(str::to_string),
-                    ..src
-                })
-                .collect();
-            s.compose(bucket, key, own, tail.clone(), metadata.clone())
+        let (a, b) = tokio::join!(
+            self.pins_for(Side::Primary, &sources),
+            self.pins_for(Side::Mirror, &sources)
+        );
+        // Each store's leg is started once and takes its own sources.
+        let pins = std::sync::Mutex::new([Some(a), Some(b)]);
+        let (tail, metadata, pins) = (&tail, &metadata, &pins);
+        self.write_each(Op::Put, bucket, key, |side, s| async move {
+            let own = pins.lock().unwrap_or_else(|p| p.into_inner())[super::index(side)]
+                .take()
+                .unwrap_or(Err(BackendError::InvalidArgument("a store's leg of a copy ran twice")))?;
+            s.compose(bucket, key, own, tail.clone(), metadata.clone()).await
         })
         .await
+    }
+
+    /// The sources as the store on `side` must read them: its own ETag for each pinned source,
+    /// or an error if its copy of a pinned source object is not the pinned version.
+    async fn pins_for(&self, side: Side, sources: &[Source]) -> BackendResult<Vec<Source>> {
+        let mut own = Vec::with_capacity(sources.len());
+        for src in sources {
+            let pinned_to = src.etag.as_deref().and_then(super::origin);
+            let etag = match (src.etag.as_deref(), pinned_to) {
+                (Some(etag), Some(from)) if from != side && !is_reserved(&src.key) && self.is_up(side) => Some(
+                    self.same_source_in(side, from, src, untag(etag, from).unwrap_or(etag))
+                        .await?,
+                ),
+                (Some(etag), _) => untag(etag, side).map(str::to_string),
+                (None, _) => None,
+            };
+            own.push(Source { etag, ..src.clone() });
+        }
+        Ok(own)
+    }
+
+    /// The ETag in the store on `side` of source `src`, pinned in the store `from` to
+    /// `from_etag`, if both hold the same sealed version.
+    async fn same_source_in(&self, side: Side, from: Side, src: &Source, from_etag: &str) -> BackendResult<String> {
+        let (there, here) = tokio::join!(
+            self.store(from).head_object(&src.bucket, &src.key),
+            self.store(side).head_object(&src.bucket, &src.key)
+        );
+        let stale = || BackendError::Upstream {
+            store: side.name().into(),
+            message: "this store's copy of the copy source is not the version being copied".into(),
+            // Not an outage: the store is fine, it only missed a write (its breaker stays shut).
+            retryable: false,
+        };
+        match (there, here) {
+            (Ok(there), Ok(here)) if there.etag == from_etag && super::copy::same_version(&there, &here) => {
+                Ok(here.etag)
+            }
+            (Ok(_), Ok(_)) | (Ok(_), Err(BackendError::NoSuchKey | BackendError::NoSuchBucket)) => Err(stale()),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        }
     }
 
     /// CreateBucket on both stores; one that already has the bucket counts as done when the
