@@ -31,7 +31,7 @@ bin="$(sed -n 's/.*Executable tests\/faults.rs (\(.*\))$/\1/p' <<<"$built" | tai
 echo "==> soak: FAULT_OPS=$FAULT_OPS per scenario; log: $SOAK_LOG"
 start=$SECONDS
 # One scenario at a time: the figures are then not skewed by the others.
-"$bin" --ignored --nocapture --test-threads=1 "$@" >"$SOAK_LOG" 2>&1
+"$bin" --include-ignored --nocapture --test-threads=1 "$@" >"$SOAK_LOG" 2>&1
 status=$?
 
 printf '\n%-17s %7s %7s %11s %10s %16s %17s %11s %5s %10s %12s\n' \
