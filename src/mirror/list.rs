@@ -9,9 +9,13 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::StreamExt;
 
 use super::{Mirror, Side, tag};
 use crate::backend::{BackendError, BackendResult, ListEntry, ListPage, ListQuery};
+
+/// Objects of one page whose pending tombstones are looked at concurrently.
+const VERDICTS_AT_ONCE: usize = 8;
 
 /// Marks the mirror's own continuation tokens.
 const TOKEN_PREFIX: &str = "m1.";
@@ -95,7 +99,11 @@ impl Mirror {
         if suspects.is_empty() {
             return;
         }
-        let verdicts = futures::future::join_all(suspects.iter().map(|key| self.verdict(bucket, key))).await;
+        let lookups: Vec<_> = suspects.iter().map(|key| self.verdict(bucket, key)).collect();
+        let verdicts: Vec<super::Verdict> = futures::stream::iter(lookups)
+            .buffered(VERDICTS_AT_ONCE)
+            .collect()
+            .await;
         let deleted: std::collections::HashSet<&String> = suspects
             .iter()
             .zip(verdicts)
