@@ -235,8 +235,9 @@ impl Mirror {
         let mut records = self.backlog.records_for(bucket, key);
         for side in [Side::Primary, Side::Mirror] {
             if !self.backlog.scanned(side) && self.is_up(side) {
+                // Not fed to the breaker: a slow lookup is no sign of an outage.
                 let found = record::for_key(self.store(side).as_ref(), self.sealer.as_ref(), bucket, key);
-                if let Ok(found) = self.timed_read(side, found).await {
+                if let Ok(Ok(found)) = tokio::time::timeout(self.settings.first_byte_timeout, found).await {
                     records.extend(found.into_iter().map(|f| f.record));
                 }
             }

@@ -11,11 +11,15 @@
 //! replayed, and repairs only ever move the newest sealed version (`repair.rs`).
 
 use bytes::Bytes;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::Sealer;
 use crate::backend::{BackendError, BackendResult, ListQuery, Metadata, ObjectStore, read_small};
 use crate::crypto::layout::{MAX_REPAIR_RECORD_LEN, REPAIR_RECORDS, repair_records_of};
+
+/// Records read at once by a scan.
+const RECORDS_READ_AT_ONCE: usize = 16;
 
 /// Version of the record document.
 const RECORD_VERSION: u32 = 1;
@@ -181,8 +185,16 @@ async fn scan_under(
     };
     loop {
         let page = store.list_objects(bucket, &query).await?;
-        for entry in &page.objects {
-            match read(store, sealer, bucket, &entry.key).await {
+        // A few records read at once: a store holding thousands after a long outage is scanned
+        // in a fraction of the time one-by-one reading would take.
+        let reads: Vec<_> = page
+            .objects
+            .iter()
+            .map(|entry| async move { (entry, read(store, sealer, bucket, &entry.key).await) })
+            .collect();
+        let mut reads = futures::stream::iter(reads).buffered(RECORDS_READ_AT_ONCE);
+        while let Some((entry, result)) = reads.next().await {
+            match result {
                 Ok(Some(record)) => found.push(Found {
                     record_key: entry.key.clone(),
                     record,
