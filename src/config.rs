@@ -22,6 +22,7 @@ pub const ENV_PREFIX: &str = "ESCROW_";
 /// Settings whose environment values are booleans; every other value is a string.
 const BOOL_KEYS: &[&str] = &[
     "path_style",
+    "conditional_writes",
     "allow_plaintext_non_loopback",
     "refuse_sse_kms",
     "shutdown_endpoint",
@@ -270,6 +271,7 @@ struct RawStore {
     secret_key: Option<SecretString>,
     secret_key_file: Option<PathBuf>,
     path_style: Option<bool>,
+    conditional_writes: Option<bool>,
     ca_file: Option<PathBuf>,
     write: Option<String>,
     read: Option<String>,
@@ -648,6 +650,7 @@ fn store(
                 secret_key: secret_key?,
                 path_style: s.path_style.unwrap_or(true),
                 ca_file: s.ca_file.map(abs),
+                conditional_writes: s.conditional_writes.unwrap_or(true),
             }))
         }
         Some(other) => {

@@ -19,6 +19,7 @@
 pub mod body;
 pub mod checksum;
 mod complete;
+mod condition;
 mod copy;
 mod error;
 mod etags;
@@ -33,6 +34,7 @@ use std::sync::Arc;
 
 pub use self::body::{BodyFailure, Digests, Expectations, Trailers};
 pub use self::complete::{Completed, PartChoice};
+pub use self::condition::WriteCondition;
 pub use self::copy::{Copied, CopySource};
 pub use self::error::ObjectError;
 pub use self::list::{Listed, Page};

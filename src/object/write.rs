@@ -12,9 +12,10 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::body::{Digests, EncryptBody, Expectations};
+use super::condition::{WriteCondition, conflict_after_check};
 use super::etags::Known;
 use super::{ObjectError, Objects, refuse_reserved, sealed};
-use crate::backend::{BackendError, Metadata, receiver_stream};
+use crate::backend::{BackendError, Metadata, PutCondition, receiver_stream};
 use crate::crypto::envelope::ObjectRecord;
 use crate::crypto::format::SINGLE_PART;
 use crate::crypto::segment::StreamHeader;
@@ -45,7 +46,7 @@ impl Objects {
         &self,
         bucket: &str,
         key: &str,
-        mut record: ObjectRecord,
+        record: ObjectRecord,
         body: S,
         plain_len: u64,
         expect: Expectations,
@@ -54,10 +55,34 @@ impl Objects {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
+        self.put_if(bucket, key, record, body, plain_len, expect, None).await
+    }
+
+    /// [`Objects::put`] only if `condition` holds ([`WriteCondition`]), atomically at the store;
+    /// else nothing is stored.
+    #[allow(clippy::too_many_arguments)] // put's arguments and the condition
+    pub async fn put_if<S, E>(
+        &self,
+        bucket: &str,
+        key: &str,
+        mut record: ObjectRecord,
+        body: S,
+        plain_len: u64,
+        expect: Expectations,
+        condition: Option<&WriteCondition>,
+    ) -> Result<Digests, ObjectError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
         refuse_reserved(key)?;
+        let store_condition = self.store_condition(bucket, key, condition).await?;
         record.size = plain_len;
         record.stamp(SystemTime::now());
-        let (store_etag, digests) = self.write_single(bucket, key, &record, body, plain_len, expect).await?;
+        let (store_etag, digests) = self
+            .write_single_if(bucket, key, &record, body, plain_len, expect, store_condition.clone())
+            .await
+            .map_err(|e| conflict_after_check(e, store_condition.as_ref()))?;
         let known = Known {
             etag: hex::encode(digests.md5),
             size: plain_len,
@@ -83,6 +108,26 @@ impl Objects {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
+        self.write_single_if(bucket, key, record, body, plain_len, expect, None)
+            .await
+    }
+
+    /// [`Objects::write_single`] whose store write carries `condition`.
+    #[allow(clippy::too_many_arguments)] // write_single's arguments and the condition
+    async fn write_single_if<S, E>(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+        body: S,
+        plain_len: u64,
+        expect: Expectations,
+        condition: Option<PutCondition>,
+    ) -> Result<(String, Digests), ObjectError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
         let dek = Key256::random();
         let sealed = sealed::seal(&self.keyring.load(), bucket, key, &dek, record);
         let new = NewStream {
@@ -94,7 +139,7 @@ impl Objects {
             extension: sealed.extension,
             metadata: sealed.metadata,
         };
-        self.write_stream(new, body, plain_len, expect).await
+        self.write_stream_if(new, body, plain_len, expect, condition).await
     }
 
     /// Encrypts `body` (exactly `plain_len` bytes, checked against `expect`) into the stream
@@ -110,15 +155,34 @@ impl Objects {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
+        self.write_stream_if(new, body, plain_len, expect, None).await
+    }
+
+    /// [`Objects::write_stream`] whose store write carries `condition`.
+    async fn write_stream_if<S, E>(
+        &self,
+        new: NewStream<'_>,
+        body: S,
+        plain_len: u64,
+        expect: Expectations,
+        condition: Option<PutCondition>,
+    ) -> Result<(String, Digests), ObjectError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
         let mut encrypt = EncryptBody::new(body, new.dek, new.part, new.header, new.extension, plain_len, expect);
         let stored_len = encrypt.stored_len();
         let (tx, rx) = mpsc::channel(PIPE_DEPTH);
         let stored = {
-            let mut put =
-                pin!(
-                    self.store
-                        .put_object(new.bucket, new.key, receiver_stream(rx), stored_len, new.metadata)
-                );
+            let mut put = pin!(self.store.put_object_if(
+                new.bucket,
+                new.key,
+                receiver_stream(rx),
+                stored_len,
+                new.metadata,
+                condition
+            ));
             let mut pump = pin!(pump(&mut encrypt, tx));
             tokio::select! {
                 () = &mut pump => put.await,

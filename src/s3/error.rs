@@ -14,6 +14,14 @@ fn backend(e: BackendError) -> S3Error {
         BackendError::BucketAlreadyExists => s3_error!(BucketAlreadyOwnedByYou),
         BackendError::BucketNotEmpty => s3_error!(BucketNotEmpty),
         BackendError::PreconditionFailed => s3_error!(PreconditionFailed),
+        BackendError::ConditionalConflict => s3_error!(
+            ConditionalRequestConflict,
+            "A conflicting operation occurred during the conditional request; retry."
+        ),
+        BackendError::ConditionalUnsupported => s3_error!(
+            NotImplemented,
+            "Conditional writes are not available: the backing store cannot write conditionally (see the proxy's start-up log)."
+        ),
         BackendError::InvalidRange => s3_error!(InvalidRange),
         BackendError::InvalidArgument(what) => S3Error::with_message(S3ErrorCode::InvalidArgument, what),
         // The client's body failed; the caller normally maps the precise cause first.

@@ -15,7 +15,7 @@ use super::answer::{check_copy_conditions, checksum_dto, digests_checksum, sse};
 use super::error;
 use super::request::{
     check_user_metadata, client_digests, copy_source, declared_length, expectations, parse_copy_range, part_number,
-    record_of, refuse_sse_c, refuse_unsafe, unsafe_asks,
+    record_of, refuse_sse_c, refuse_unsafe, unsafe_asks, write_condition,
 };
 use crate::limits::{MAX_KEYS, MAX_PART_SIZE};
 use crate::object::{ChecksumAlgorithm, CopySource, PartChoice, UploadsQuery};
@@ -143,12 +143,7 @@ impl Proxy {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let input = req.input;
-        if input.if_match.is_some() || input.if_none_match.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "Conditional writes are not supported through escrow-proxy yet."
-            ));
-        }
+        let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let chosen: Vec<PartChoice> = input
             .multipart_upload
             .and_then(|m| m.parts)
@@ -159,7 +154,7 @@ impl Proxy {
         let (bucket, key) = (&input.bucket, &input.key);
         let completed = self
             .objects
-            .complete_upload(bucket, key, &input.upload_id, &chosen)
+            .complete_upload(bucket, key, &input.upload_id, &chosen, condition.as_ref())
             .await
             .map_err(error::object)?;
         Ok(S3Response::new(CompleteMultipartUploadOutput {

@@ -20,7 +20,7 @@ use super::answer::{
 use super::error;
 use super::request::{
     check_user_metadata, client_digests, copy_source, declared_length, expectations, invalid_part_number, record_of,
-    refuse_sse_c, refuse_unsafe, resolve_range, unsafe_asks,
+    refuse_sse_c, refuse_unsafe, resolve_range, unsafe_asks, write_condition,
 };
 use crate::limits::{MAX_DELETE_KEYS, MAX_PUT_SIZE};
 use crate::object::{CopySource, Opened, PlainStream};
@@ -112,17 +112,20 @@ impl Proxy {
         let input = req.input;
         refuse_unsafe(unsafe_asks!(input), self.refuse_sse_kms)?;
         check_user_metadata(input.metadata.as_ref())?;
-        if input.if_match.is_some() || input.if_none_match.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "Conditional writes are not supported through escrow-proxy yet."
-            ));
-        }
+        let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
         let record = record_of!(input);
         let digests = self
             .objects
-            .put(&input.bucket, &input.key, record, body, plain_len, expect)
+            .put_if(
+                &input.bucket,
+                &input.key,
+                record,
+                body,
+                plain_len,
+                expect,
+                condition.as_ref(),
+            )
             .await
             .map_err(error::object)?;
         let c = digests_checksum(&digests);
@@ -185,6 +188,14 @@ impl Proxy {
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
+        // s3s 0.14 does not parse a destination's If-Match / If-None-Match on CopyObject: refused
+        // here rather than ignored (an ignored condition would be an unconditional overwrite).
+        if req.headers.contains_key(http::header::IF_MATCH) || req.headers.contains_key(http::header::IF_NONE_MATCH) {
+            return Err(s3_error!(
+                NotImplemented,
+                "Conditional CopyObject (If-Match / If-None-Match on the destination) is not supported through escrow-proxy."
+            ));
+        }
         let input = req.input;
         refuse_unsafe(unsafe_asks!(input), self.refuse_sse_kms)?;
         refuse_sse_c(input.copy_source_sse_customer_algorithm.is_some())?;

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use s3s::dto::{CopySource, ObjectCannedACL, Range, ServerSideEncryption};
+use s3s::dto::{CopySource, ETag, ETagCondition, ObjectCannedACL, Range, ServerSideEncryption};
 use s3s::{S3Result, s3_error};
 
 use crate::limits::{MAX_PART_NUMBER, MAX_USER_METADATA};
 use crate::object::checksum::{checksum_header, decode_digest};
-use crate::object::{ChecksumAlgorithm, Expectations, Trailers};
+use crate::object::{ChecksumAlgorithm, Expectations, Trailers, WriteCondition};
 
 /// The plaintext length of an upload: `Content-Length`, or `x-amz-decoded-content-length` for
 /// aws-chunked bodies.
@@ -288,6 +288,33 @@ pub(super) fn no_versions(version_id: Option<&str>) -> S3Result<()> {
     match version_id {
         Some(v) if v != "null" => Err(s3_error!(NoSuchVersion, "The specified version does not exist.")),
         _ => Ok(()),
+    }
+}
+
+/// The condition of a write (PutObject, CompleteMultipartUpload, CopyObject's destination) from
+/// its `If-Match` / `If-None-Match`: `If-None-Match` takes only `*` on a write (anything else is
+/// S3's 501), and the two are not combined.
+pub(super) fn write_condition(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> S3Result<Option<WriteCondition>> {
+    match (if_match, if_none_match) {
+        (None, None) => Ok(None),
+        (None, Some(ETagCondition::Any)) => Ok(Some(WriteCondition::Absent)),
+        (None, Some(ETagCondition::ETag(_))) => Err(s3_error!(
+            NotImplemented,
+            "A header you provided implies functionality that is not implemented: If-None-Match on a write takes only *."
+        )),
+        (Some(ETagCondition::Any), None) => Ok(Some(WriteCondition::Exists)),
+        (Some(ETagCondition::ETag(etag)), None) => Ok(Some(match etag {
+            ETag::Strong(value) => WriteCondition::Matches(value.clone()),
+            // A weak validator never matches in a strong comparison.
+            ETag::Weak(value) => WriteCondition::Matches(format!("W/{value}")),
+        })),
+        (Some(_), Some(_)) => Err(s3_error!(
+            NotImplemented,
+            "A header you provided implies functionality that is not implemented: If-Match and If-None-Match together on a write."
+        )),
     }
 }
 

@@ -48,6 +48,7 @@ mod auth;
 mod buckets;
 mod checksums;
 mod chunked;
+mod conditional_writes;
 mod conditionals;
 mod copy;
 mod info;

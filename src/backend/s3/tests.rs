@@ -213,6 +213,7 @@ fn cfg(endpoint: &str) -> S3StoreConfig {
         secret_key: SecretString::new(SK.to_owned()),
         path_style: true,
         ca_file: None,
+        conditional_writes: true,
     }
 }
 
@@ -612,6 +613,7 @@ async fn https_with_private_ca() {
         "primary",
         &S3StoreConfig {
             ca_file: Some(ca_path),
+            conditional_writes: true,
             ..cfg(&endpoint)
         },
     )
@@ -642,6 +644,7 @@ fn bad_ca_file_is_refused() {
     std::fs::write(&path, "not a certificate").unwrap();
     let cfg = S3StoreConfig {
         ca_file: Some(path),
+        conditional_writes: true,
         ..cfg("https://127.0.0.1:1")
     };
     assert!(matches!(
