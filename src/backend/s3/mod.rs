@@ -260,6 +260,42 @@ impl S3Store {
         }
     }
 
+    /// The error of a failed HEAD or GET of `key`. A store that answers 5xx (after the SDK's
+    /// own retry) is asked once whether the key exists, by a one-key listing from it: some stores
+    /// fail a read of a key that is only a prefix of others (s3s-fs answers 500 "Is a directory"
+    /// for `a` when `a/b` exists), which is a missing key, not an outage. Without an object of
+    /// exactly that name the answer is `NoSuchKey`; otherwise, or if the listing fails too, the
+    /// store's error stands. One extra request, only after a 5xx, never a retry.
+    async fn read_failed<E>(&self, op: &str, bucket: &str, key: &str, err: SdkError<E, HttpResponse>) -> BackendError
+    where
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    {
+        let answered_5xx = match &err {
+            SdkError::ServiceError(e) => e.raw().status().is_server_error(),
+            SdkError::ResponseError(e) => e.raw().status().is_server_error(),
+            _ => false,
+        };
+        let mapped = self.error(op, Missing::Key, err);
+        if !answered_5xx || key.is_empty() {
+            return mapped;
+        }
+        let listed = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(key)
+            .max_keys(1)
+            .send()
+            .await;
+        match listed {
+            Ok(out) if out.contents().first().and_then(|o| o.key()) != Some(key) => {
+                tracing::debug!(store = %self.name, bucket, "a read failed with 5xx on a key that does not exist: answered as missing");
+                BackendError::NoSuchKey
+            }
+            _ => mapped,
+        }
+    }
+
     fn protocol_error(&self, message: &str) -> BackendError {
         BackendError::Upstream {
             store: self.name.clone(),
@@ -389,7 +425,10 @@ impl ObjectStore for S3Store {
         if let Some(etag) = if_match {
             req = req.if_match(format!("\"{}\"", etag.trim_matches('"')));
         }
-        let out = req.send().await.map_err(|e| self.error("GetObject", Missing::Key, e))?;
+        let out = match req.send().await {
+            Ok(out) => out,
+            Err(e) => return Err(self.read_failed("GetObject", bucket, key, e).await),
+        };
         let size = match (&range, out.content_range()) {
             (Some(_), Some(content_range)) => content_range_total(content_range),
             // A suffix at least as long as the object is the whole object: a 200 is right.
@@ -427,14 +466,10 @@ impl ObjectStore for S3Store {
     }
 
     async fn head_object(&self, bucket: &str, key: &str) -> BackendResult<ObjectHead> {
-        let out = self
-            .client
-            .head_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.error("HeadObject", Missing::Key, e))?;
+        let out = match self.client.head_object().bucket(bucket).key(key).send().await {
+            Ok(out) => out,
+            Err(e) => return Err(self.read_failed("HeadObject", bucket, key, e).await),
+        };
         let size = object_size(out.content_length())
             .ok_or_else(|| self.protocol_error("HeadObject: response without a valid size"))?;
         Ok(ObjectHead {

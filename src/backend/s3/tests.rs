@@ -15,6 +15,11 @@ const SK: &str = "test-secret-key-which-must-not-leak";
 static FAILED_PUTS: std::sync::LazyLock<Arc<std::sync::atomic::AtomicUsize>> =
     std::sync::LazyLock::new(Default::default);
 
+/// HeadObject and ListObjectsV2 requests in bucket `quirk`, over all test servers (only
+/// `a_key_that_is_a_prefix_of_others_is_missing` makes them).
+static QUIRK_HEADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static QUIRK_LISTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// s3s-fs plus what AWS does and s3s-fs 0.14.1 does not: `If-Match` on GET, `NoSuchBucket`
 /// on GET and PUT in a missing bucket (s3s-fs creates it on PUT), `BucketNotEmpty` (s3s-fs deletes recursively) and
 /// `encoding-type=url` in listings (with `+` for a space, as S3 writes it). It also fails
@@ -86,6 +91,12 @@ impl S3 for AwsLike {
         &self,
         req: S3Request<s3dto::HeadObjectInput>,
     ) -> S3Result<S3Response<s3dto::HeadObjectOutput>> {
+        if req.input.bucket == "quirk" {
+            QUIRK_HEADS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if req.input.key == "fails" {
+                return Err(s3_error!(InternalError));
+            }
+        }
         self.0.head_object(req).await
     }
     async fn delete_object(
@@ -111,6 +122,9 @@ impl S3 for AwsLike {
         &self,
         req: S3Request<s3dto::ListObjectsV2Input>,
     ) -> S3Result<S3Response<s3dto::ListObjectsV2Output>> {
+        if req.input.bucket == "quirk" {
+            QUIRK_LISTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         // Buckets named `raw-…` answer like s3s-fs itself: `EncodingType url` echoed, keys not
         // encoded.
         let url = req
@@ -754,4 +768,46 @@ async fn compose_server_side_and_streamed() {
         Err(BackendError::NoSuchKey)
     ));
     assert!(matches!(read(&s, "none", None).await, Err(BackendError::NoSuchKey)));
+}
+
+/// s3s-fs answers 500 ("Is a directory") for a read of `a` when `a/b` exists: one listing
+/// shows `a` is not an object, and the answer is `NoSuchKey`, not an outage; the SDK's one retry
+/// is not multiplied. A store error on a key that exists still stands.
+#[tokio::test]
+async fn a_key_that_is_a_prefix_of_others_is_missing() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (s, _dir) = server().await;
+    let put = |key: &'static str, data: &'static [u8]| {
+        s.put_object("quirk", key, body(vec![data]), data.len() as u64, Metadata::new())
+    };
+    s.create_bucket("quirk").await.unwrap();
+    put("a/b", b"inner").await.unwrap();
+    put("ab", b"sibling").await.unwrap();
+    let (heads, lists) = (QUIRK_HEADS.load(SeqCst), QUIRK_LISTS.load(SeqCst));
+    let r = s.head_object("quirk", "a").await;
+    assert!(matches!(r, Err(BackendError::NoSuchKey)), "{r:?}");
+    assert_eq!(
+        QUIRK_HEADS.load(SeqCst) - heads,
+        MAX_ATTEMPTS as usize,
+        "the SDK's attempts only"
+    );
+    assert_eq!(QUIRK_LISTS.load(SeqCst) - lists, 1, "one listing");
+    let r = s.get_object("quirk", "a", None, None).await.map(|g| g.head);
+    assert!(matches!(r, Err(BackendError::NoSuchKey)), "{r:?}");
+    let r = s
+        .get_object("quirk", "a", Some(ByteRange::Bounded(0..2)), None)
+        .await
+        .map(|g| g.head);
+    assert!(matches!(r, Err(BackendError::NoSuchKey)), "{r:?}");
+    // The neighbours are untouched, and a real object is still found.
+    assert_eq!(s.head_object("quirk", "a/b").await.unwrap().size, 5);
+    assert_eq!(s.head_object("quirk", "ab").await.unwrap().size, 7);
+
+    // Must-fail twin: when the key does exist, the store's failure stands (retryable).
+    put("fails", b"x").await.unwrap();
+    let r = s.head_object("quirk", "fails").await;
+    assert!(
+        matches!(r, Err(BackendError::Upstream { retryable: true, .. })),
+        "{r:?}"
+    );
 }
