@@ -779,6 +779,7 @@ mod tests {
                 ("ESCROW_PRIMARY__ACCESS_KEY", "a"),
                 ("ESCROW_PRIMARY__SECRET_KEY", "b"),
                 ("ESCROW_PRIMARY__PATH_STYLE", "true"),
+                ("ESCROW_PRIMARY__CONDITIONAL_WRITES", "false"),
                 ("ESCROW_KEYS__KEYRING", "k"),
                 ("ESCROW_KEYS__ROOT_KEY_FILE", "r"),
             ]),
@@ -786,7 +787,7 @@ mod tests {
         .expect("valid");
         assert_eq!(cfg.server.listen.port(), 9000);
         assert_eq!(cfg.clients[0].access_key, "app");
-        assert!(matches!(cfg.primary, StoreConfig::S3(ref s) if s.path_style));
+        assert!(matches!(cfg.primary, StoreConfig::S3(ref s) if s.path_style && !s.conditional_writes));
         assert!(cfg.server.tls.is_none());
     }
 

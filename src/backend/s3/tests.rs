@@ -811,3 +811,110 @@ async fn a_key_that_is_a_prefix_of_others_is_missing() {
         "{r:?}"
     );
 }
+
+/// Conditional writes go to the store as headers; with `conditional_writes = false` they are
+/// refused before anything is sent, never done unconditionally.
+#[tokio::test]
+async fn conditional_writes_reach_the_store_or_are_refused() {
+    use crate::backend::PutCondition;
+    let (endpoint, _dir) = server_endpoint().await;
+    let s = store(&endpoint);
+    s.create_bucket("bkt").await.unwrap();
+    assert!(s.conditional_writes());
+    let etag = s
+        .put_object_if(
+            "bkt",
+            "k",
+            body(vec![b"one"]),
+            3,
+            Metadata::new(),
+            Some(PutCondition::Absent),
+        )
+        .await
+        .unwrap();
+    let again = s
+        .put_object_if(
+            "bkt",
+            "k",
+            body(vec![b"two"]),
+            3,
+            Metadata::new(),
+            Some(PutCondition::Absent),
+        )
+        .await;
+    assert!(matches!(again, Err(BackendError::PreconditionFailed)), "{again:?}");
+    let wrong = s
+        .put_object_if(
+            "bkt",
+            "k",
+            body(vec![b"two"]),
+            3,
+            Metadata::new(),
+            Some(PutCondition::Matches("0".repeat(32))),
+        )
+        .await;
+    assert!(matches!(wrong, Err(BackendError::PreconditionFailed)), "{wrong:?}");
+    s.put_object_if(
+        "bkt",
+        "k",
+        body(vec![b"two"]),
+        3,
+        Metadata::new(),
+        Some(PutCondition::Matches(etag)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(read(&s, "k", None).await.unwrap().1, b"two");
+
+    let off = S3Store::new(
+        "primary",
+        &S3StoreConfig {
+            conditional_writes: false,
+            ..cfg(&endpoint)
+        },
+    )
+    .unwrap();
+    assert!(!off.conditional_writes());
+    let refused = off
+        .put_object_if(
+            "bkt",
+            "new",
+            body(vec![b"x"]),
+            1,
+            Metadata::new(),
+            Some(PutCondition::Absent),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(BackendError::ConditionalUnsupported)),
+        "{refused:?}"
+    );
+    let source = Source {
+        bucket: "bkt".into(),
+        key: "k".into(),
+        range: 0..3,
+        etag: None,
+    };
+    let refused = off
+        .compose_if(
+            "bkt",
+            "new",
+            vec![source],
+            Bytes::new(),
+            Metadata::new(),
+            Some(PutCondition::Absent),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(BackendError::ConditionalUnsupported)),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        off.head_object("bkt", "new").await,
+        Err(BackendError::NoSuchKey)
+    ));
+    // Unconditional writes are unaffected.
+    off.put_object_if("bkt", "new", body(vec![b"x"]), 1, Metadata::new(), None)
+        .await
+        .unwrap();
+}
