@@ -15,7 +15,7 @@ use super::body::{Digests, EncryptBody, Expectations};
 use super::etags::Known;
 use super::{ObjectError, Objects, refuse_reserved, sealed};
 use crate::backend::{BackendError, Metadata, receiver_stream};
-use crate::crypto::envelope::ObjectRecord;
+use crate::crypto::envelope::{CustomerKey, ObjectRecord, content_key};
 use crate::crypto::format::SINGLE_PART;
 use crate::crypto::segment::StreamHeader;
 use crate::secret::Key256;
@@ -29,6 +29,8 @@ pub(super) struct NewStream<'a> {
     /// The store key (the object's, or a multipart part's).
     pub key: &'a str,
     pub dek: &'a Key256,
+    /// What the segments are sealed under: the DEK, or an SSE-C object's content key.
+    pub content: &'a Key256,
     /// The stream's part number ([`SINGLE_PART`] for a single-part object).
     pub part: u32,
     pub header: StreamHeader,
@@ -39,8 +41,9 @@ pub(super) struct NewStream<'a> {
 
 impl Objects {
     /// Stores a new single-part object of exactly `plain_len` bytes from `body`, checked against
-    /// `expect`, with `record` (its size is set here). Returns the plaintext digests; on any
-    /// refusal nothing is stored.
+    /// `expect`, with `record` (its size is set here), SSE-C under `customer` when given. Returns
+    /// the plaintext digests; on any refusal nothing is stored.
+    #[allow(clippy::too_many_arguments)] // One S3 request's worth of inputs; a struct would only rename them.
     pub async fn put<S, E>(
         &self,
         bucket: &str,
@@ -49,6 +52,7 @@ impl Objects {
         body: S,
         plain_len: u64,
         expect: Expectations,
+        customer: Option<&CustomerKey>,
     ) -> Result<Digests, ObjectError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
@@ -57,7 +61,9 @@ impl Objects {
         refuse_reserved(key)?;
         record.size = plain_len;
         record.stamp(SystemTime::now());
-        let (store_etag, digests) = self.write_single(bucket, key, &record, body, plain_len, expect).await?;
+        let (store_etag, digests) = self
+            .write_single(bucket, key, &record, body, plain_len, expect, customer)
+            .await?;
         let known = Known {
             etag: hex::encode(digests.md5),
             size: plain_len,
@@ -68,8 +74,10 @@ impl Objects {
     }
 
     /// Stores a single-part object under a fresh data key: the envelope sealed for `record`, the
-    /// body (exactly `plain_len` bytes, checked against `expect`) encrypted into the store.
-    /// Returns the store's ETag and the plaintext digests.
+    /// body (exactly `plain_len` bytes, checked against `expect`) encrypted into the store, its
+    /// content bound to `customer` (SSE-C) when given. Returns the store's ETag and the plaintext
+    /// digests.
+    #[allow(clippy::too_many_arguments)] // As `put`.
     pub(super) async fn write_single<S, E>(
         &self,
         bucket: &str,
@@ -78,17 +86,22 @@ impl Objects {
         body: S,
         plain_len: u64,
         expect: Expectations,
+        customer: Option<&CustomerKey>,
     ) -> Result<(String, Digests), ObjectError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
         let dek = Key256::random();
-        let sealed = sealed::seal(&self.keyring.load(), bucket, key, &dek, record);
+        let mut record = record.clone();
+        record.set_customer(&dek, customer);
+        let content = content_key(&dek, customer);
+        let sealed = sealed::seal(&self.keyring.load(), bucket, key, &dek, &record);
         let new = NewStream {
             bucket,
             key,
             dek: &dek,
+            content: &content,
             part: SINGLE_PART,
             header: sealed.header,
             extension: sealed.extension,
@@ -110,7 +123,8 @@ impl Objects {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
-        let mut encrypt = EncryptBody::new(body, new.dek, new.part, new.header, new.extension, plain_len, expect);
+        let mut encrypt = EncryptBody::new(body, new.dek, new.part, new.header, new.extension, plain_len, expect)
+            .with_content_key(new.content);
         let stored_len = encrypt.stored_len();
         let (tx, rx) = mpsc::channel(PIPE_DEPTH);
         let stored = {

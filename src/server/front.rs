@@ -50,7 +50,10 @@ impl Front {
         keyring: Arc<SharedKeyring>,
     ) -> Self {
         let objects = crate::object::Objects::new(store, keyring);
-        let mut builder = S3ServiceBuilder::new(Proxy::new(objects, server.region.clone(), server.refuse_sse_kms));
+        // SSE-C keys travel in headers: only over TLS, or on loopback (`s3::sse`).
+        let sse_c_secure = server.tls.is_some() || server.listen.ip().is_loopback();
+        let proxy = Proxy::new(objects, server.region.clone(), server.refuse_sse_kms).with_sse_c_secure(sse_c_secure);
+        let mut builder = S3ServiceBuilder::new(proxy);
         builder.set_auth(ClientAuth::new(clients));
         builder.set_access(access::Note);
         builder.set_config(Arc::new(StaticConfigProvider::new(Arc::new(s3s_limits()))));
