@@ -58,6 +58,7 @@ mod mirror;
 mod multipart;
 mod objects;
 mod ranges;
+mod sse_c;
 mod transport;
 mod unsupported;
 
