@@ -14,7 +14,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ObjectAttribute
 use md5::{Digest as _, Md5};
 use sha2::Sha256;
 
-use crate::common::{MARKER, MIN_PART, SEGMENT, StoreKind, assert_s3_error, b64, data_with_marker, etag_of};
+use crate::common::{Harness, MARKER, MIN_PART, SEGMENT, StoreKind, assert_s3_error, b64, data_with_marker, etag_of};
 use crate::{BUCKET, harness};
 
 per_store!(
@@ -60,6 +60,70 @@ macro_rules! with_source_key {
     };
 }
 
+/// The mirror repairs SSE-C objects written during a primary outage (single-part and
+/// multipart) by copying their ciphertext store to store, without the customer key: afterwards
+/// both stores hold the same bytes, the HEAD (with the key) says `COMPLETED`, and the objects
+/// read back with the key only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_repairs_sse_c_objects_without_their_key() {
+    use escrow_proxy::mirror::{ReadMode, WriteMode};
+    let h = Harness::mirrored(ReadMode::Primary, WriteMode::Sync).await;
+    h.create_bucket(BUCKET).await;
+    let c = &h.client;
+    let ck = Ck::new("mirror");
+    let single = data_with_marker(2 * SEGMENT + 1);
+    let data = data_with_marker(MIN_PART + 77);
+    h.primary_outage(true);
+    with_key!(
+        c.put_object()
+            .bucket(BUCKET)
+            .key("one")
+            .body(ByteStream::from(single.clone())),
+        ck
+    )
+    .send()
+    .await
+    .expect("SSE-C PUT during the outage");
+    let id = create(c, "multi", Some(&ck)).await;
+    let p1 = part(c, "multi", &id, 1, &data[..MIN_PART], Some(&ck))
+        .await
+        .expect("part 1");
+    let p2 = part(c, "multi", &id, 2, &data[MIN_PART..], Some(&ck))
+        .await
+        .expect("part 2");
+    complete(c, "multi", &id, vec![p1, p2]).await;
+    assert!(h.primary_stored_body(BUCKET, "one").is_none(), "the primary was down");
+    h.primary_outage(false);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut done = true;
+        for key in ["one", "multi"] {
+            let p = h.primary_stored_body(BUCKET, key);
+            done &= p.is_some() && p == h.mirror_stored_body(BUCKET, key);
+            let head = with_key!(c.head_object().bucket(BUCKET).key(key), ck)
+                .send()
+                .await
+                .expect("HEAD with the key");
+            done &= head.replication_status().map(|s| s.as_str()) == Some("COMPLETED");
+        }
+        if done {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the stores did not converge");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(get_with_key(c, "one", &ck, None).await == single);
+    assert!(get_with_key(c, "multi", &ck, None).await == data);
+    assert_s3_error(
+        c.get_object().bucket(BUCKET).key("one").send().await,
+        400,
+        "InvalidRequest",
+        "a repaired SSE-C object without its key",
+    );
+    assert_store_clean(&h, &[&ck]);
+}
+
 async fn get_with_key(c: &Client, key: &str, ck: &Ck, range: Option<&str>) -> Vec<u8> {
     let out = with_key!(
         c.get_object()
@@ -85,7 +149,7 @@ async fn get_with_key(c: &Client, key: &str, ck: &Ck, range: Option<&str>) -> Ve
 }
 
 /// The store holds neither the key (raw or base64) nor the plaintext marker.
-fn assert_store_clean(h: &crate::common::Harness, keys: &[&Ck]) {
+fn assert_store_clean(h: &Harness, keys: &[&Ck]) {
     for ck in keys {
         h.assert_store_lacks(&ck.raw, "SSE-C KEY");
         h.assert_store_lacks(ck.key().as_bytes(), "SSE-C KEY (base64)");
