@@ -490,6 +490,52 @@ mod tests {
     }
 
     #[test]
+    fn sse_c_content_key_needs_both_keys_and_the_digest_is_per_object() {
+        let dek = Key256::random();
+        let c = CustomerKey::from_slice(&[0x11; 32]).expect("32 bytes");
+        let c2 = CustomerKey::from_slice(&[0x12; 32]).expect("32 bytes");
+        let k = content_key(&dek, Some(&c));
+        assert_eq!(content_key(&dek, None).expose(), dek.expose(), "not SSE-C: the DEK");
+        assert_ne!(k.expose(), dek.expose());
+        assert_ne!(k.expose(), c.expose());
+        assert_eq!(
+            k.expose(),
+            content_key(&dek, Some(&c.clone())).expose(),
+            "deterministic"
+        );
+        assert_ne!(
+            k.expose(),
+            content_key(&dek, Some(&c2)).expose(),
+            "another customer key"
+        );
+        assert_ne!(
+            k.expose(),
+            content_key(&Key256::random(), Some(&c)).expose(),
+            "another DEK"
+        );
+        let check = customer_check(&dek, &c);
+        assert!(customer_matches(&dek, &c, &check));
+        assert!(!customer_matches(&dek, &c2, &check), "another key");
+        assert!(!customer_matches(&Key256::random(), &c, &check), "keyed by the DEK");
+        assert!(!customer_matches(&dek, &c, &check[..31]), "a cut digest");
+        assert_ne!(
+            check,
+            customer_check(&Key256::random(), &c),
+            "unlinkable across objects"
+        );
+        assert!(CustomerKey::from_slice(&[0; 31]).is_none() && CustomerKey::from_slice(&[0; 33]).is_none());
+        assert_eq!(format!("{c:?}"), "CustomerKey(<redacted>)");
+        // Sealed in the record: the flag and digest survive a round trip, and a record
+        // without it is not SSE-C.
+        let mut record = ObjectRecord::default();
+        record.set_customer(&dek, Some(&c));
+        let opened = open_record(&dek, b"oid", &seal_record(&dek, b"oid", &record)).expect("opens");
+        assert_eq!(opened.customer_check().as_deref(), Some(&check[..]));
+        record.set_customer(&dek, None);
+        assert_eq!(record.customer_check(), None);
+    }
+
+    #[test]
     fn record_round_trip_and_must_fail() {
         let dek = Key256::random();
         let record = ObjectRecord {

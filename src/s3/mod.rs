@@ -44,9 +44,10 @@ impl Proxy {
     }
 
     /// Whether the listener may carry SSE-C keys: S3 takes them only over HTTPS; the proxy
-    /// also over plain HTTP on loopback (a sidecar). `false` refuses every SSE-C request.
-    pub fn with_sse_c_secure(mut self, secure: bool) -> Self {
-        self.sse_c_secure = secure;
+    /// also over plain HTTP on loopback (a sidecar); elsewhere every SSE-C request is refused.
+    /// `tls`: whether the listener has TLS; `listen`: its address.
+    pub fn with_sse_c_transport(mut self, tls: bool, listen: std::net::IpAddr) -> Self {
+        self.sse_c_secure = sse::keys_may_travel(tls, listen);
         self
     }
 }

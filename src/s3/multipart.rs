@@ -48,6 +48,7 @@ impl Proxy {
         let input = req.input;
         refuse_unsafe(unsafe_asks!(input), self.refuse_sse_kms)?;
         let customer = sse::customer_key(&sse_c_headers!(input), self.sse_c_secure)?;
+        sse::exclusive(customer.as_ref(), input.server_side_encryption.as_ref())?;
         check_user_metadata(input.metadata.as_ref())?;
         let record = record_of!(input);
         let id = self

@@ -119,6 +119,7 @@ impl Proxy {
         let input = req.input;
         refuse_unsafe(unsafe_asks!(input), self.refuse_sse_kms)?;
         let customer = sse::customer_key(&sse_c_headers!(input), self.sse_c_secure)?;
+        sse::exclusive(customer.as_ref(), input.server_side_encryption.as_ref())?;
         check_user_metadata(input.metadata.as_ref())?;
         if input.if_match.is_some() || input.if_none_match.is_some() {
             return Err(s3_error!(
@@ -214,6 +215,7 @@ impl Proxy {
         let input = req.input;
         refuse_unsafe(unsafe_asks!(input), self.refuse_sse_kms)?;
         let customer = sse::customer_key(&sse_c_headers!(input), self.sse_c_secure)?;
+        sse::exclusive(customer.as_ref(), input.server_side_encryption.as_ref())?;
         let source_key = sse::customer_key(&sse_c_headers!(input, copy_source), self.sse_c_secure)?;
         let (src_bucket, src_key) = copy_source(&input.copy_source)?;
         let replace = input
@@ -223,7 +225,10 @@ impl Proxy {
         if replace {
             check_user_metadata(input.metadata.as_ref())?;
         }
-        if !replace && src_bucket == input.bucket && src_key == input.key {
+        // Changing the customer key (or adding or removing one) is a change of encryption
+        // attributes: S3 allows such a copy onto itself (a client rotating its key).
+        let same_encryption = sse::same_key(source_key.as_ref(), customer.as_ref());
+        if !replace && same_encryption && src_bucket == input.bucket && src_key == input.key {
             return Err(s3_error!(
                 InvalidRequest,
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."

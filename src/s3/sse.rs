@@ -99,6 +99,33 @@ pub(super) fn customer_key(h: &Headers<'_>, secure: bool) -> S3Result<Option<Cus
     Ok(Some(key))
 }
 
+/// Refuses a write that asks for SSE-C and for `x-amz-server-side-encryption` at once, as S3
+/// does: the two are different encryption methods.
+pub(super) fn exclusive(key: Option<&CustomerKey>, sse: Option<&s3s::dto::ServerSideEncryption>) -> S3Result<()> {
+    if key.is_some() && sse.is_some() {
+        return Err(s3_error!(
+            InvalidArgument,
+            "Server Side Encryption with Customer provided key is incompatible with the encryption method specified"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether two requests' customer keys are the same (or both absent); constant time.
+pub(super) fn same_key(a: Option<&CustomerKey>, b: Option<&CustomerKey>) -> bool {
+    use subtle::ConstantTimeEq as _;
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => bool::from(a.expose().ct_eq(b.expose())),
+        _ => false,
+    }
+}
+
+/// Whether SSE-C keys may travel on a listener: with TLS, or on a loopback address.
+pub(crate) fn keys_may_travel(tls: bool, listen: std::net::IpAddr) -> bool {
+    tls || listen.is_loopback()
+}
+
 /// What an answer echoes for `key`: `x-amz-server-side-encryption-customer-algorithm` and
 /// `-key-MD5` (both absent without a key).
 pub(super) fn echo(key: Option<&CustomerKey>) -> (Option<String>, Option<String>) {
@@ -172,6 +199,17 @@ mod tests {
         ] {
             assert_eq!(code(check(case, true).unwrap_err()), want);
         }
+        let sse = s3s::dto::ServerSideEncryption::from_static(s3s::dto::ServerSideEncryption::AES256);
+        assert_eq!(code(exclusive(Some(&got), Some(&sse)).unwrap_err()), "InvalidArgument");
+        assert!(exclusive(Some(&got), None).is_ok() && exclusive(None, Some(&sse)).is_ok());
+        assert!(same_key(Some(&got), Some(&got.clone())) && same_key(None, None));
+        assert!(!same_key(Some(&got), None));
+        // Where keys may travel: TLS anywhere, plain HTTP on loopback only.
+        let (lo, lan): (std::net::IpAddr, std::net::IpAddr) =
+            ("127.0.0.1".parse().unwrap(), "10.0.0.5".parse().unwrap());
+        assert!(keys_may_travel(true, lan) && keys_may_travel(false, lo) && keys_may_travel(true, lo));
+        assert!(!keys_may_travel(false, lan));
+        assert!(keys_may_travel(false, "::1".parse().unwrap()));
         // Plain HTTP off loopback: refused before the key is even looked at.
         assert_eq!(
             code(check(h(Some("AES256"), Some(key), Some(md5)), false).unwrap_err()),

@@ -50,9 +50,9 @@ impl Front {
         keyring: Arc<SharedKeyring>,
     ) -> Self {
         let objects = crate::object::Objects::new(store, keyring);
-        // SSE-C keys travel in headers: only over TLS, or on loopback (`s3::sse`).
-        let sse_c_secure = server.tls.is_some() || server.listen.ip().is_loopback();
-        let proxy = Proxy::new(objects, server.region.clone(), server.refuse_sse_kms).with_sse_c_secure(sse_c_secure);
+        // SSE-C keys travel in headers: only over TLS, or on loopback.
+        let proxy = Proxy::new(objects, server.region.clone(), server.refuse_sse_kms)
+            .with_sse_c_transport(server.tls.is_some(), server.listen.ip());
         let mut builder = S3ServiceBuilder::new(proxy);
         builder.set_auth(ClientAuth::new(clients));
         builder.set_access(access::Note);

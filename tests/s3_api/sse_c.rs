@@ -499,6 +499,62 @@ async fn copies_between_keys_and_plain(kind: StoreKind) {
         "refused copies wrote nothing",
     );
 
+    // A client rotating its key: a copy onto itself under a new key (S3 allows it without
+    // REPLACE, since the encryption changes); the same key onto itself is S3's 400.
+    with_key!(
+        with_source_key!(
+            c.copy_object()
+                .bucket(BUCKET)
+                .key("same")
+                .copy_source(format!("{BUCKET}/same")),
+            ck
+        ),
+        other
+    )
+    .send()
+    .await
+    .unwrap_or_else(|e| panic!("copy onto itself under a new key: {}", DisplayErrorContext(&e)));
+    assert!(get_with_key(c, "same", &other, None).await == data);
+    assert_s3_error(
+        with_key!(c.get_object().bucket(BUCKET).key("same"), ck).send().await,
+        403,
+        "AccessDenied",
+        "the old key after the client's rotation",
+    );
+    assert_s3_error(
+        with_key!(
+            with_source_key!(
+                c.copy_object()
+                    .bucket(BUCKET)
+                    .key("same")
+                    .copy_source(format!("{BUCKET}/same")),
+                other
+            ),
+            other
+        )
+        .send()
+        .await,
+        400,
+        "InvalidRequest",
+        "a copy onto itself changing nothing",
+    );
+    // SSE-C and x-amz-server-side-encryption at once: S3's 400, nothing written.
+    assert_s3_error(
+        with_key!(
+            c.put_object()
+                .bucket(BUCKET)
+                .key("both")
+                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+                .body(ByteStream::from(data.clone())),
+            ck
+        )
+        .send()
+        .await,
+        400,
+        "InvalidArgument",
+        "SSE-C with x-amz-server-side-encryption",
+    );
+
     // UploadPartCopy: an SSE-C source into an upload under another key.
     let id = create(c, "parts", Some(&other)).await;
     let copied = with_key!(
