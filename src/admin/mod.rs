@@ -13,6 +13,7 @@ pub mod keys;
 pub mod metrics;
 mod mirror;
 mod page;
+mod rates;
 mod routes;
 
 use std::net::SocketAddr;
@@ -75,6 +76,8 @@ pub struct AdminContext {
     pub pair: Option<Arc<crate::mirror::Mirror>>,
     /// Status page sessions.
     page: page::Sessions,
+    /// Samples of the S3 listener's totals, for request rates.
+    rates: rates::Rates,
     /// Whether the listener speaks TLS (the session cookie is then `Secure`).
     tls: bool,
     token: auth::TokenCheck,
@@ -97,6 +100,7 @@ impl AdminContext {
             mirror,
             pair: None,
             page: page::Sessions::default(),
+            rates: rates::Rates::default(),
             tls: false,
             token: auth::TokenCheck::from_file(&config.token_file)?,
         })
@@ -168,7 +172,9 @@ pub async fn start(config: &AdminConfig, mut ctx: AdminContext) -> Result<Runnin
     let _ = metrics::handle();
     let tls = acceptor.is_some();
     ctx.tls = tls;
-    let task = tokio::spawn(serve(listener, acceptor, Arc::new(ctx)));
+    let ctx = Arc::new(ctx);
+    tokio::spawn(rates::sample(Arc::downgrade(&ctx)));
+    let task = tokio::spawn(serve(listener, acceptor, ctx));
     Ok(Running {
         addr,
         tls,

@@ -3,12 +3,17 @@
 //! none), the client's access key once its signature checked out, the S3 operation, bucket and
 //! object key, status, body bytes in and out, duration, and the store(s) that served it
 //! (`stores`: `primary`, `mirror`, `primary+mirror`, or `-`; noted by the mirror in a task-local,
-//! [`crate::mirror::served`]). Never headers, signatures, secrets or metadata. Requests that did not authenticate are logged at debug (a stranger's flood must
-//! not flood the log; [`super::front`] counts them at info), authenticated ones at info.
+//! [`crate::mirror::served`]). Never headers, signatures, secrets or metadata. Requests that
+//! did not authenticate are logged at debug (a stranger's flood must not flood the log;
+//! [`super::front`] counts them at info), authenticated ones at info.
 //!
 //! s3s resolves the operation and checks the signature; [`Note`] is its access hook, which
 //! copies what it resolved into the request's [`Slot`] and then applies s3s's default rule
 //! (anonymous requests are refused).
+//!
+//! Each finished request is also counted: in Prometheus (`escrow_s3_requests_total` by
+//! operation and status, `escrow_s3_bytes_total` by direction) and in the process's
+//! [`traffic`] totals, from which the status page computes request rates.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +28,56 @@ use crate::mirror::served::Served;
 
 /// The response header carrying the request id.
 pub(super) const REQUEST_ID_HEADER: &str = "x-amz-request-id";
+
+/// Requests and body bytes this process has served, as running totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Requests answered (every status).
+    pub requests: u64,
+    /// Of those, answered 4xx.
+    pub client_errors: u64,
+    /// Of those, answered 5xx.
+    pub server_errors: u64,
+    /// Request body bytes read.
+    pub bytes_in: u64,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+}
+
+/// The running totals behind [`traffic`]: process-wide, like the metrics recorder.
+static TOTALS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+
+/// The totals so far.
+pub fn traffic() -> Traffic {
+    let [requests, client_errors, server_errors, bytes_in, bytes_out] =
+        TOTALS.each_ref().map(|n| n.load(Ordering::Relaxed));
+    Traffic {
+        requests,
+        client_errors,
+        server_errors,
+        bytes_in,
+        bytes_out,
+    }
+}
+
+/// Adds one finished request to the totals and to the Prometheus counters.
+fn count(operation: &str, status: u64, bytes_in: u64, bytes_out: u64) {
+    let class = match status {
+        400..=499 => Some(1),
+        500..=599 => Some(2),
+        _ => None,
+    };
+    TOTALS[0].fetch_add(1, Ordering::Relaxed);
+    if let Some(i) = class {
+        TOTALS[i].fetch_add(1, Ordering::Relaxed);
+    }
+    TOTALS[3].fetch_add(bytes_in, Ordering::Relaxed);
+    TOTALS[4].fetch_add(bytes_out, Ordering::Relaxed);
+    metrics::counter!("escrow_s3_requests_total", "operation" => operation.to_string(), "status" => status.to_string())
+        .increment(1);
+    metrics::counter!("escrow_s3_bytes_total", "direction" => "in").increment(bytes_in);
+    metrics::counter!("escrow_s3_bytes_total", "direction" => "out").increment(bytes_out);
+}
 
 /// What s3s resolved about a request: filled in by [`Note`] once the signature is verified.
 #[derive(Default)]
@@ -104,6 +159,7 @@ impl Slot {
         let key = r.key.as_deref().unwrap_or("");
         let method = inner.method.as_str();
         let stores = inner.served.get().copied().unwrap_or_default().label();
+        count(operation, status, bytes_in, bytes_out);
         match r.access_key.as_deref() {
             Some(access_key) => tracing::info!(
                 target: "escrow_proxy::access",

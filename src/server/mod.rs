@@ -11,6 +11,8 @@ mod listener;
 pub mod shutdown;
 pub mod tls;
 
+pub use access::{Traffic, traffic};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

@@ -933,6 +933,30 @@ fn status_page_renders_live_values_in_headless_chromium() {
         page.contains("Key versions") && page.contains("id=\"active-version\">2<"),
         "{page}"
     );
+    // Request rates: S3 traffic shows up as a rate over the sampled window.
+    let client = d.client(&serve);
+    d.rt.block_on(common::create_bucket(&client, BUCKET));
+    for i in 0..20 {
+        d.rt.block_on(put(&client, &format!("rate/{i}"), &body_of(i, 1000), None))
+            .expect("put");
+    }
+    let rate = |page: &str| -> Option<f64> {
+        let at = page.find("id=\"rate-requests\">")? + "id=\"rate-requests\">".len();
+        page[at..].split('<').next()?.parse().ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rated = loop {
+        let page = curl(&["-H", &format!("Cookie: {cookie}"), &format!("{admin}/")]);
+        match rate(&page) {
+            Some(r) if r > 0.0 => break page,
+            _ if Instant::now() > deadline => panic!("no request rate on the page: {page}"),
+            _ => std::thread::sleep(Duration::from_millis(250)),
+        }
+    };
+    assert!(
+        rated.contains("escrow_s3_requests_total"),
+        "the counters list S3 requests"
+    );
     let forged = curl(&["-H", "Cookie: escrow_admin=00", &format!("{admin}/")]);
     assert!(!forged.contains("Key versions"), "{forged}");
 
