@@ -58,6 +58,9 @@ pub struct AdminConfig {
     pub token_file: PathBuf,
     /// Certificate and key; required when `listen` is not a loopback address.
     pub tls: Option<TlsFiles>,
+    /// `tls_client_ca`: PEM CA certificates; when set, admin clients must present a
+    /// certificate signed by one of them (mTLS), and still send the token. Needs `tls_cert`.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// `[server]`.
@@ -227,6 +230,7 @@ struct RawAdmin {
     token_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -354,6 +358,7 @@ impl Config {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
                 token_file: data.join("admin-token"),
                 tls: None,
+                tls_client_ca: None,
             }),
         }
     }
@@ -528,6 +533,10 @@ fn admin(raw: RawAdmin, abs: &dyn Fn(PathBuf) -> PathBuf, problems: &mut Vec<Str
         ));
         return None;
     }
+    if raw.tls_client_ca.is_some() && tls.is_none() {
+        problems.push("admin.tls_client_ca needs tls_cert and tls_key (mTLS is part of TLS)".into());
+        return None;
+    }
     let Some(token_file) = raw.token_file else {
         problems.push("admin.token_file is required (a 0600 file holding at least 32 bytes)".into());
         return None;
@@ -536,6 +545,7 @@ fn admin(raw: RawAdmin, abs: &dyn Fn(PathBuf) -> PathBuf, problems: &mut Vec<Str
         listen,
         token_file: abs(token_file),
         tls,
+        tls_client_ca: raw.tls_client_ca.map(abs),
     })
 }
 

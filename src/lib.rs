@@ -125,10 +125,13 @@ impl Service {
         &self.health
     }
 
-    /// Re-reads the S3 listener's TLS certificate and key now (SIGHUP); see
+    /// Re-reads the TLS certificates and keys of the S3 and admin listeners now (SIGHUP); see
     /// [`server::Running::reload_tls`].
     pub fn reload_tls(&self) {
         self.s3.reload_tls();
+        if let Some(admin) = &self.admin {
+            admin.reload_tls();
+        }
     }
 
     /// Stops accepting, lets in-flight S3 requests finish (up to a grace period), and returns.

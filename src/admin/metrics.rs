@@ -35,6 +35,14 @@ fn describe() {
         "escrow_admin_auth_failures_total",
         "Admin requests refused for a missing or wrong token."
     );
+    describe_counter!(
+        "escrow_s3_requests_total",
+        "S3 requests answered, by operation (\"-\" before authentication) and status."
+    );
+    describe_counter!(
+        "escrow_s3_bytes_total",
+        "S3 body bytes, by direction (in: request bodies read, out: response bodies sent)."
+    );
     describe_gauge!(
         "escrow_store_up",
         "1 when the store is believed reachable, else 0 (circuit breaker)."

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod metrics;
 mod mirror;
 mod page;
+mod rates;
 mod routes;
 
 use std::net::SocketAddr;
@@ -75,6 +76,8 @@ pub struct AdminContext {
     pub pair: Option<Arc<crate::mirror::Mirror>>,
     /// Status page sessions.
     page: page::Sessions,
+    /// Samples of the S3 listener's totals, for request rates.
+    rates: rates::Rates,
     /// Whether the listener speaks TLS (the session cookie is then `Secure`).
     tls: bool,
     token: auth::TokenCheck,
@@ -97,6 +100,7 @@ impl AdminContext {
             mirror,
             pair: None,
             page: page::Sessions::default(),
+            rates: rates::Rates::default(),
             tls: false,
             token: auth::TokenCheck::from_file(&config.token_file)?,
         })
@@ -123,6 +127,8 @@ pub struct Running {
     /// Whether it speaks TLS.
     pub tls: bool,
     task: tokio::task::JoinHandle<()>,
+    /// The certificate and its watcher (stopped with this).
+    live_tls: Option<crate::server::tls::LiveTls>,
 }
 
 impl Running {
@@ -135,17 +141,29 @@ impl Running {
     pub fn stop(self) {
         self.task.abort();
     }
+
+    /// Re-reads the TLS certificate and key now (SIGHUP). No-op without TLS.
+    pub fn reload_tls(&self) {
+        if let Some(live) = &self.live_tls {
+            live.reload_now();
+        }
+    }
 }
 
-/// Binds `config.listen` and serves the admin API over `ctx`.
+/// Binds `config.listen` and serves the admin API over `ctx`. With TLS, the certificate is
+/// reloaded on change as the S3 listener's is, and with `tls_client_ca` clients need a
+/// certificate from that CA (the token is still required).
 pub async fn start(config: &AdminConfig, mut ctx: AdminContext) -> Result<Running, AdminError> {
-    let acceptor = match &config.tls {
-        Some(files) => Some(TlsAcceptor::from(crate::server::tls::server_config(
+    let live_tls = match &config.tls {
+        Some(files) => Some(crate::server::tls::LiveTls::start(
             &files.cert,
             &files.key,
-        )?)),
+            config.tls_client_ca.as_deref(),
+            Duration::from_secs(crate::limits::DEFAULT_TLS_RELOAD_SECS),
+        )?),
         None => None,
     };
+    let acceptor = live_tls.as_ref().map(crate::server::tls::LiveTls::acceptor);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| AdminError::Bind(config.listen, e))?;
@@ -154,8 +172,15 @@ pub async fn start(config: &AdminConfig, mut ctx: AdminContext) -> Result<Runnin
     let _ = metrics::handle();
     let tls = acceptor.is_some();
     ctx.tls = tls;
-    let task = tokio::spawn(serve(listener, acceptor, Arc::new(ctx)));
-    Ok(Running { addr, tls, task })
+    let ctx = Arc::new(ctx);
+    tokio::spawn(rates::sample(Arc::downgrade(&ctx)));
+    let task = tokio::spawn(serve(listener, acceptor, ctx));
+    Ok(Running {
+        addr,
+        tls,
+        task,
+        live_tls,
+    })
 }
 
 async fn serve(listener: TcpListener, acceptor: Option<TlsAcceptor>, ctx: Arc<AdminContext>) {

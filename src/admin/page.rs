@@ -1,6 +1,6 @@
 //! The status page at the admin listener's `/`: key versions and the latest census, store
-//! health, running jobs with their progress, and the process's counters. Plain server-rendered
-//! HTML with a little CSS; no script, no build step.
+//! health, running jobs with their progress, S3 request rates over the last minute, and the
+//! process's counters. Plain server-rendered HTML with a little CSS; no script, no build step.
 //!
 //! Behind the token: `GET /` without a session shows a login form; `POST /login` with the token
 //! (form field `token`, checked like a bearer token: constant time, failures throttled) sets a
@@ -384,6 +384,26 @@ fn status_page(ctx: &AdminContext) -> String {
             );
         }
         b.push_str("</table>");
+    }
+    match ctx.rates.now() {
+        None => b.push_str(
+            "<h2>Request rates</h2><p id=\"rates\">Measuring (the first sample is a few seconds old at most).</p>",
+        ),
+        Some(r) => {
+            let mb = |bytes: f64| bytes / 1e6;
+            let _ = write!(
+                b,
+                "<h2>Request rates</h2><p>Over the last {:.0} s.</p><table id=\"rates\">\
+                 <tr><th>Requests/s</th><th>4xx/s</th><th>5xx/s</th><th>MB/s in</th><th>MB/s out</th></tr>\
+                 <tr><td id=\"rate-requests\">{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td></tr></table>",
+                r.secs,
+                r.requests,
+                r.client_errors,
+                r.server_errors,
+                mb(r.bytes_in),
+                mb(r.bytes_out)
+            );
+        }
     }
     b.push_str("<h2>Counters since start</h2><table id=\"metrics\"><tr><th>Metric</th><th>Value</th></tr>");
     for line in super::metrics::handle().render().lines() {

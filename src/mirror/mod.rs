@@ -22,6 +22,7 @@ mod list;
 pub mod reconcile;
 pub mod record;
 pub mod repair;
+pub mod served;
 mod write;
 
 use std::sync::Arc;
@@ -227,7 +228,10 @@ impl Mirror {
             }),
         };
         match &result {
-            Ok(_) => self.health(side).mark_up(),
+            Ok(_) => {
+                self.health(side).mark_up();
+                served::note(side);
+            }
             Err(e) => self.observe(side, e),
         }
         result
@@ -327,6 +331,7 @@ impl ObjectStore for ReadView {
             None => None,
         };
         let got = self.store.get_object(bucket, key, range, if_match).await?;
+        served::note(self.side);
         Ok(GetObject {
             head: tag_head(got.head, self.side),
             body: got.body,
@@ -334,10 +339,9 @@ impl ObjectStore for ReadView {
     }
 
     async fn head_object(&self, bucket: &str, key: &str) -> BackendResult<ObjectHead> {
-        self.store
-            .head_object(bucket, key)
-            .await
-            .map(|h| tag_head(h, self.side))
+        let head = self.store.head_object(bucket, key).await?;
+        served::note(self.side);
+        Ok(tag_head(head, self.side))
     }
 
     async fn delete_object(&self, _bucket: &str, _key: &str) -> BackendResult<()> {

@@ -174,7 +174,8 @@ impl Mirror {
             }
         }
         let first = self.read_order()[0];
-        match (a, b) {
+        let took = [matches!(a, Leg::Done(_)), matches!(b, Leg::Done(_))];
+        let answer = match (a, b) {
             (Leg::Done(va), Leg::Done(vb)) => Ok(if first == Side::Primary {
                 (Side::Primary, va)
             } else {
@@ -190,7 +191,15 @@ impl Mirror {
             (Leg::Failed(ea), Leg::Failed(eb)) => Err(if ea.is_outage() && !eb.is_outage() { eb } else { ea }),
             (Leg::Failed(e), Leg::Down) | (Leg::Down, Leg::Failed(e)) => Err(e),
             (Leg::Down, Leg::Down) => Err(both_down()),
+        };
+        if answer.is_ok() {
+            for (side, took) in [(Side::Primary, took[0]), (Side::Mirror, took[1])] {
+                if took {
+                    super::served::note(side);
+                }
+            }
         }
+        answer
     }
 
     /// `has` holds the write and the other store missed it (`missed`): store the repair record

@@ -16,7 +16,7 @@ use super::condition::{WriteCondition, conflict_after_check};
 use super::etags::Known;
 use super::{ObjectError, Objects, refuse_reserved, sealed};
 use crate::backend::{BackendError, Metadata, PutCondition, receiver_stream};
-use crate::crypto::envelope::ObjectRecord;
+use crate::crypto::envelope::{CustomerKey, ObjectRecord, content_key};
 use crate::crypto::format::SINGLE_PART;
 use crate::crypto::segment::StreamHeader;
 use crate::secret::Key256;
@@ -30,6 +30,8 @@ pub(super) struct NewStream<'a> {
     /// The store key (the object's, or a multipart part's).
     pub key: &'a str,
     pub dek: &'a Key256,
+    /// What the segments are sealed under: the DEK, or an SSE-C object's content key.
+    pub content: &'a Key256,
     /// The stream's part number ([`SINGLE_PART`] for a single-part object).
     pub part: u32,
     pub header: StreamHeader,
@@ -40,8 +42,9 @@ pub(super) struct NewStream<'a> {
 
 impl Objects {
     /// Stores a new single-part object of exactly `plain_len` bytes from `body`, checked against
-    /// `expect`, with `record` (its size is set here). Returns the plaintext digests; on any
-    /// refusal nothing is stored.
+    /// `expect`, with `record` (its size is set here), SSE-C under `customer` when given. Returns
+    /// the plaintext digests; on any refusal nothing is stored.
+    #[allow(clippy::too_many_arguments)] // One S3 request's worth of inputs; a struct would only rename them.
     pub async fn put<S, E>(
         &self,
         bucket: &str,
@@ -50,12 +53,14 @@ impl Objects {
         body: S,
         plain_len: u64,
         expect: Expectations,
+        customer: Option<&CustomerKey>,
     ) -> Result<Digests, ObjectError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
-        self.put_if(bucket, key, record, body, plain_len, expect, None).await
+        self.put_if(bucket, key, record, body, plain_len, expect, customer, None)
+            .await
     }
 
     /// [`Objects::put`] only if `condition` holds ([`WriteCondition`]), atomically at the store;
@@ -69,6 +74,7 @@ impl Objects {
         body: S,
         plain_len: u64,
         expect: Expectations,
+        customer: Option<&CustomerKey>,
         condition: Option<&WriteCondition>,
     ) -> Result<Digests, ObjectError>
     where
@@ -80,7 +86,16 @@ impl Objects {
         record.size = plain_len;
         record.stamp(SystemTime::now());
         let (store_etag, digests) = self
-            .write_single_if(bucket, key, &record, body, plain_len, expect, store_condition.clone())
+            .write_single_if(
+                bucket,
+                key,
+                &record,
+                body,
+                plain_len,
+                expect,
+                customer,
+                store_condition.clone(),
+            )
             .await
             .map_err(|e| conflict_after_check(e, store_condition.as_ref()))?;
         let known = Known {
@@ -93,8 +108,10 @@ impl Objects {
     }
 
     /// Stores a single-part object under a fresh data key: the envelope sealed for `record`, the
-    /// body (exactly `plain_len` bytes, checked against `expect`) encrypted into the store.
-    /// Returns the store's ETag and the plaintext digests.
+    /// body (exactly `plain_len` bytes, checked against `expect`) encrypted into the store, its
+    /// content bound to `customer` (SSE-C) when given. Returns the store's ETag and the plaintext
+    /// digests.
+    #[allow(clippy::too_many_arguments)] // As `put`.
     pub(super) async fn write_single<S, E>(
         &self,
         bucket: &str,
@@ -103,12 +120,13 @@ impl Objects {
         body: S,
         plain_len: u64,
         expect: Expectations,
+        customer: Option<&CustomerKey>,
     ) -> Result<(String, Digests), ObjectError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
-        self.write_single_if(bucket, key, record, body, plain_len, expect, None)
+        self.write_single_if(bucket, key, record, body, plain_len, expect, customer, None)
             .await
     }
 
@@ -122,6 +140,7 @@ impl Objects {
         body: S,
         plain_len: u64,
         expect: Expectations,
+        customer: Option<&CustomerKey>,
         condition: Option<PutCondition>,
     ) -> Result<(String, Digests), ObjectError>
     where
@@ -129,11 +148,15 @@ impl Objects {
         E: std::fmt::Display,
     {
         let dek = Key256::random();
-        let sealed = sealed::seal(&self.keyring.load(), bucket, key, &dek, record);
+        let mut record = record.clone();
+        record.set_customer(&dek, customer);
+        let content = content_key(&dek, customer);
+        let sealed = sealed::seal(&self.keyring.load(), bucket, key, &dek, &record);
         let new = NewStream {
             bucket,
             key,
             dek: &dek,
+            content: &content,
             part: SINGLE_PART,
             header: sealed.header,
             extension: sealed.extension,
@@ -171,7 +194,8 @@ impl Objects {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
-        let mut encrypt = EncryptBody::new(body, new.dek, new.part, new.header, new.extension, plain_len, expect);
+        let mut encrypt = EncryptBody::new(body, new.dek, new.part, new.header, new.extension, plain_len, expect)
+            .with_content_key(new.content);
         let stored_len = encrypt.stored_len();
         let (tx, rx) = mpsc::channel(PIPE_DEPTH);
         let stored = {

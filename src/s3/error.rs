@@ -89,6 +89,22 @@ pub fn object(e: ObjectError) -> S3Error {
             MalformedXML,
             "The XML you provided was not well-formed or did not validate against our published schema."
         ),
+        ObjectError::CustomerKeyRequired => s3_error!(
+            InvalidRequest,
+            "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object."
+        ),
+        ObjectError::CustomerKeyNotApplicable => s3_error!(
+            InvalidRequest,
+            "The encryption parameters are not applicable to this object."
+        ),
+        ObjectError::CustomerKeyMismatch => s3_error!(
+            AccessDenied,
+            "The provided customer encryption key does not match the key the object was stored with."
+        ),
+        ObjectError::CustomerKeyDiffers => s3_error!(
+            InvalidRequest,
+            "The provided encryption parameters did not match the ones used originally."
+        ),
     }
 }
 

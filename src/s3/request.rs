@@ -166,6 +166,7 @@ macro_rules! record_of {
                 .map(|(k, v)| (k.to_lowercase(), v))
                 .collect(),
             written_ms: None,
+            sse_c: None,
         }
     };
 }
@@ -181,9 +182,8 @@ pub(super) fn client_content_encoding(value: Option<&str>) -> Option<String> {
     (!kept.is_empty()).then(|| kept.join(","))
 }
 
-/// What a write asks for that the proxy may have to refuse.
+/// What a write asks for that the proxy may have to refuse (SSE-C is honoured: `super::sse`).
 pub(super) struct UnsafeAsks<'a> {
-    pub sse_c: bool,
     pub kms: bool,
     pub sse: Option<&'a ServerSideEncryption>,
     pub tagging: bool,
@@ -195,7 +195,6 @@ pub(super) struct UnsafeAsks<'a> {
 macro_rules! unsafe_asks {
     ($input:expr) => {
         super::request::UnsafeAsks {
-            sse_c: $input.sse_customer_algorithm.is_some() || $input.sse_customer_key.is_some(),
             kms: $input.ssekms_key_id.is_some(),
             sse: $input.server_side_encryption.as_ref(),
             tagging: $input.tagging.is_some(),
@@ -208,7 +207,6 @@ pub(super) use unsafe_asks;
 
 /// Refuses what the proxy cannot honour without leaking or lying.
 pub(super) fn refuse_unsafe(asks: UnsafeAsks<'_>, refuse_sse_kms: bool) -> S3Result<()> {
-    refuse_sse_c(asks.sse_c)?;
     check_sse(asks.sse, asks.kms, refuse_sse_kms)?;
     if asks.tagging {
         return Err(s3_error!(
@@ -316,18 +314,6 @@ pub(super) fn write_condition(
             "A header you provided implies functionality that is not implemented: If-Match and If-None-Match together on a write."
         )),
     }
-}
-
-/// Refuses SSE-C (`asked`): the proxy encrypts every object itself and cannot honour a
-/// customer's key on top.
-pub(super) fn refuse_sse_c(asked: bool) -> S3Result<()> {
-    if asked {
-        return Err(s3_error!(
-            NotImplemented,
-            "SSE-C is not supported through escrow-proxy."
-        ));
-    }
-    Ok(())
 }
 
 /// The bucket and key of `x-amz-copy-source`. Buckets here are unversioned: a version other

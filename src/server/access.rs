@@ -1,14 +1,21 @@
 //! The access log: one line per request at target `escrow_proxy::access`, written when the
 //! response body is finished or dropped: request id (also sent as `x-amz-request-id`; s3s sends
 //! none), the client's access key once its signature checked out, the S3 operation, bucket and
-//! object key, status, body bytes in and out, and duration. Never headers, signatures, secrets
-//! or metadata. Requests that did not authenticate are logged at debug (a stranger's flood must
-//! not flood the log; [`super::front`] counts them at info), authenticated ones at info.
+//! object key, status, body bytes in and out, duration, and the store(s) that served it
+//! (`stores`: `primary`, `mirror`, `primary+mirror`, or `-`; noted by the mirror in a task-local,
+//! [`crate::mirror::served`]). Never headers, signatures, secrets or metadata. Requests that
+//! did not authenticate are logged at debug (a stranger's flood must not flood the log;
+//! [`super::front`] counts them at info), authenticated ones at info.
 //!
 //! s3s resolves the operation and checks the signature; [`Note`] is its access hook, which
 //! copies what it resolved into the request's [`Slot`] and then applies s3s's default rule
 //! (anonymous requests are refused).
+//!
+//! Each finished request is also counted: in Prometheus (`escrow_s3_requests_total` by
+//! operation and status, `escrow_s3_bytes_total` by direction) and in the process's
+//! [`traffic`] totals, from which the status page computes request rates.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -17,8 +24,60 @@ use s3s::access::{S3Access, S3AccessContext};
 use s3s::path::S3Path;
 use s3s::{S3Result, s3_error};
 
+use crate::mirror::served::Served;
+
 /// The response header carrying the request id.
 pub(super) const REQUEST_ID_HEADER: &str = "x-amz-request-id";
+
+/// Requests and body bytes this process has served, as running totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Requests answered (every status).
+    pub requests: u64,
+    /// Of those, answered 4xx.
+    pub client_errors: u64,
+    /// Of those, answered 5xx.
+    pub server_errors: u64,
+    /// Request body bytes read.
+    pub bytes_in: u64,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+}
+
+/// The running totals behind [`traffic`]: process-wide, like the metrics recorder.
+static TOTALS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+
+/// The totals so far.
+pub fn traffic() -> Traffic {
+    let [requests, client_errors, server_errors, bytes_in, bytes_out] =
+        TOTALS.each_ref().map(|n| n.load(Ordering::Relaxed));
+    Traffic {
+        requests,
+        client_errors,
+        server_errors,
+        bytes_in,
+        bytes_out,
+    }
+}
+
+/// Adds one finished request to the totals and to the Prometheus counters.
+fn count(operation: &str, status: u64, bytes_in: u64, bytes_out: u64) {
+    let class = match status {
+        400..=499 => Some(1),
+        500..=599 => Some(2),
+        _ => None,
+    };
+    TOTALS[0].fetch_add(1, Ordering::Relaxed);
+    if let Some(i) = class {
+        TOTALS[i].fetch_add(1, Ordering::Relaxed);
+    }
+    TOTALS[3].fetch_add(bytes_in, Ordering::Relaxed);
+    TOTALS[4].fetch_add(bytes_out, Ordering::Relaxed);
+    metrics::counter!("escrow_s3_requests_total", "operation" => operation.to_string(), "status" => status.to_string())
+        .increment(1);
+    metrics::counter!("escrow_s3_bytes_total", "direction" => "in").increment(bytes_in);
+    metrics::counter!("escrow_s3_bytes_total", "direction" => "out").increment(bytes_out);
+}
 
 /// What s3s resolved about a request: filled in by [`Note`] once the signature is verified.
 #[derive(Default)]
@@ -42,6 +101,8 @@ struct SlotInner {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     status: AtomicU64,
+    /// Which store(s) served it, once the handler is done.
+    served: OnceLock<Served>,
 }
 
 impl Slot {
@@ -56,6 +117,7 @@ impl Slot {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             status: AtomicU64::new(0),
+            served: OnceLock::new(),
         }))
     }
 
@@ -79,6 +141,11 @@ impl Slot {
         self.0.status.store(u64::from(status.as_u16()), Ordering::Relaxed);
     }
 
+    /// Records which store(s) served the request.
+    pub(super) fn set_served(&self, served: Served) {
+        let _ = self.0.served.set(served);
+    }
+
     /// Writes the access line. Called once, when the response body ends or is dropped.
     pub(super) fn log(&self) {
         let r = self.0.resolved.lock().unwrap_or_else(|e| e.into_inner());
@@ -91,11 +158,13 @@ impl Slot {
         let bucket = r.bucket.as_deref().unwrap_or("");
         let key = r.key.as_deref().unwrap_or("");
         let method = inner.method.as_str();
+        let stores = inner.served.get().copied().unwrap_or_default().label();
+        count(operation, status, bytes_in, bytes_out);
         match r.access_key.as_deref() {
             Some(access_key) => tracing::info!(
                 target: "escrow_proxy::access",
                 request_id = %inner.id, access_key, operation, method, bucket, key, status,
-                bytes_in, bytes_out, duration_ms, "request"
+                bytes_in, bytes_out, duration_ms, stores, "request"
             ),
             None => tracing::debug!(
                 target: "escrow_proxy::access",

@@ -59,6 +59,7 @@ mod mirror;
 mod multipart;
 mod objects;
 mod ranges;
+mod sse_c;
 mod store_quirks;
 mod transport;
 mod unsupported;
