@@ -200,6 +200,17 @@ async fn single_put_round_trip_and_must_fail_twins(kind: StoreKind) {
     .await
     .unwrap_or_else(|e| panic!("GetObjectAttributes with the key: {}", DisplayErrorContext(&e)));
     assert_eq!(attrs.object_size(), Some(data.len() as i64));
+    assert_s3_error(
+        c.get_object_attributes()
+            .bucket(BUCKET)
+            .key("ssec")
+            .object_attributes(ObjectAttributes::ObjectSize)
+            .send()
+            .await,
+        400,
+        "InvalidRequest",
+        "GetObjectAttributes without the key",
+    );
 
     // Presigned GET: the key travels in the (signed) headers the presigned request names.
     let presigned = with_key!(c.get_object().bucket(BUCKET).key("ssec"), ck)
