@@ -401,6 +401,29 @@ pub trait ObjectStore: Send + Sync + 'static {
         compose_by_streaming(self, bucket, key, sources, tail, metadata).await
     }
 
+    /// Replaces the metadata of the whole object `key` (`size` bytes) — a server-side copy onto
+    /// itself — only if it still has the store ETag `etag`, checked by the store atomically
+    /// with the write where it can ([`PutCondition::Matches`]); else `PreconditionFailed`. What
+    /// a key rewrap does to each object. This default is a conditional compose.
+    async fn replace_metadata_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        size: u64,
+        etag: &str,
+        metadata: Metadata,
+    ) -> BackendResult<String> {
+        let source = Source {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            range: 0..size,
+            etag: Some(etag.to_string()),
+        };
+        let condition = PutCondition::Matches(etag.to_string());
+        self.compose_if(bucket, key, vec![source], Bytes::new(), metadata, Some(condition))
+            .await
+    }
+
     /// [`ObjectStore::compose`] under `condition`, evaluated by the store atomically with the
     /// final write, as for [`ObjectStore::put_object_if`]. This default streams the sources into
     /// one conditional write.

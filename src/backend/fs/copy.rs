@@ -1,6 +1,8 @@
 //! Server-side copies inside the directory store: a whole object under new metadata, its body
 //! copied by the kernel (`copy_file_range` through `std::io::copy` between files), never through
-//! this process's memory. What a key rewrap uses to replace an object's wrapped key.
+//! this process's memory. What a key rewrap uses to replace an object's wrapped key, on the
+//! condition that the object is still the one it read ([`FsStore::copy_whole`] with a
+//! [`PutCondition`], committed under the key's lock like every conditional write).
 
 use std::io::{self, Read, Seek, Write};
 use std::path::PathBuf;
@@ -8,18 +10,20 @@ use std::time::SystemTime;
 
 use super::{FsStore, HEADER_SLACK, Header, MAGIC, MAX_HEADER_LEN, TMP_DIR, TempFile, invalid_input};
 use super::{object_file_name, padded, sync_dir, unix_nanos};
-use crate::backend::{BackendError, BackendResult, Metadata, Source};
+use crate::backend::{BackendError, BackendResult, Metadata, PutCondition, Source};
 
 impl FsStore {
     /// Stores under `bucket`/`key` the whole object `src` with `metadata`; fails with
     /// `PreconditionFailed` when `src` no longer has the ETag it names. The ETag stays (the body
-    /// is the same bytes). Returns it.
+    /// is the same bytes). Returns it. With `condition`, the copy is committed only if the
+    /// destination still meets it, checked under the key's lock ([`FsStore::commit_locked`]).
     pub(super) async fn copy_whole(
         &self,
         bucket: &str,
         key: &str,
         src: &Source,
         metadata: Metadata,
+        condition: Option<PutCondition>,
     ) -> BackendResult<String> {
         let dir = self.existing_bucket(bucket).await?;
         let (file, header, body_offset) = self.open_object(&src.bucket, &src.key).await?;
@@ -30,7 +34,6 @@ impl FsStore {
             return Err(BackendError::InvalidArgument("not a whole-object copy"));
         }
         let tmp = TempFile(self.root.join(TMP_DIR).join(format!("{:032x}", rand::random::<u128>())));
-        let dest: PathBuf = dir.join(object_file_name(key));
         let new = Header {
             key: key.to_owned(),
             metadata,
@@ -66,8 +69,7 @@ impl FsStore {
         })
         .await
         .map_err(|_| io::Error::other("copy task failed"))??;
-        std::fs::rename(&tmp.0, &dest)?;
-        sync_dir(&dir).await?;
+        self.commit(&dir, bucket, key, &tmp, condition).await?;
         Ok(header.etag)
     }
 }
@@ -96,17 +98,44 @@ impl FsStore {
         body: crate::backend::ByteStream,
         len: u64,
         metadata: Metadata,
-        condition: crate::backend::PutCondition,
+        condition: PutCondition,
     ) -> BackendResult<String> {
-        use crate::backend::{ObjectStore as _, PutCondition};
         let dir = self.existing_bucket(bucket).await?;
         let tmp = TempFile(self.root.join(TMP_DIR).join(format!("{:032x}", rand::random::<u128>())));
         let etag = self.write_temp(&tmp.0, key, body, len, metadata).await?;
+        self.commit(&dir, bucket, key, &tmp, Some(condition)).await?;
+        Ok(etag)
+    }
+
+    /// Renames the finished temp file `tmp` into place as `key`, under the key's lock file, so
+    /// that a conditional write's check and rename see no other commit in between. With
+    /// `condition`, only if it holds, and a lock still held by another writer after
+    /// [`LOCK_WAIT`] answers `ConditionalConflict`; a plain write is never refused for the lock
+    /// and commits without it after that wait (a lock left by a crash, until it is taken over).
+    pub(super) async fn commit(
+        &self,
+        dir: &std::path::Path,
+        bucket: &str,
+        key: &str,
+        tmp: &TempFile,
+        condition: Option<PutCondition>,
+    ) -> BackendResult<()> {
+        use crate::backend::ObjectStore as _;
         let path = self
             .root
             .join(TMP_DIR)
             .join(format!("{}.{bucket}.lock", object_file_name(key)));
-        let _lock = take_lock(&path).await?;
+        let lock = take_lock(&path).await;
+        let Some(condition) = condition else {
+            if lock.is_err() {
+                tracing::warn!(
+                    bucket,
+                    "fs store: a key's lock is held past the wait; committing a plain write without it"
+                );
+            }
+            return self.rename_into(dir, tmp, key).await;
+        };
+        let _lock = lock?;
         let current = match self.head_object(bucket, key).await {
             Ok(head) => Some(head.etag),
             Err(BackendError::NoSuchKey) => None,
@@ -120,14 +149,19 @@ impl FsStore {
         if !holds {
             return Err(BackendError::PreconditionFailed);
         }
+        self.rename_into(dir, tmp, key).await
+    }
+
+    /// Renames `tmp` to `key`'s object file in `dir` and syncs the directory.
+    async fn rename_into(&self, dir: &std::path::Path, tmp: &TempFile, key: &str) -> BackendResult<()> {
         match tokio::fs::rename(&tmp.0, dir.join(object_file_name(key))).await {
             Ok(()) => {}
             // The bucket was deleted while we wrote.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BackendError::NoSuchBucket),
             Err(e) => return Err(e.into()),
         }
-        sync_dir(&dir).await?;
-        Ok(etag)
+        sync_dir(dir).await?;
+        Ok(())
     }
 }
 

@@ -280,15 +280,7 @@ impl ObjectStore for FsStore {
         let dir = self.existing_bucket(bucket).await?;
         let tmp = TempFile(self.root.join(TMP_DIR).join(format!("{:032x}", rand::random::<u128>())));
         let etag = self.write_temp(&tmp.0, key, body, len, metadata).await?;
-        match fs::rename(&tmp.0, dir.join(object_file_name(key))).await {
-            Ok(()) => {}
-            // The bucket was deleted while we wrote.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(BackendError::NoSuchBucket);
-            }
-            Err(e) => return Err(e.into()),
-        }
-        sync_dir(&dir).await?;
+        self.commit(&dir, bucket, key, &tmp, None).await?;
         Ok(etag)
     }
 
@@ -375,12 +367,41 @@ impl ObjectStore for FsStore {
             && tail.is_empty()
             && src.range.start == 0
         {
-            match self.copy_whole(bucket, key, src, metadata.clone()).await {
+            match self.copy_whole(bucket, key, src, metadata.clone(), None).await {
                 Err(BackendError::InvalidArgument(_)) => {}
                 done => return done,
             }
         }
         crate::backend::compose_by_streaming(self, bucket, key, sources, tail, metadata).await
+    }
+
+    /// As [`FsStore::compose`], a whole object copied by the kernel and committed under the
+    /// key's lock when `condition` holds; anything else streams into one conditional write.
+    async fn compose_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        sources: Vec<Source>,
+        tail: bytes::Bytes,
+        metadata: Metadata,
+        condition: Option<crate::backend::PutCondition>,
+    ) -> BackendResult<String> {
+        let Some(condition) = condition else {
+            return self.compose(bucket, key, sources, tail, metadata).await;
+        };
+        if let [src] = sources.as_slice()
+            && tail.is_empty()
+            && src.range.start == 0
+        {
+            match self
+                .copy_whole(bucket, key, src, metadata.clone(), Some(condition.clone()))
+                .await
+            {
+                Err(BackendError::InvalidArgument(_)) => {}
+                done => return done,
+            }
+        }
+        crate::backend::compose_by_streaming_if(self, bucket, key, sources, tail, metadata, Some(condition)).await
     }
 }
 

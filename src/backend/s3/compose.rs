@@ -79,7 +79,13 @@ impl S3Store {
         bucket: &str,
         key: &str,
         metadata: Metadata,
+        condition: Option<&PutCondition>,
     ) -> BackendResult<String> {
+        let (if_none_match, if_match) = match condition {
+            None => (None, None),
+            Some(PutCondition::Absent) => (Some("*".to_owned()), None),
+            Some(PutCondition::Matches(etag)) => (None, Some(format!("\"{}\"", etag.trim_matches('"')))),
+        };
         let out = self
             .client
             .copy_object()
@@ -87,6 +93,8 @@ impl S3Store {
             .key(key)
             .copy_source(copy_source(src))
             .set_copy_source_if_match(src.etag.as_ref().map(|e| format!("\"{e}\"")))
+            .set_if_match(if_match)
+            .set_if_none_match(if_none_match)
             .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
             .content_type("application/octet-stream")
             .set_metadata(Some(metadata.into_iter().collect::<HashMap<_, _>>()))

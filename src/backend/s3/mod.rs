@@ -553,12 +553,41 @@ impl ObjectStore for S3Store {
             && src.range.end <= crate::limits::MAX_PART_SIZE
             && self.whole_object(src).await?
         {
-            return self.copy_object(src, bucket, key, metadata).await;
+            return self.copy_object(src, bucket, key, metadata, None).await;
         }
         match plan_parts(&sources, tail.len() as u64) {
             Some(parts) => self.compose_multipart(bucket, key, parts, tail, metadata, None).await,
             None => crate::backend::compose_by_streaming(self, bucket, key, sources, tail, metadata).await,
         }
+    }
+
+    /// One `CopyObject` onto itself, conditional on the ETag both as the source's
+    /// (`x-amz-copy-source-if-match`) and as the destination's (`If-Match`, which AWS S3
+    /// evaluates atomically with the copy; stores that ignore it, like s3s-fs, leave only the
+    /// source check; with `conditional_writes = false` it is not sent). Above 5 GiB, the
+    /// conditional multipart compose.
+    async fn replace_metadata_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        size: u64,
+        etag: &str,
+        metadata: Metadata,
+    ) -> BackendResult<String> {
+        let source = Source {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            range: 0..size,
+            etag: Some(etag.to_string()),
+        };
+        let condition = PutCondition::Matches(etag.to_string());
+        if size > crate::limits::MAX_PART_SIZE {
+            return self
+                .compose_if(bucket, key, vec![source], Bytes::new(), metadata, Some(condition))
+                .await;
+        }
+        let condition = self.conditional_writes.then_some(&condition);
+        self.copy_object(&source, bucket, key, metadata, condition).await
     }
 
     /// With a condition, never a CopyObject (stores differ in honouring conditions on its

@@ -17,6 +17,8 @@ static FAILED_PUTS: std::sync::LazyLock<Arc<std::sync::atomic::AtomicUsize>> =
 
 /// HeadObject and ListObjectsV2 requests in bucket `quirk`, over all test servers (only
 /// `a_key_that_is_a_prefix_of_others_is_missing` makes them).
+/// The destination `If-Match` of every CopyObject, by key (s3s-fs itself ignores it).
+static COPY_IF_MATCH: std::sync::Mutex<Vec<(String, Option<String>)>> = std::sync::Mutex::new(Vec::new());
 static QUIRK_HEADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 static QUIRK_LISTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -150,6 +152,12 @@ impl S3 for AwsLike {
         &self,
         req: S3Request<s3dto::CopyObjectInput>,
     ) -> S3Result<S3Response<s3dto::CopyObjectOutput>> {
+        let if_match = req
+            .headers
+            .get("if-match")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        COPY_IF_MATCH.lock().unwrap().push((req.input.key.clone(), if_match));
         self.0.copy_object(req).await
     }
 
@@ -917,4 +925,59 @@ async fn conditional_writes_reach_the_store_or_are_refused() {
     off.put_object_if("bkt", "new", body(vec![b"x"]), 1, Metadata::new(), None)
         .await
         .unwrap();
+}
+
+/// A rewrap's metadata replacement is one CopyObject onto itself, conditional on the ETag read
+/// as the source's and as the destination's (`If-Match`, atomic on AWS S3); refused once the
+/// object changed; without the destination condition when conditional writes are off.
+#[tokio::test]
+async fn metadata_is_replaced_by_a_copy_conditional_on_both_sides() {
+    let (endpoint, _dir) = server_endpoint().await;
+    let s = store(&endpoint);
+    s.create_bucket("bkt").await.unwrap();
+    let sent = |key: &str| -> Vec<Option<String>> {
+        COPY_IF_MATCH
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, m)| m.clone())
+            .collect()
+    };
+    let old = put(&s, "rewrap-a", b"old body", Metadata::new()).await;
+    let meta: Metadata = [("escrow-kek".to_owned(), "2".to_owned())].into();
+    s.replace_metadata_if("bkt", "rewrap-a", 8, &old, meta.clone())
+        .await
+        .unwrap();
+    let (head, data) = read(&s, "rewrap-a", None).await.unwrap();
+    assert_eq!(
+        (head.metadata.get("escrow-kek"), data.as_slice()),
+        (Some(&"2".to_owned()), &b"old body"[..])
+    );
+    assert_eq!(sent("rewrap-a"), vec![Some(format!("\"{old}\""))]);
+
+    put(&s, "rewrap-a", b"a client's newer body", Metadata::new()).await;
+    let refused = s.replace_metadata_if("bkt", "rewrap-a", 8, &old, meta.clone()).await;
+    assert!(matches!(refused, Err(BackendError::PreconditionFailed)), "{refused:?}");
+    let (head, data) = read(&s, "rewrap-a", None).await.unwrap();
+    assert_eq!(
+        (head.metadata.get("escrow-kek"), data.as_slice()),
+        (None, &b"a client's newer body"[..])
+    );
+
+    let off = S3Store::new(
+        "primary",
+        &S3StoreConfig {
+            conditional_writes: false,
+            ..cfg(&endpoint)
+        },
+    )
+    .unwrap();
+    let old = put(&off, "rewrap-b", b"body", Metadata::new()).await;
+    off.replace_metadata_if("bkt", "rewrap-b", 4, &old, meta).await.unwrap();
+    assert_eq!(
+        sent("rewrap-b"),
+        vec![None],
+        "no destination condition toward a store without them"
+    );
 }
