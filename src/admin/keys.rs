@@ -405,7 +405,7 @@ impl Walk {
                 .into_iter()
                 .filter(move |e| own || !e.key.starts_with(RESERVED_PREFIX) || census);
             futures::stream::iter(objects)
-                .map(|entry| async move {
+                .map(|mut entry| async move {
                     if self.handle.is_cancelled() {
                         return;
                     }
@@ -413,8 +413,14 @@ impl Walk {
                     self.handle.add("scanned", 1);
                     let metadata = match entry.metadata.clone() {
                         Some(m) => m,
+                        // The version whose metadata was read is the one a rewrap may replace
+                        // (and some stores list no ETag at all).
                         None => match store.head_object(bucket, &entry.key).await {
-                            Ok(head) => head.metadata,
+                            Ok(head) => {
+                                entry.etag = head.etag;
+                                entry.size = head.size;
+                                head.metadata
+                            }
                             // Deleted since the listing: nothing to do.
                             Err(BackendError::NoSuchKey) => return,
                             Err(e) => {
