@@ -22,6 +22,7 @@ pub const ENV_PREFIX: &str = "ESCROW_";
 /// Settings whose environment values are booleans; every other value is a string.
 const BOOL_KEYS: &[&str] = &[
     "path_style",
+    "conditional_writes",
     "allow_plaintext_non_loopback",
     "refuse_sse_kms",
     "shutdown_endpoint",
@@ -274,6 +275,7 @@ struct RawStore {
     secret_key: Option<SecretString>,
     secret_key_file: Option<PathBuf>,
     path_style: Option<bool>,
+    conditional_writes: Option<bool>,
     ca_file: Option<PathBuf>,
     write: Option<String>,
     read: Option<String>,
@@ -658,6 +660,7 @@ fn store(
                 secret_key: secret_key?,
                 path_style: s.path_style.unwrap_or(true),
                 ca_file: s.ca_file.map(abs),
+                conditional_writes: s.conditional_writes.unwrap_or(true),
             }))
         }
         Some(other) => {
@@ -786,6 +789,7 @@ mod tests {
                 ("ESCROW_PRIMARY__ACCESS_KEY", "a"),
                 ("ESCROW_PRIMARY__SECRET_KEY", "b"),
                 ("ESCROW_PRIMARY__PATH_STYLE", "true"),
+                ("ESCROW_PRIMARY__CONDITIONAL_WRITES", "false"),
                 ("ESCROW_KEYS__KEYRING", "k"),
                 ("ESCROW_KEYS__ROOT_KEY_FILE", "r"),
             ]),
@@ -793,7 +797,7 @@ mod tests {
         .expect("valid");
         assert_eq!(cfg.server.listen.port(), 9000);
         assert_eq!(cfg.clients[0].access_key, "app");
-        assert!(matches!(cfg.primary, StoreConfig::S3(ref s) if s.path_style));
+        assert!(matches!(cfg.primary, StoreConfig::S3(ref s) if s.path_style && !s.conditional_writes));
         assert!(cfg.server.tls.is_none());
     }
 

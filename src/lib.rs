@@ -198,6 +198,16 @@ pub async fn start(config: &Config) -> Result<Service, RunError> {
             (pair as Arc<dyn ObjectStore>, Some(second))
         }
     };
+    if store.conditional_writes() {
+        tracing::info!(
+            mirrored = config.mirror.is_some(),
+            "conditional writes (If-None-Match: *, If-Match): evaluated atomically by the primary store"
+        );
+    } else {
+        tracing::warn!(
+            "conditional writes (If-None-Match: *, If-Match) are refused: the primary store is configured with conditional_writes = false"
+        );
+    }
     // With `write = "both"` every write needs both stores; otherwise one suffices.
     let rule = match &config.mirror {
         Some(m) if m.write == mirror::WriteMode::Both => admin::ReadyRule::All,

@@ -37,7 +37,7 @@ pub use self::repair::Backlog;
 use crate::backend::health::StoreHealth;
 use crate::backend::{
     BackendError, BackendResult, BucketInfo, ByteRange, ByteStream, GetObject, ListPage, ListQuery, Metadata,
-    ObjectHead, ObjectStore, Source,
+    ObjectHead, ObjectStore, PutCondition, Source,
 };
 
 /// How writes use the mirror (`[mirror] write`).
@@ -420,6 +420,70 @@ impl ObjectStore for Mirror {
         metadata: Metadata,
     ) -> BackendResult<String> {
         let (side, etag) = self.put_mirrored(bucket, key, body, len, metadata).await?;
+        Ok(tag(etag, side))
+    }
+
+    /// The primary arbitrates conditional writes ([`Mirror::write_if`]).
+    fn conditional_writes(&self) -> bool {
+        self.store(Side::Primary).conditional_writes()
+    }
+
+    async fn put_object_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: ByteStream,
+        len: u64,
+        metadata: Metadata,
+        condition: Option<PutCondition>,
+    ) -> BackendResult<String> {
+        let Some(condition) = condition else {
+            return self.put_object(bucket, key, body, len, metadata).await;
+        };
+        if !self.conditional_writes() {
+            return Err(BackendError::ConditionalUnsupported);
+        }
+        let (side, etag) = self
+            .write_if(bucket, key, condition, |store, c| async move {
+                store.put_object_if(bucket, key, body, len, metadata, Some(c)).await
+            })
+            .await?;
+        Ok(tag(etag, side))
+    }
+
+    /// The primary composes from its own copies of the sources under the condition; the
+    /// mirror follows it ([`Mirror::write_if`]).
+    async fn compose_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        sources: Vec<Source>,
+        tail: Bytes,
+        metadata: Metadata,
+        condition: Option<PutCondition>,
+    ) -> BackendResult<String> {
+        let Some(condition) = condition else {
+            return self.compose(bucket, key, sources, tail, metadata).await;
+        };
+        if !self.conditional_writes() {
+            return Err(BackendError::ConditionalUnsupported);
+        }
+        let own: Vec<Source> = sources
+            .into_iter()
+            .map(|src| Source {
+                etag: src
+                    .etag
+                    .as_deref()
+                    .and_then(|e| untag(e, Side::Primary))
+                    .map(str::to_string),
+                ..src
+            })
+            .collect();
+        let (side, etag) = self
+            .write_if(bucket, key, condition, |store, c| async move {
+                store.compose_if(bucket, key, own, tail, metadata, Some(c)).await
+            })
+            .await?;
         Ok(tag(etag, side))
     }
 

@@ -56,7 +56,10 @@ impl Front {
         // A pair offers a read view per store; a single store none.
         let mirrored = !store.read_views().is_empty();
         let objects = crate::object::Objects::new(store, keyring);
-        let mut builder = S3ServiceBuilder::new(Proxy::new(objects, server.region.clone(), server.refuse_sse_kms));
+        // SSE-C keys travel in headers: only over TLS, or on loopback.
+        let proxy = Proxy::new(objects, server.region.clone(), server.refuse_sse_kms)
+            .with_sse_c_transport(server.tls.is_some(), server.listen.ip());
+        let mut builder = S3ServiceBuilder::new(proxy);
         builder.set_auth(ClientAuth::new(clients));
         builder.set_access(access::Note);
         builder.set_config(Arc::new(StaticConfigProvider::new(Arc::new(s3s_limits()))));

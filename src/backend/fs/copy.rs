@@ -85,22 +85,28 @@ impl Drop for Lock {
 }
 
 impl FsStore {
-    /// [`ObjectStore::put_small_if`](crate::backend::ObjectStore::put_small_if): the check and
-    /// the write under one lock file, exclusive among every process sharing this directory.
-    pub(super) async fn put_small_if_locked(
+    /// [`ObjectStore::put_object_if`](crate::backend::ObjectStore::put_object_if) with a
+    /// condition: the body is written to a temp file outside the lock; the check and the rename
+    /// happen under one lock file, exclusive among every process sharing this directory, so the
+    /// lock is held for a few system calls, never for an upload.
+    pub(super) async fn put_locked(
         &self,
         bucket: &str,
         key: &str,
-        body: bytes::Bytes,
+        body: crate::backend::ByteStream,
+        len: u64,
         metadata: Metadata,
         condition: crate::backend::PutCondition,
     ) -> BackendResult<String> {
         use crate::backend::{ObjectStore as _, PutCondition};
+        let dir = self.existing_bucket(bucket).await?;
+        let tmp = TempFile(self.root.join(TMP_DIR).join(format!("{:032x}", rand::random::<u128>())));
+        let etag = self.write_temp(&tmp.0, key, body, len, metadata).await?;
         let path = self
             .root
             .join(TMP_DIR)
             .join(format!("{}.{bucket}.lock", object_file_name(key)));
-        let _lock = take_lock(&path)?;
+        let _lock = take_lock(&path).await?;
         let current = match self.head_object(bucket, key).await {
             Ok(head) => Some(head.etag),
             Err(BackendError::NoSuchKey) => None,
@@ -114,13 +120,37 @@ impl FsStore {
         if !holds {
             return Err(BackendError::PreconditionFailed);
         }
-        let len = body.len() as u64;
-        let stream: crate::backend::ByteStream = Box::pin(futures::stream::once(async move { Ok(body) }));
-        self.put_object(bucket, key, stream, len, metadata).await
+        match tokio::fs::rename(&tmp.0, dir.join(object_file_name(key))).await {
+            Ok(()) => {}
+            // The bucket was deleted while we wrote.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BackendError::NoSuchBucket),
+            Err(e) => return Err(e.into()),
+        }
+        sync_dir(&dir).await?;
+        Ok(etag)
     }
 }
 
-fn take_lock(path: &std::path::Path) -> BackendResult<Lock> {
+/// How long a conditional write waits for another to release the key's lock (held for a check
+/// and a rename, so normally microseconds) before answering `ConditionalConflict`.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Pause between attempts to take a held lock.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Takes the lock file at `path`, waiting up to [`LOCK_WAIT`] for another holder.
+async fn take_lock(path: &std::path::Path) -> BackendResult<Lock> {
+    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match try_lock(path) {
+            Err(BackendError::ConditionalConflict) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(LOCK_RETRY).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn try_lock(path: &std::path::Path) -> BackendResult<Lock> {
     for _ in 0..2 {
         match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
             Ok(_) => return Ok(Lock(path.to_path_buf())),
@@ -133,11 +163,11 @@ fn take_lock(path: &std::path::Path) -> BackendResult<Lock> {
                     let _ = std::fs::remove_file(path);
                     continue;
                 }
-                // Another writer holds it: the condition cannot be known to hold.
-                return Err(BackendError::PreconditionFailed);
+                // Another writer holds it.
+                return Err(BackendError::ConditionalConflict);
             }
             Err(e) => return Err(e.into()),
         }
     }
-    Err(BackendError::PreconditionFailed)
+    Err(BackendError::ConditionalConflict)
 }

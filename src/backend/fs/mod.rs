@@ -338,17 +338,27 @@ impl ObjectStore for FsStore {
         Ok(paginate(headers, query, resume.as_ref()))
     }
 
-    /// Under a lock file (`.tmp/<object file>.lock`, created exclusively; one left by a crash is
-    /// taken over after 30 s), so processes sharing the directory see one write at a time.
-    async fn put_small_if(
+    fn conditional_writes(&self) -> bool {
+        true
+    }
+
+    /// The body goes to a temp file first; then, under a lock file (`.tmp/<object file>.lock`,
+    /// created exclusively; one left by a crash is taken over after 30 s), the condition is
+    /// checked and the temp file renamed into place. Processes sharing the directory thus commit
+    /// conditional writes to one key one at a time, and the check sees every earlier commit.
+    async fn put_object_if(
         &self,
         bucket: &str,
         key: &str,
-        body: bytes::Bytes,
+        body: ByteStream,
+        len: u64,
         metadata: Metadata,
-        condition: crate::backend::PutCondition,
+        condition: Option<crate::backend::PutCondition>,
     ) -> BackendResult<String> {
-        self.put_small_if_locked(bucket, key, body, metadata, condition).await
+        match condition {
+            None => self.put_object(bucket, key, body, len, metadata).await,
+            Some(c) => self.put_locked(bucket, key, body, len, metadata, c).await,
+        }
     }
 
     /// A whole object under new metadata is copied by the kernel ([`copy`]); anything else
