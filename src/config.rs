@@ -22,6 +22,7 @@ pub const ENV_PREFIX: &str = "ESCROW_";
 /// Settings whose environment values are booleans; every other value is a string.
 const BOOL_KEYS: &[&str] = &[
     "path_style",
+    "conditional_writes",
     "allow_plaintext_non_loopback",
     "refuse_sse_kms",
     "shutdown_endpoint",
@@ -57,6 +58,9 @@ pub struct AdminConfig {
     pub token_file: PathBuf,
     /// Certificate and key; required when `listen` is not a loopback address.
     pub tls: Option<TlsFiles>,
+    /// `tls_client_ca`: PEM CA certificates; when set, admin clients must present a
+    /// certificate signed by one of them (mTLS), and still send the token. Needs `tls_cert`.
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// `[server]`.
@@ -226,6 +230,7 @@ struct RawAdmin {
     token_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,6 +275,7 @@ struct RawStore {
     secret_key: Option<SecretString>,
     secret_key_file: Option<PathBuf>,
     path_style: Option<bool>,
+    conditional_writes: Option<bool>,
     ca_file: Option<PathBuf>,
     write: Option<String>,
     read: Option<String>,
@@ -352,6 +358,7 @@ impl Config {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
                 token_file: data.join("admin-token"),
                 tls: None,
+                tls_client_ca: None,
             }),
         }
     }
@@ -526,6 +533,10 @@ fn admin(raw: RawAdmin, abs: &dyn Fn(PathBuf) -> PathBuf, problems: &mut Vec<Str
         ));
         return None;
     }
+    if raw.tls_client_ca.is_some() && tls.is_none() {
+        problems.push("admin.tls_client_ca needs tls_cert and tls_key (mTLS is part of TLS)".into());
+        return None;
+    }
     let Some(token_file) = raw.token_file else {
         problems.push("admin.token_file is required (a 0600 file holding at least 32 bytes)".into());
         return None;
@@ -534,6 +545,7 @@ fn admin(raw: RawAdmin, abs: &dyn Fn(PathBuf) -> PathBuf, problems: &mut Vec<Str
         listen,
         token_file: abs(token_file),
         tls,
+        tls_client_ca: raw.tls_client_ca.map(abs),
     })
 }
 
@@ -648,6 +660,7 @@ fn store(
                 secret_key: secret_key?,
                 path_style: s.path_style.unwrap_or(true),
                 ca_file: s.ca_file.map(abs),
+                conditional_writes: s.conditional_writes.unwrap_or(true),
             }))
         }
         Some(other) => {
@@ -776,6 +789,7 @@ mod tests {
                 ("ESCROW_PRIMARY__ACCESS_KEY", "a"),
                 ("ESCROW_PRIMARY__SECRET_KEY", "b"),
                 ("ESCROW_PRIMARY__PATH_STYLE", "true"),
+                ("ESCROW_PRIMARY__CONDITIONAL_WRITES", "false"),
                 ("ESCROW_KEYS__KEYRING", "k"),
                 ("ESCROW_KEYS__ROOT_KEY_FILE", "r"),
             ]),
@@ -783,7 +797,7 @@ mod tests {
         .expect("valid");
         assert_eq!(cfg.server.listen.port(), 9000);
         assert_eq!(cfg.clients[0].access_key, "app");
-        assert!(matches!(cfg.primary, StoreConfig::S3(ref s) if s.path_style));
+        assert!(matches!(cfg.primary, StoreConfig::S3(ref s) if s.path_style && !s.conditional_writes));
         assert!(cfg.server.tls.is_none());
     }
 

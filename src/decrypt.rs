@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::backend::{BackendError, BackendResult, ByteRange, GetObject, Metadata, ObjectHead, ObjectStore};
 use crate::crypto::CryptoError;
-use crate::crypto::envelope::ObjectRecord;
+use crate::crypto::envelope::{CustomerKey, ObjectRecord};
 use crate::crypto::keyring::Keyring;
 use crate::object::ObjectError;
 use crate::object::open::{self, InStore, StoredObject};
@@ -74,6 +74,20 @@ pub async fn decrypt_file(
     stored: &Path,
     out: &mut (dyn Write + Send),
 ) -> Result<ObjectRecord, DecryptError> {
+    decrypt_file_with_key(keyring, bucket, key, metadata, stored, None, out).await
+}
+
+/// [`decrypt_file`] for an object that may be SSE-C: `customer` is its customer key (`None`:
+/// the object must not be SSE-C).
+pub async fn decrypt_file_with_key(
+    keyring: &Keyring,
+    bucket: &str,
+    key: &str,
+    metadata: Option<&Metadata>,
+    stored: &Path,
+    customer: Option<&CustomerKey>,
+    out: &mut (dyn Write + Send),
+) -> Result<ObjectRecord, DecryptError> {
     let fs_object = crate::backend::fs::read_object_file(stored).await?;
     let file_len = tokio::fs::metadata(stored).await?.len();
     let (offset, len, own_meta) = match fs_object {
@@ -95,7 +109,7 @@ pub async fn decrypt_file(
         len,
         metadata: metadata.clone(),
     };
-    decrypt_object(&file, keyring, bucket, key, out).await
+    decrypt_object(&file, keyring, bucket, key, customer, out).await
 }
 
 /// Decrypts `bucket`/`key` fetched from `store` into `out`, streaming.
@@ -106,21 +120,57 @@ pub async fn decrypt_from_store(
     key: &str,
     out: &mut (dyn Write + Send),
 ) -> Result<ObjectRecord, DecryptError> {
-    decrypt_object(&InStore { store, bucket, key }, keyring, bucket, key, out).await
+    decrypt_from_store_with_key(keyring, store, bucket, key, None, out).await
 }
 
-/// Opens `object` and writes all of its plaintext to `out`.
+/// [`decrypt_from_store`] for an object that may be SSE-C (`customer`: its customer key).
+pub async fn decrypt_from_store_with_key(
+    keyring: &Keyring,
+    store: &dyn ObjectStore,
+    bucket: &str,
+    key: &str,
+    customer: Option<&CustomerKey>,
+    out: &mut (dyn Write + Send),
+) -> Result<ObjectRecord, DecryptError> {
+    decrypt_object(&InStore { store, bucket, key }, keyring, bucket, key, customer, out).await
+}
+
+/// Reads an SSE-C customer key from a file (never from the command line, where other users see
+/// it): the key's base64, as the `x-amz-server-side-encryption-customer-key` header carries it
+/// (for example from `openssl rand -base64 32`). The file must be private (0600).
+pub fn read_customer_key_file(path: &Path) -> Result<CustomerKey, DecryptError> {
+    use base64::Engine as _;
+    let text = zeroize::Zeroizing::new(
+        crate::files::read_secret_file(path).map_err(|e| DecryptError::Metadata(e.to_string()))?,
+    );
+    let raw = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .unwrap_or_default(),
+    );
+    CustomerKey::from_slice(&raw).ok_or_else(|| {
+        DecryptError::Metadata(format!(
+            "{}: not a customer key (base64 of exactly 32 bytes)",
+            path.display()
+        ))
+    })
+}
+
+/// Opens `object` (an SSE-C object with `customer`, its key) and writes all of its plaintext to
+/// `out`.
 async fn decrypt_object(
     object: &dyn StoredObject,
     keyring: &Keyring,
     bucket: &str,
     key: &str,
+    customer: Option<&CustomerKey>,
     out: &mut (dyn Write + Send),
 ) -> Result<ObjectRecord, DecryptError> {
-    let opened = open::open(object, keyring, bucket, key).await.map_err(|e| match e {
+    let mut opened = open::open(object, keyring, bucket, key).await.map_err(|e| match e {
         ObjectError::NotEscrow => DecryptError::Metadata(e.to_string()),
         other => other.into(),
     })?;
+    opened.unlock(customer)?;
     let mut plain = open::plaintext(object, &opened, None).await?;
     while let Some(chunk) = plain.try_next().await? {
         out.write_all(&chunk)?;

@@ -125,10 +125,13 @@ impl Service {
         &self.health
     }
 
-    /// Re-reads the S3 listener's TLS certificate and key now (SIGHUP); see
+    /// Re-reads the TLS certificates and keys of the S3 and admin listeners now (SIGHUP); see
     /// [`server::Running::reload_tls`].
     pub fn reload_tls(&self) {
         self.s3.reload_tls();
+        if let Some(admin) = &self.admin {
+            admin.reload_tls();
+        }
     }
 
     /// Stops accepting, lets in-flight S3 requests finish (up to a grace period), and returns.
@@ -195,6 +198,16 @@ pub async fn start(config: &Config) -> Result<Service, RunError> {
             (pair as Arc<dyn ObjectStore>, Some(second))
         }
     };
+    if store.conditional_writes() {
+        tracing::info!(
+            mirrored = config.mirror.is_some(),
+            "conditional writes (If-None-Match: *, If-Match): evaluated atomically by the primary store"
+        );
+    } else {
+        tracing::warn!(
+            "conditional writes (If-None-Match: *, If-Match) are refused: the primary store is configured with conditional_writes = false"
+        );
+    }
     // With `write = "both"` every write needs both stores; otherwise one suffices.
     let rule = match &config.mirror {
         Some(m) if m.write == mirror::WriteMode::Both => admin::ReadyRule::All,

@@ -21,6 +21,8 @@ mod support;
 mod admin;
 #[path = "cli/certs_and_keys.rs"]
 mod certs_and_keys;
+#[path = "cli/conditional_race.rs"]
+mod conditional_race;
 #[path = "cli/config_errors.rs"]
 mod config_errors;
 #[path = "cli/decrypt.rs"]

@@ -1,14 +1,18 @@
 //! `deploy/` and `certs/`, checked by the tools their users run: the Kubernetes manifests
 //! against the Kubernetes schemas (kubernetes-validate, offline, strict), the Containerfile with
-//! hadolint, the systemd unit with `systemd-analyze verify`, the example configurations with the
-//! proxy's own loader, and the classic sidecar pod run for real under podman's `kube play`
-//! (deploy/podman: images built locally with buildah from the binary under test, a demo app
-//! that writes and reads objects through the sidecar with curl's SigV4, then torn down).
+//! hadolint (and its build context and runtime libraries, since it cannot be built here), the
+//! systemd unit with `systemd-analyze verify`, the example configurations with the proxy's own
+//! loader, and the classic sidecar pod run for real: its kustomization rendered with `kubectl
+//! kustomize` and played with podman's `kube play` (deploy/podman: images built locally with
+//! buildah from the binary under test), a demo app writing and reading objects through the
+//! sidecar over TLS with curl's SigV4, the certificate replaced on disk while an upload holds a
+//! connection, and the pod stopped (SIGTERM) during a large upload.
 //!
 //! The tools come from `scripts/install-test-deps.sh`. A missing hadolint, kubernetes-validate
 //! or systemd-analyze fails its test unless `ESCROW_ALLOW_MISSING_CLIENTS=1` (a printed SKIP).
-//! The pod test needs podman, buildah and root: without them it prints a loud SKIP and
-//! returns, except under CI (`CI=true`), where it fails.
+//! The pod test needs podman, buildah, kubectl and root: without them it prints a loud SKIP and
+//! returns, except under CI (`CI=true`), where it fails. Its pod, volumes and images carry
+//! names of their own (`t<pid>-`), so runs of the suite side by side do not meet.
 //!
 //! The pod runs the debug binary the test suite builds anyway, not a release build: a release
 //! build of this crate takes over 10 minutes on CI's 2 cores, the debug one is already there
@@ -304,6 +308,116 @@ fn containerfile_passes_hadolint() {
     );
 }
 
+/// What the Containerfile's build stage copies (`COPY a b ./`, `COPY src ./src`): the paths
+/// taken from the build context.
+fn containerfile_build_context(containerfile: &str) -> Vec<String> {
+    containerfile
+        .lines()
+        .take_while(|l| !l.starts_with("FROM ") || l.contains(" AS build"))
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter(|l| !l.starts_with("--from"))
+        .flat_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words[..words.len() - 1]
+                .iter()
+                .map(|w| w.to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The crate's files a `cargo build --release --bin escrow-proxy` reads besides `src/`: every
+/// lib, bin and bench target's source (cargo loads all targets of the manifest), from
+/// `cargo metadata`, relative to the crate root; those not under one of `context`'s paths.
+fn targets_outside(context: &[String]) -> Vec<String> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--locked",
+            "--offline",
+            "--no-deps",
+            "--format-version",
+            "1",
+        ])
+        .current_dir(ROOT)
+        .output()
+        .expect("cargo metadata");
+    assert!(out.status.success(), "cargo metadata:\n{}", text(&out));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
+    let root = root().canonicalize().expect("canonical root");
+    let mut outside = Vec::new();
+    for target in meta["packages"][0]["targets"].as_array().expect("targets") {
+        let kinds: Vec<&str> = target["kind"]
+            .as_array()
+            .expect("kind")
+            .iter()
+            .filter_map(|k| k.as_str())
+            .collect();
+        if !kinds
+            .iter()
+            .any(|k| ["lib", "bin", "bench", "custom-build"].contains(k))
+        {
+            continue;
+        }
+        let path = PathBuf::from(target["src_path"].as_str().expect("src_path"));
+        let relative = path.strip_prefix(&root).expect("a target of this crate").to_path_buf();
+        if !context.iter().any(|c| relative.starts_with(c)) {
+            outside.push(relative.display().to_string());
+        }
+    }
+    outside
+}
+
+/// What can be checked of the image without a registry (none is reachable here, so it is
+/// never built in the tests): the build stage copies the manifest, lock file, toolchain pin and
+/// every target's source (cargo loads them all, benches included), and the binary links only
+/// libraries the distroless `cc` runtime ships (glibc's libc and libm, libgcc_s, the loader).
+#[test]
+fn containerfile_context_is_complete_and_the_runtime_has_the_binarys_libraries() {
+    let content = std::fs::read_to_string(root().join("deploy/container/Containerfile")).expect("read");
+    let context = containerfile_build_context(&content);
+    for needed in ["Cargo.toml", "Cargo.lock", "rust-toolchain.toml"] {
+        assert!(
+            context.iter().any(|c| c == needed),
+            "the build copies {needed}: {context:?}"
+        );
+    }
+    let outside = targets_outside(&context);
+    assert!(outside.is_empty(), "targets the build stage does not copy: {outside:?}");
+    // Its must-fail twin: a context without benches/ misses the bench targets.
+    let without: Vec<String> = context.iter().filter(|c| *c != "benches").cloned().collect();
+    assert!(
+        targets_outside(&without).iter().any(|t| t.starts_with("benches")),
+        "a context missing benches/ is caught"
+    );
+
+    assert!(
+        content.contains("FROM gcr.io/distroless/cc-debian12"),
+        "the runtime checked below"
+    );
+    let out = run("ldd", &[BIN]).expect("ldd");
+    let libraries: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|l| l.rsplit('/').next().unwrap_or(l).to_string())
+        .collect();
+    assert!(libraries.iter().any(|l| l.starts_with("libc.so")), "{libraries:?}");
+    for lib in &libraries {
+        assert!(
+            [
+                "linux-vdso.so.1",
+                "libgcc_s.so.1",
+                "libm.so.6",
+                "libc.so.6",
+                "ld-linux-x86-64.so.2",
+                "ld-linux-aarch64.so.1"
+            ]
+            .contains(&lib.as_str()),
+            "{lib}: not in the distroless cc image (glibc, libgcc_s only)"
+        );
+    }
+}
+
 // === systemd ===
 
 /// `systemd-analyze verify` on the unit with its ExecStart pointed at `binary`: its output
@@ -403,16 +517,23 @@ fn certs_dir_ignores_every_key() {
 
 // === the sidecar pod under podman ===
 
-const POD_APP: &str = "escrow-demo-pod-0-app";
-const POD_PROXY: &str = "escrow-demo-pod-0-escrow-proxy";
-/// Bound for the demo app's whole run (images are local; it moves about 8 MiB).
+/// Bound for each wait on the pod (images are local; the demo moves about 16 MiB).
 const POD_WAIT: Duration = Duration::from_secs(180);
+/// The upload kept open across the certificate replacement: MiB, at this rate (curl's
+/// `--limit-rate`), so it lasts about 12 s, longer than a reload takes (`tls_reload_secs` 2).
+const ROTATE_UPLOAD: (&str, &str) = ("24", "2M");
+/// The upload the pod is stopped during: about 16 s, within drain_delay_secs (5) +
+/// shutdown_grace_secs (20) of the ConfigMap.
+const DRAIN_UPLOAD: (&str, &str, u64) = ("32", "2M", 32 << 20);
 
 /// podman's setup for this machine: runc (crun fails here on RLIMIT_NOFILE with cgroups v1
-/// hybrid) and a containers.conf with no default ulimits and the cgroupfs manager.
+/// hybrid) and a containers.conf with no default ulimits and the cgroupfs manager; and names
+/// of this run's own (NAME_PREFIX, IMAGE_TAG), so concurrent runs of the suite never meet.
 struct Podman {
     conf: tempfile::TempDir,
     runtime: Option<&'static str>,
+    prefix: String,
+    tag: String,
 }
 
 impl Podman {
@@ -426,7 +547,13 @@ impl Podman {
         let runtime = run("runc", &["--version"])
             .is_ok_and(|o| o.status.success())
             .then_some("runc");
-        Self { conf, runtime }
+        let id = std::process::id();
+        Self {
+            conf,
+            runtime,
+            prefix: format!("t{id}-"),
+            tag: format!("t{id}"),
+        }
     }
 
     fn podman_command(&self) -> String {
@@ -439,18 +566,25 @@ impl Podman {
     fn env(&self, command: &mut Command) {
         command
             .env("CONTAINERS_CONF", self.conf.path().join("containers.conf"))
-            .env("PODMAN", self.podman_command());
+            .env("PODMAN", self.podman_command())
+            .env("NAME_PREFIX", &self.prefix)
+            .env("IMAGE_TAG", &self.tag);
     }
 
-    /// `podman ARGS` (with the runtime and containers.conf).
-    fn podman(&self, args: &[&str]) -> Output {
+    /// `podman ARGS` (with the runtime and containers.conf), not yet run.
+    fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new("podman");
         if let Some(r) = self.runtime {
             command.args(["--runtime", r]);
         }
         command.args(args);
         self.env(&mut command);
-        command.output().expect("run podman")
+        command
+    }
+
+    /// `podman ARGS`.
+    fn podman(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run podman")
     }
 
     /// `bash deploy/podman/SCRIPT ARGS`.
@@ -460,9 +594,53 @@ impl Podman {
         self.env(&mut command);
         command.output().expect("run script")
     }
+
+    fn pod(&self) -> String {
+        format!("{}escrow-demo-pod-0", self.prefix)
+    }
+
+    fn app(&self) -> String {
+        format!("{}-app", self.pod())
+    }
+
+    fn proxy(&self) -> String {
+        format!("{}-escrow-proxy", self.pod())
+    }
+
+    fn logs(&self, container: &str) -> String {
+        text(&self.podman(&["logs", container]))
+    }
+
+    /// `podman exec` in the app container: the demo app, or curl (the image has no PATH lookup
+    /// for exec).
+    fn in_app(&self, args: &[&str]) -> Command {
+        let app = self.app();
+        let mut all = vec!["exec", app.as_str()];
+        all.extend_from_slice(args);
+        self.command(&all)
+    }
+
+    /// Polls `what` (bounded by [`POD_WAIT`]) until it returns `Some`.
+    #[track_caller]
+    fn wait_for<T>(&self, describe: &str, mut what: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + POD_WAIT;
+        loop {
+            if let Some(v) = what() {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{describe}: not within {POD_WAIT:?}; app:\n{}\nproxy:\n{}",
+                    self.logs(&self.app()),
+                    self.logs(&self.proxy())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
 
-/// Tears the pod down however the test ends.
+/// Tears the pod down, and removes this run's images, however the test ends.
 struct PodGuard<'a> {
     podman: &'a Podman,
     secrets: String,
@@ -474,14 +652,26 @@ impl Drop for PodGuard<'_> {
         if !out.status.success() {
             eprintln!("pod teardown: {}", text(&out));
         }
+        for image in ["localhost/escrow-proxy", "localhost/escrow-proxy-demo-app"] {
+            let _ = self.podman.podman(&["rmi", &format!("{image}:{}", self.podman.tag)]);
+        }
     }
 }
 
 /// Whether the pod test can run here; prints a loud SKIP (or fails under CI) when not.
 fn pod_test_possible(test: &str) -> bool {
     let mut missing = Vec::new();
-    for (tool, probe) in [("podman", "--version"), ("buildah", "--version")] {
-        if !run(tool, &[probe]).is_ok_and(|o| o.status.success()) {
+    for (tool, probe) in [
+        ("podman", "--version"),
+        ("buildah", "--version"),
+        ("kubectl", "version"),
+    ] {
+        let ok = if tool == "kubectl" {
+            run(tool, &[probe, "--client"]).is_ok_and(|o| o.status.success())
+        } else {
+            run(tool, &[probe]).is_ok_and(|o| o.status.success())
+        };
+        if !ok {
             missing.push(tool.to_string());
         }
     }
@@ -494,7 +684,7 @@ fn pod_test_possible(test: &str) -> bool {
     }
     let message = format!(
         "{test}: SKIPPED: the sidecar pod test did NOT run: missing {}. \
-         `bash scripts/install-test-deps.sh` installs podman, buildah, runc and catatonit.",
+         `bash scripts/install-test-deps.sh` installs podman, buildah, runc, catatonit and kubectl.",
         missing.join(", ")
     );
     if std::env::var("CI").as_deref() == Ok("true") {
@@ -505,6 +695,69 @@ fn pod_test_possible(test: &str) -> bool {
     false
 }
 
+/// `demo-app upload NAME MIB RATE` run in the app container (`podman exec`), its output
+/// collected by a thread; returns the child and the channel of its lines.
+fn start_upload(
+    podman: &Podman,
+    name: &str,
+    mib: &str,
+    rate: &str,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = podman
+        .in_app(&["demo-app", "upload", name, mib, rate])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("podman exec demo-app upload");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// The lines of an upload until "upload: done" (bounded).
+fn upload_result(rx: &std::sync::mpsc::Receiver<String>) -> Vec<String> {
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + POD_WAIT;
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let done = line == "upload: done";
+        lines.push(line);
+        if done {
+            return lines;
+        }
+    }
+    panic!("the upload did not finish within {POD_WAIT:?}: {lines:?}")
+}
+
+/// Waits (bounded) for the upload's "upload: started" line.
+fn upload_started(rx: &std::sync::mpsc::Receiver<String>) {
+    let line = rx.recv_timeout(POD_WAIT).expect("the upload starts");
+    assert!(line.starts_with("upload: started"), "{line}");
+}
+
+/// The `fields` of the proxy's JSON access lines.
+fn access_lines(proxy_log: &str) -> Vec<serde_json::Value> {
+    proxy_log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v| v["target"] == "escrow_proxy::access")
+        .map(|v| v["fields"].clone())
+        .collect()
+}
+
+/// The acceptance run of issue 12, as deploy/kubernetes/README.md gives the commands: the
+/// classic form's kustomization rendered with `kubectl kustomize` and played with `podman kube
+/// play` (deploy/podman/kube-play.sh); the demo app writes and reads through the sidecar over
+/// TLS; the certificate is replaced on disk while an upload holds a connection open (new
+/// handshakes get the new one, the open connection finishes its upload and serves one more
+/// request); then the pod is stopped (SIGTERM to every container, as the kubelet does) during
+/// a large upload: the upload completes and every container exits 0.
 #[test]
 fn the_classic_sidecar_pod_serves_its_app_under_podman_kube_play() {
     let test = "the_classic_sidecar_pod_serves_its_app_under_podman_kube_play";
@@ -513,6 +766,7 @@ fn the_classic_sidecar_pod_serves_its_app_under_podman_kube_play() {
     }
     let podman = Podman::new();
     let started = Instant::now();
+    let (app, proxy) = (podman.app(), podman.proxy());
 
     let out = podman.script("build-images.sh", &[BIN]);
     assert!(out.status.success(), "build-images.sh:\n{}", text(&out));
@@ -521,7 +775,7 @@ fn the_classic_sidecar_pod_serves_its_app_under_podman_kube_play() {
         "inspect",
         "--format",
         "{{.Config.User}}",
-        "localhost/escrow-proxy:dev",
+        &format!("localhost/escrow-proxy:{}", podman.tag),
     ]);
     assert_eq!(
         String::from_utf8_lossy(&user.stdout).trim(),
@@ -538,12 +792,14 @@ fn the_classic_sidecar_pod_serves_its_app_under_podman_kube_play() {
     // Mounted as the kubelet mounts a Secret under `fsGroup: 65532`: root-owned, 0440.
     {
         use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(secrets.join("escrow-proxy-secrets/root.key")).expect("root.key");
-        assert_eq!(
-            (meta.mode() & 0o777, meta.uid(), meta.gid()),
-            (0o440, 0, 65532),
-            "secrets shaped like a Kubernetes Secret under fsGroup"
-        );
+        for file in ["escrow-proxy-secrets/root.key", "escrow-proxy-tls/tls.key"] {
+            let meta = std::fs::metadata(secrets.join(file)).expect("secret file");
+            assert_eq!(
+                (meta.mode() & 0o777, meta.uid(), meta.gid()),
+                (0o440, 0, 65532),
+                "{file}: shaped like a Kubernetes Secret under fsGroup"
+            );
+        }
     }
 
     // A pod left by an earlier, interrupted run goes first.
@@ -555,68 +811,168 @@ fn the_classic_sidecar_pod_serves_its_app_under_podman_kube_play() {
     let out = podman.script("kube-play.sh", &["up", &secrets_arg, "--network", "none"]);
     assert!(out.status.success(), "kube-play.sh up:\n{}", text(&out));
 
-    // The demo app reports its verdict; poll its log (bounded).
-    let deadline = Instant::now() + POD_WAIT;
-    let app_log = loop {
-        let out = podman.podman(&["logs", POD_APP]);
-        let log = text(&out);
-        if log.contains("demo-app: OK") || log.contains("demo-app: FAILED") {
-            break log;
-        }
-        if Instant::now() > deadline {
-            let proxy = text(&podman.podman(&["logs", POD_PROXY]));
-            panic!("the demo app gave no verdict within {POD_WAIT:?}; app:\n{log}\nproxy:\n{proxy}");
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    let proxy_log = text(&podman.podman(&["logs", POD_PROXY]));
+    // 1. The demo app reports its verdict (over TLS to the sidecar).
+    let app_log = podman.wait_for("the demo app's verdict", || {
+        let log = podman.logs(&app);
+        (log.contains("demo-app: OK") || log.contains("demo-app: FAILED")).then_some(log)
+    });
     assert!(
         app_log.contains("demo-app: OK") && !app_log.contains("FAILED"),
-        "app:\n{app_log}\nproxy:\n{proxy_log}"
+        "app:\n{app_log}\nproxy:\n{}",
+        podman.logs(&proxy)
     );
 
-    // The probe the manifests run (exec, on the admin API's loopback) passes inside the pod.
+    // The probes the manifests run (exec, on the admin API's loopback) pass inside the pod.
     for path in ["/ready", "/live"] {
         let url = format!("http://127.0.0.1:9090{path}");
-        let out = podman.podman(&["exec", POD_PROXY, "/usr/local/bin/escrow-proxy", "probe", "--url", &url]);
+        let out = podman.podman(&["exec", &proxy, "/usr/local/bin/escrow-proxy", "probe", "--url", &url]);
         assert!(out.status.success(), "probe {path} in the pod:\n{}", text(&out));
     }
 
-    // SIGTERM: the proxy drains (drain_delay_secs of the ConfigMap) and exits 0.
-    let out = podman.podman(&["stop", "--time", "60", POD_PROXY]);
-    assert!(out.status.success(), "podman stop:\n{}", text(&out));
-    let code = podman.podman(&["inspect", "--format", "{{.State.ExitCode}}", POD_PROXY]);
-    let proxy_log = text(&podman.podman(&["logs", POD_PROXY]));
-    assert_eq!(
-        String::from_utf8_lossy(&code.stdout).trim(),
-        "0",
-        "the proxy exits 0 on SIGTERM; log:\n{proxy_log}"
+    // 2. The certificate replaced on disk while a client is connected. The app trusts only
+    // the first CA for its upload, so that upload's connection was made with the first
+    // certificate; the new CA goes beside it for the checks of new handshakes.
+    let next = dir.path().join("next");
+    let status = Command::new(BIN)
+        .args(["certs", "generate", "--out"])
+        .arg(&next)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("certs generate");
+    assert!(status.success());
+    std::fs::copy(
+        next.join("ca.pem"),
+        secrets.join("escrow-proxy-app-credentials/new-ca.crt"),
+    )
+    .expect("new CA");
+    let (mut upload, lines) = start_upload(&podman, "rotate", ROTATE_UPLOAD.0, ROTATE_UPLOAD.1);
+    upload_started(&lines);
+    let reloads_before = podman.logs(&proxy).matches("tls certificate reloaded").count();
+    // Key first, then the certificate (as a renewal writing file by file may): the watcher may
+    // see a mismatched pair in between and refuse it; the finished pair wins.
+    // Rewritten in place (not `fs::copy`, which would bring the source's mode): the files keep
+    // their owner and mode, as a Secret's projected files do.
+    let tls = secrets.join("escrow-proxy-tls");
+    let rewrite = |from: &str, to: &str| {
+        let bytes = std::fs::read(next.join(from)).expect("read new file");
+        std::fs::write(tls.join(to), bytes).expect("rewrite");
+    };
+    rewrite("server-key.pem", "tls.key");
+    rewrite("server.pem", "tls.crt");
+    podman.wait_for("the proxy reloads the certificate", || {
+        (podman.logs(&proxy).matches("tls certificate reloaded").count() > reloads_before).then_some(())
+    });
+    let handshake = |ca: &str| {
+        let out = podman
+            .in_app(&[
+                "/usr/bin/curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--cacert",
+                ca,
+                "https://localhost:8443/",
+            ])
+            .output()
+            .expect("podman exec curl");
+        (out.status.success(), text(&out))
+    };
+    let (ok, out) = handshake("/run/secrets/app/new-ca.crt");
+    assert!(
+        ok && out.contains("403"),
+        "a new handshake verifies with the new CA: {out}"
+    );
+    let (ok, out) = handshake("/run/secrets/app/ca.crt");
+    assert!(!ok, "a new handshake no longer verifies with the old CA: {out}");
+    assert!(
+        upload.try_wait().expect("try_wait").is_none(),
+        "the upload was still running after the replacement (or raise ROTATE_UPLOAD)"
+    );
+    let result = upload_result(&lines);
+    assert!(upload.wait().expect("wait").success());
+    assert!(
+        result.contains(&"upload: rotate.bin HTTP 200 connects 1 etag ok".to_string())
+            && result.contains(&"upload: rotate-after.bin HTTP 200 connects 0".to_string()),
+        "the open connection finished its upload and served the next request on it: {result:?}"
     );
 
-    // Its log: JSON lines, one access line per request the app made, no secret.
-    let mut operations = BTreeMap::<String, usize>::new();
-    for line in proxy_log.lines().filter(|l| l.starts_with('{')) {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        if v["target"] == "escrow_proxy::access" {
-            *operations
-                .entry(v["fields"]["operation"].as_str().unwrap_or("?").to_string())
-                .or_default() += 1;
-        }
+    // 3. SIGTERM to the pod during a large upload (the app's CA bundle now holds the new CA).
+    let ca = std::fs::read(next.join("ca.pem")).expect("read CA");
+    std::fs::write(secrets.join("escrow-proxy-app-credentials/ca.crt"), ca).expect("rewrite CA");
+    let (mut upload, lines) = start_upload(&podman, "drain", DRAIN_UPLOAD.0, DRAIN_UPLOAD.1);
+    upload_started(&lines);
+    let out = podman.podman(&["pod", "stop", "--time", "60", &podman.pod()]);
+    assert!(out.status.success(), "podman pod stop:\n{}", text(&out));
+    let result = upload_result(&lines);
+    let _ = upload.wait();
+    let app_log = podman.logs(&app);
+    let proxy_log = podman.logs(&proxy);
+    assert!(
+        result.contains(&"upload: drain.bin HTTP 200 connects 1 etag ok".to_string()),
+        "the upload in flight at SIGTERM completed: {result:?}\napp:\n{app_log}\nproxy:\n{proxy_log}"
+    );
+    assert!(
+        app_log.contains("demo-app: SIGTERM during an upload; letting it finish")
+            && app_log.contains("demo-app: stopped"),
+        "the app got SIGTERM while its upload ran:\n{app_log}"
+    );
+    for container in [&proxy, &app] {
+        let code = podman.podman(&["inspect", "--format", "{{.State.ExitCode}}", container]);
+        assert_eq!(
+            String::from_utf8_lossy(&code.stdout).trim(),
+            "0",
+            "{container} exits 0 on SIGTERM; proxy log:\n{proxy_log}"
+        );
     }
-    assert_eq!(operations.get("PutObject"), Some(&2), "{operations:?}\n{proxy_log}");
-    assert_eq!(operations.get("DeleteObject"), Some(&2), "{operations:?}");
-    assert!(operations.get("GetObject").is_some_and(|n| *n >= 4), "{operations:?}");
     assert!(
         proxy_log.contains("\"message\":\"stopped\""),
         "a graceful stop:\n{proxy_log}"
     );
+
+    // Its log: JSON access lines for every request, each naming its stores; no secret.
+    let access = access_lines(&proxy_log);
+    let line = |op: &str, key: &str| {
+        access
+            .iter()
+            .find(|f| f["operation"] == op && f["key"] == key)
+            .unwrap_or_else(|| panic!("no {op} {key} access line:\n{proxy_log}"))
+    };
+    for key in ["small.bin", "big.bin"] {
+        assert_eq!(line("PutObject", key)["stores"], "primary+mirror");
+        assert_eq!(
+            line("GetObject", key)["stores"],
+            "mirror",
+            "the ConfigMap reads the mirror first"
+        );
+        assert_eq!(line("DeleteObject", key)["status"], 204);
+    }
+    let drained = line("PutObject", "drain.bin");
+    assert_eq!(
+        (drained["status"].as_u64(), drained["bytes_in"].as_u64()),
+        (Some(200), Some(DRAIN_UPLOAD.2))
+    );
+    assert_eq!(line("PutObject", "rotate-after.bin")["status"], 200);
+    let stop_at = proxy_log.find("stop requested").expect("the proxy logged the stop");
+    let drained_at = proxy_log
+        .find("\"key\":\"drain.bin\"")
+        .expect("the drained upload's line");
+    assert!(drained_at > stop_at, "the upload finished after SIGTERM");
     assert!(
         !proxy_log.contains(client_secret.trim()),
         "the client secret is never logged"
     );
 
     drop(guard);
-    let left = podman.podman(&["ps", "-a", "--filter", "name=escrow-demo", "--format", "{{.Names}}"]);
+    let left = podman.podman(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name={}", podman.pod()),
+        "--format",
+        "{{.Names}}",
+    ]);
     assert!(
         String::from_utf8_lossy(&left.stdout).trim().is_empty(),
         "the pod is gone: {}",

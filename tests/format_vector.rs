@@ -30,13 +30,22 @@ struct Vector {
     plaintext_b64: String,
     content_type: String,
     etag: String,
+    /// An SSE-C object's customer key, base64 (FORMAT.md §2.8); absent for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    customer_key_b64: Option<String>,
+}
+
+impl Vector {
+    fn customer_key(&self) -> Option<Vec<u8>> {
+        self.customer_key_b64.as_ref().map(|k| B64.decode(k).expect("b64"))
+    }
 }
 
 /// The frozen vectors. Envelope version 1 (records not bound; still read): the record in metadata
 /// and in the header extension. Version 2 (records bound to the wrapped DEK; still read): the same
 /// two, and a multipart object. Version 3 (written today: per-wrap keys, records bound to the
-/// object id): the same three.
-const VECTORS: [&str; 8] = [
+/// object id): the same three, and an SSE-C object (the content key bound to a customer key).
+const VECTORS: [&str; 9] = [
     "v1.json",
     "v1-extension.json",
     "v2.json",
@@ -45,7 +54,9 @@ const VECTORS: [&str; 8] = [
     SINGLE_VECTORS[0],
     SINGLE_VECTORS[1],
     MULTIPART_VECTOR,
+    SSE_C_VECTOR,
 ];
+const SSE_C_VECTOR: &str = "v3-sse-c.json";
 const SINGLE_VECTORS: [&str; 2] = ["v3.json", "v3-extension.json"];
 const MULTIPART_VECTOR: &str = "v3-multipart.json";
 
@@ -128,6 +139,7 @@ fn independent_decrypt(
     key: &str,
     meta: &BTreeMap<String, String>,
     stored: &[u8],
+    customer: Option<&[u8]>,
 ) -> Option<(Vec<u8>, serde_json::Value, String)> {
     let root = hex::decode(root_hex.trim()).ok()?;
     // 1. Keyring and KEK.
@@ -173,7 +185,7 @@ fn independent_decrypt(
         if version < 2 {
             return None;
         }
-        return multipart(&dek, binding, n.parse().ok()?, meta, stored);
+        return multipart(&dek, binding, n.parse().ok()?, meta, stored, customer);
     }
     // 3. Record (metadata or header extension), trailer, sizes.
     let record_key = hkdf(&dek, None, b"escrow-proxy meta-key");
@@ -198,16 +210,36 @@ fn independent_decrypt(
         &[&b"escrow-proxy meta-record"[..], binding].concat(),
     )?)
     .ok()?;
-    let (out, md5) = stream(&dek, 0, stored, None)?;
+    let content = content_key(&dek, &record, customer)?;
+    let (out, md5) = stream(&dek, &content, 0, stored, None)?;
     if record["size"].as_u64()? != out.len() as u64 {
         return None;
     }
     Some((out, record, hex::encode(md5)))
 }
 
-/// Opens one stream (§2.3–2.5) of part `part`: checks its trailer, its length, its header
-/// (against `pinned` when given), every segment, and its MD5. Returns the plaintext and MD5.
-fn stream(dek: &[u8], part: u32, stored: &[u8], pinned: Option<&[u8]>) -> Option<(Vec<u8>, [u8; 16])> {
+/// §2.8: the key the segments are sealed under. Without `sse_c` in the record, the DEK (and no
+/// customer key may be given); with it, the customer key must match the record's keyed digest,
+/// and the content key is derived from the DEK and the customer key.
+fn content_key(dek: &[u8], record: &serde_json::Value, customer: Option<&[u8]>) -> Option<Vec<u8>> {
+    use hmac::Mac as _;
+    match (record.get("sse_c").and_then(|c| c.as_str()), customer) {
+        (None, None) => Some(dek.to_vec()),
+        (Some(check), Some(c)) if c.len() == 32 => {
+            let check_key = hkdf(dek, None, b"escrow-proxy sse-c check-key");
+            let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(&check_key).ok()?;
+            mac.update(c);
+            mac.verify_slice(&B64.decode(check).ok()?).ok()?;
+            Some(hkdf(&[dek, c].concat(), None, b"escrow-proxy sse-c content-key").to_vec())
+        }
+        _ => None,
+    }
+}
+
+/// Opens one stream (§2.3–2.5) of part `part`: checks its trailer (under the DEK), its length,
+/// its header (against `pinned` when given), every segment (under `content`: the DEK, or an
+/// SSE-C object's content key), and its MD5. Returns the plaintext and MD5.
+fn stream(dek: &[u8], content: &[u8], part: u32, stored: &[u8], pinned: Option<&[u8]>) -> Option<(Vec<u8>, [u8; 16])> {
     let header = stored.get(..32)?;
     if &header[..4] != b"EPX\x01" || header[31] != 0 || pinned.is_some_and(|p| p != header) {
         return None;
@@ -235,7 +267,7 @@ fn stream(dek: &[u8], part: u32, stored: &[u8], pinned: Option<&[u8]>) -> Option
     // Segments.
     let mut info = b"escrow-proxy part-key".to_vec();
     info.extend_from_slice(&part.to_be_bytes());
-    let stream_key = hkdf(dek, Some(&header[8..24]), &info);
+    let stream_key = hkdf(content, Some(&header[8..24]), &info);
     let mut out = Vec::with_capacity(p as usize);
     let mut pos = 32 + ext as usize;
     for i in 0..n {
@@ -258,6 +290,7 @@ fn multipart(
     parts: usize,
     meta: &BTreeMap<String, String>,
     stored: &[u8],
+    customer: Option<&[u8]>,
 ) -> Option<(Vec<u8>, serde_json::Value, String)> {
     if meta.contains_key("escrow-meta") || stored.len() < 4 {
         return None;
@@ -272,6 +305,7 @@ fn multipart(
     let r = u32::from_be_bytes(m.get(5..9)?.try_into().ok()?) as usize;
     let record: serde_json::Value = serde_json::from_slice(m.get(9..9 + r)?).ok()?;
     let entries = &m[9 + r..];
+    let content = content_key(dek, &record, customer)?;
     if m[0] != 1 || count != parts || count == 0 || entries.len() != count * 60 {
         return None;
     }
@@ -286,7 +320,7 @@ fn multipart(
         last = number;
         let n = p.div_ceil(1 << header[4]).max(1);
         let len = (32 + p + 16 * n + 124) as usize;
-        let (plain, md5) = stream(dek, number, stored.get(pos..pos + len)?, Some(header))?;
+        let (plain, md5) = stream(dek, &content, number, stored.get(pos..pos + len)?, Some(header))?;
         if md5[..] != e[12..28] {
             return None;
         }
@@ -305,9 +339,16 @@ fn multipart(
 fn independent_decoder_reads_the_vectors() {
     for v in load_all() {
         let stored = B64.decode(&v.stored_b64).expect("b64");
-        let (plain, record, etag) =
-            independent_decrypt(&v.root_key_hex, &v.keyring, &v.bucket, &v.key, &v.metadata, &stored)
-                .expect("FORMAT.md decrypts the vector");
+        let (plain, record, etag) = independent_decrypt(
+            &v.root_key_hex,
+            &v.keyring,
+            &v.bucket,
+            &v.key,
+            &v.metadata,
+            &stored,
+            v.customer_key().as_deref(),
+        )
+        .expect("FORMAT.md decrypts the vector");
         assert_eq!(plain, B64.decode(&v.plaintext_b64).expect("b64"));
         assert_eq!(etag, v.etag);
         assert_eq!(record["content_type"], v.content_type);
@@ -328,7 +369,16 @@ fn independent_decoder_reads_format_2_keyrings() {
         let resealed = ring.seal(&root);
         assert!(resealed.contains("\"format\": 2"));
         let decrypt = |keyring: &str, root_hex: &str| {
-            independent_decrypt(root_hex, keyring, &v.bucket, &v.key, &v.metadata, &stored).is_some()
+            independent_decrypt(
+                root_hex,
+                keyring,
+                &v.bucket,
+                &v.key,
+                &v.metadata,
+                &stored,
+                v.customer_key().as_deref(),
+            )
+            .is_some()
         };
         assert!(decrypt(&resealed, &v.root_key_hex), "format 2 decrypts");
         assert!(!decrypt(&resealed, &hex::encode([7u8; 32])), "wrong root key");
@@ -349,9 +399,24 @@ fn independent_decoder_reads_format_2_keyrings() {
 fn independent_decoder_refuses_any_change() {
     for v in load_all() {
         let stored = B64.decode(&v.stored_b64).expect("b64");
+        let customer = v.customer_key();
         let open = |s: &[u8], bucket: &str, key: &str, m: &BTreeMap<String, String>| {
-            independent_decrypt(&v.root_key_hex, &v.keyring, bucket, key, m, s).is_some()
+            independent_decrypt(&v.root_key_hex, &v.keyring, bucket, key, m, s, customer.as_deref()).is_some()
         };
+        // SSE-C: the keyring alone, or another customer key, does not decrypt; a plain object
+        // refuses a customer key.
+        let with = |c: Option<&[u8]>| {
+            independent_decrypt(&v.root_key_hex, &v.keyring, &v.bucket, &v.key, &v.metadata, &stored, c).is_some()
+        };
+        match &customer {
+            Some(c) => {
+                assert!(!with(None), "SSE-C vector without its customer key");
+                let mut other = c.clone();
+                other[0] ^= 1;
+                assert!(!with(Some(&other)), "SSE-C vector with another customer key");
+            }
+            None => assert!(!with(Some(&[9u8; 32])), "a customer key for a plain object"),
+        }
         let mut positions = vec![0, 5, 20, 40, 1000, 65_600, stored.len() - 130, stored.len() - 1];
         if v.metadata.contains_key("escrow-parts") {
             // Every part's header, segments and trailer, and the manifest.
@@ -396,21 +461,105 @@ async fn proxy_decoder_reads_the_vectors() {
         let ring = escrow_proxy::crypto::keyring::Keyring::open(&root, &v.keyring).expect("keyring opens");
         let object = dir.path().join("object");
         std::fs::write(&object, B64.decode(&v.stored_b64).expect("b64")).expect("write");
+        let customer = v
+            .customer_key()
+            .map(|c| escrow_proxy::crypto::envelope::CustomerKey::from_slice(&c).expect("32 bytes"));
         let mut out = Vec::new();
-        let record =
-            escrow_proxy::decrypt::decrypt_file(&ring, &v.bucket, &v.key, Some(&v.metadata), &object, &mut out)
-                .await
-                .expect("decrypts");
+        let record = escrow_proxy::decrypt::decrypt_file_with_key(
+            &ring,
+            &v.bucket,
+            &v.key,
+            Some(&v.metadata),
+            &object,
+            customer.as_ref(),
+            &mut out,
+        )
+        .await
+        .expect("decrypts");
         assert_eq!(out, B64.decode(&v.plaintext_b64).expect("b64"));
         assert_eq!(record.content_type.as_deref(), Some(v.content_type.as_str()));
         // Must-fail twin: the same bytes under another key name.
         let mut out = Vec::new();
         assert!(
-            escrow_proxy::decrypt::decrypt_file(&ring, &v.bucket, "moved", Some(&v.metadata), &object, &mut out)
-                .await
-                .is_err()
+            escrow_proxy::decrypt::decrypt_file_with_key(
+                &ring,
+                &v.bucket,
+                "moved",
+                Some(&v.metadata),
+                &object,
+                customer.as_ref(),
+                &mut out
+            )
+            .await
+            .is_err()
         );
+        if customer.is_some() {
+            let mut out = Vec::new();
+            let without =
+                escrow_proxy::decrypt::decrypt_file(&ring, &v.bucket, &v.key, Some(&v.metadata), &object, &mut out)
+                    .await;
+            assert!(without.is_err() && out.is_empty(), "SSE-C vector without its key");
+        }
     }
+}
+
+/// Writes the SSE-C vector (FORMAT.md §2.8): a single-part object whose segments are sealed
+/// under the content key derived from its DEK and a customer key. Run only when the format
+/// changes: `cargo test --test format_vector -- --ignored generate_sse_c_vector`.
+#[test]
+#[ignore = "generates tests/vectors/v3-sse-c.json"]
+fn generate_sse_c_vector() {
+    use escrow_proxy::crypto::envelope::{CustomerKey, ObjectRecord, content_key};
+    use escrow_proxy::crypto::format::{SINGLE_PART, TRAILER_LEN};
+    use escrow_proxy::crypto::keyring::Keyring;
+    use escrow_proxy::crypto::segment::{Trailer, seal_all, seal_trailer};
+    use escrow_proxy::secret::Key256;
+
+    let root = Key256::random();
+    let ring = Keyring::generate("2026-11-28T00:00:00Z");
+    let (bucket, key) = ("vector-bucket", "dir/sse-c object.bin");
+    let customer_raw = Key256::random();
+    let customer = CustomerKey::from_slice(customer_raw.expose()).expect("32 bytes");
+    let plaintext: Vec<u8> = (0..70_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(7) >> 24) as u8)
+        .collect();
+    let dek = Key256::random();
+    let mut record = ObjectRecord {
+        size: plaintext.len() as u64,
+        content_type: Some("application/x-vector".into()),
+        ..Default::default()
+    };
+    record.set_customer(&dek, Some(&customer));
+    let sealed = escrow_proxy::object::sealed::seal(&ring, bucket, key, &dek, &record);
+    assert!(sealed.extension.is_empty());
+    let trailer = Trailer {
+        plain_len: plaintext.len() as u64,
+        md5: md5::Md5::digest(&plaintext).into(),
+        checksum: None,
+        header: sealed.header,
+    };
+    // Segments under the content key, the trailer under the DEK.
+    let content = content_key(&dek, Some(&customer));
+    let mut stored = seal_all(&content, SINGLE_PART, sealed.header, &[], &plaintext, &trailer);
+    stored.truncate(stored.len() - TRAILER_LEN);
+    stored.extend_from_slice(&seal_trailer(&dek, SINGLE_PART, &trailer));
+    let v = Vector {
+        root_key_hex: hex::encode(root.expose()),
+        keyring: ring.seal(&root),
+        bucket: bucket.into(),
+        key: key.into(),
+        metadata: sealed.metadata,
+        stored_b64: B64.encode(&stored),
+        plaintext_b64: B64.encode(&plaintext),
+        content_type: "application/x-vector".into(),
+        etag: hex::encode(md5::Md5::digest(&plaintext)),
+        customer_key_b64: Some(B64.encode(customer.expose())),
+    };
+    std::fs::write(
+        vector_path(SSE_C_VECTOR),
+        serde_json::to_string_pretty(&v).expect("json"),
+    )
+    .expect("write vector");
 }
 
 /// Writes the single-part vectors of the current envelope version. Run only when adding a
@@ -464,6 +613,7 @@ fn generate_vectors() {
             plaintext_b64: B64.encode(&plaintext),
             content_type: "application/x-vector".into(),
             etag: hex::encode(md5::Md5::digest(&plaintext)),
+            customer_key_b64: None,
         };
         std::fs::write(vector_path(name), serde_json::to_string_pretty(&v).expect("json")).expect("write vector");
     }
@@ -534,6 +684,7 @@ fn generate_multipart_vector() {
         plaintext_b64: B64.encode(&plaintext),
         content_type: "application/x-vector".into(),
         etag: manifest.etag(),
+        customer_key_b64: None,
     };
     std::fs::write(
         vector_path(MULTIPART_VECTOR),

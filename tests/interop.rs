@@ -90,6 +90,7 @@ on_both_stores!(awscli_v1_s3api_multipart => awscli_s3api_multipart(AwsV1));
 on_both_stores!(awscli_v2_s3api_multipart => awscli_s3api_multipart(AwsV2));
 on_both_stores!(boto3 => boto3);
 on_both_stores!(boto3_multipart => boto3_multipart);
+on_both_stores!(boto3_sse_c => boto3_sse_c);
 on_both_stores!(rclone => rclone);
 on_both_stores!(rclone_large => rclone_large);
 on_both_stores!(s3cmd => s3cmd);
@@ -977,6 +978,35 @@ fn boto3_multipart(store: Store, test: &str) {
     );
     proxy.assert_store_ciphertext_only(0);
     proxy.assert_store_holds_no_objects();
+}
+
+/// SSE-C from boto3: put/get/head/range, a multipart upload_file and download_file, managed
+/// copies to another key and to plain, and the must-fail twins (see `sse_c` in
+/// `tests/interop/boto3_client.py`). The store holds neither the plaintext nor the key.
+fn boto3_sse_c(store: Store, test: &str) {
+    let Some(python) = require(Tool::Boto3, test) else {
+        return;
+    };
+    let proxy = Proxy::start(store);
+    // Above boto3's 5 MiB part size: upload_file goes in parts.
+    let (up, data) = proxy.plaintext("boto3-sse-c.bin", 11 * MIB + 3);
+    let key: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
+    let key_file = proxy.work.join("sse-c.key");
+    std::fs::write(&key_file, &key).expect("key file");
+    let ran = boto3_script(
+        &python,
+        &proxy,
+        &["sse_c", "boto3-sse-c", path_str(&up), path_str(&key_file)],
+    )
+    .ok("boto3 sse_c");
+    assert!(
+        ran.stdout.contains("boto3-ok sse_c"),
+        "boto3 sse_c:\n{}",
+        ran.describe()
+    );
+    // put, upload_file, and the two copies.
+    proxy.assert_store_ciphertext_only(4 * data.len() as u64);
+    proxy.assert_store_lacks(&key, "SSE-C KEY");
 }
 
 fn boto3_script(python: &Program, proxy: &Proxy, args: &[&str]) -> Ran {

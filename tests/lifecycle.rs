@@ -2,7 +2,9 @@
 //! SIGTERM with an upload in flight (it completes, exit 0), a second SIGTERM or the grace
 //! deadline ending it, the TLS certificate replaced on disk while a client is connected (the
 //! next handshake gets the new one, the open connection keeps working; a bad replacement is
-//! refused and the previous certificate kept), mTLS, and the JSON access log.
+//! refused and the previous certificate kept), mTLS, and the JSON access log, including the
+//! store(s) that served each request (in process, over the mirrored harness, during a primary
+//! outage).
 //!
 //! Requests are written by hand over a socket (SigV4 with `UNSIGNED-PAYLOAD`), so a test
 //! controls exactly when each body byte is sent: an upload asks `Expect: 100-continue`, and the
@@ -18,6 +20,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+
+#[path = "common/mod.rs"]
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_escrow-proxy");
 const ACCESS_KEY: &str = "lifecycle-app";
@@ -751,6 +756,7 @@ fn json_logs_have_one_access_line_per_request_and_no_secret() {
     assert_eq!(put["status"], 200);
     assert_eq!(put["bytes_in"], 16);
     assert_eq!(put["request_id"].as_str(), Some(ids[0].as_str()));
+    assert_eq!(put["stores"], "primary", "unmirrored: the primary serves everything");
     assert!(put["duration_ms"].is_u64());
     assert!(!log.contains(SECRET_KEY), "the secret key is never logged");
     assert!(!log.contains("0123456789abcdef"), "object bytes are never logged");
@@ -758,4 +764,90 @@ fn json_logs_have_one_access_line_per_request_and_no_secret() {
         !log.to_ascii_lowercase().contains("signature="),
         "signatures are never logged"
     );
+}
+
+/// A `MakeWriter` into a shared buffer (the test's own JSON log).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Captured {
+    /// The `fields` of every access line so far.
+    fn access_lines(&self) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(self.0.lock().expect("log buffer").clone()).expect("utf-8 log");
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"] == "escrow_proxy::access")
+            .map(|v| v["fields"].clone())
+            .collect()
+    }
+
+    /// The stores of the access line of the latest `operation` on `key`.
+    fn stores_of(&self, operation: &str, key: &str) -> String {
+        let lines = self.access_lines();
+        let line = lines
+            .iter()
+            .rev()
+            .find(|f| f["operation"] == operation && f["key"] == key)
+            .unwrap_or_else(|| panic!("no {operation} access line for {key}: {lines:#?}"));
+        line["stores"].as_str().expect("stores is a string").to_string()
+    }
+}
+
+/// The access line names the store(s) that served each request: both for a mirrored write,
+/// the read store for a read, and the mirror alone for a read (and a write) while the primary
+/// is out. In process, on one thread, so this test's own subscriber sees every line.
+#[tokio::test(flavor = "current_thread")]
+async fn the_access_line_names_the_stores_that_served_the_request() {
+    use escrow_proxy::mirror::{ReadMode, WriteMode};
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter("info")
+        .with_writer(captured.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let harness = common::Harness::mirrored(ReadMode::Primary, WriteMode::Sync).await;
+    harness.create_bucket("served").await;
+    harness.put("served", "both", b"written to both stores").await;
+    assert_eq!(captured.stores_of("PutObject", "both"), "primary+mirror");
+    assert_eq!(harness.get("served", "both").await, b"written to both stores");
+    assert_eq!(
+        captured.stores_of("GetObject", "both"),
+        "primary",
+        "reads go to the primary"
+    );
+
+    harness.primary_outage(true);
+    assert_eq!(harness.get("served", "both").await, b"written to both stores");
+    assert_eq!(
+        captured.stores_of("GetObject", "both"),
+        "mirror",
+        "the primary is out: the mirror served the read"
+    );
+    harness.put("served", "during", b"written during the outage").await;
+    assert_eq!(captured.stores_of("PutObject", "during"), "mirror");
+    assert_eq!(harness.get("served", "during").await, b"written during the outage");
+    assert_eq!(captured.stores_of("GetObject", "during"), "mirror");
+    harness.primary_outage(false);
+    harness.stop().await;
 }

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds the two local images the sidecar manifests name, without a registry:
-#   localhost/escrow-proxy:dev           the escrow-proxy binary given (default: the release
+#   localhost/escrow-proxy:TAG           the escrow-proxy binary given (default: the release
 #                                        build), stripped, with the shared libraries it links
 #                                        (ldd), as user 65532; nothing else (no shell)
-#   localhost/escrow-proxy-demo-app:dev  deploy/podman/demo-app.sh with dash, curl, head, cmp
-#                                        and sleep and their shared libraries, as user 65532
+#   localhost/escrow-proxy-demo-app:TAG  deploy/podman/demo-app.sh with dash, curl, head, cmp,
+#                                        md5sum, rm and sleep and their shared libraries, as
+#                                        user 65532
+# TAG is IMAGE_TAG, default dev (the tag the manifests name).
 # Usage: bash deploy/podman/build-images.sh [path/to/escrow-proxy]
 # Needs buildah (root, or a user with subuids). Registry builds use deploy/container/Containerfile.
 set -euo pipefail
@@ -69,15 +71,17 @@ proxy_files() {
 app_files() {
     local root="$1"
     copy_programs "$root" "$(command -v dash)" "$(command -v curl)" "$(command -v head)" \
-        "$(command -v cmp)" "$(command -v sleep)"
+        "$(command -v cmp)" "$(command -v sleep)" "$(command -v md5sum)" "$(command -v rm)"
     install -d "$root/bin"
     ln -sf "$(command -v dash)" "$root/bin/sh"
     install -D -m 0755 "$here/demo-app.sh" "$root/usr/local/bin/demo-app"
 }
 
-build localhost/escrow-proxy:dev proxy_files \
+tag="${IMAGE_TAG:-dev}"
+build "localhost/escrow-proxy:$tag" proxy_files \
     --entrypoint '["/usr/local/bin/escrow-proxy"]' \
     --cmd '["serve", "--config", "/etc/escrow/escrow.toml"]' \
     --port 8080
-build localhost/escrow-proxy-demo-app:dev app_files \
+build "localhost/escrow-proxy-demo-app:$tag" app_files \
+    --env PATH=/usr/local/bin:/usr/bin:/bin \
     --entrypoint '["/bin/sh", "/usr/local/bin/demo-app"]'

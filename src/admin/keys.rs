@@ -5,8 +5,9 @@
 //! A rewrap never moves an object's body through the proxy: envelope version 3 binds records
 //! and manifests to the object id inside the wrapped key, which a rewrap keeps, so only the
 //! `escrow-kek`/`escrow-dek` metadata changes — a server-side copy onto itself with the metadata
-//! replaced ([`ObjectStore::compose`] of the whole object: `CopyObject`, `UploadPartCopy` ranges
-//! above 5 GiB, a kernel copy in the directory store), conditional on the ETag read.
+//! replaced ([`ObjectStore::replace_metadata_if`]: `CopyObject`, `UploadPartCopy` ranges above
+//! 5 GiB, a kernel copy in the directory store), conditional on the ETag read, as the source's
+//! and as the destination's: a client write landing meanwhile is never overwritten.
 //!
 //! Every change to the keyring goes through [`SharedKeyring::update`] (the latest document, under
 //! its lock); a concurrent change answers 409 and the caller retries.
@@ -17,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use bytes::Bytes;
 use futures::StreamExt;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use super::AdminContext;
 use super::jobs::JobHandle;
 use super::routes::Answer;
-use crate::backend::{BackendError, ListEntry, ListQuery, Metadata, ObjectStore, Source};
+use crate::backend::{BackendError, ListEntry, ListQuery, Metadata, ObjectStore};
 use crate::crypto::envelope::{rewrap_dek, unwrap_dek};
 use crate::crypto::format::{ENVELOPE_VERSION, OBJECT_ID_LEN, meta};
 use crate::crypto::keyring::{CensusReport, KekState, Keyring, StoreCensus};
@@ -405,7 +405,7 @@ impl Walk {
                 .into_iter()
                 .filter(move |e| own || !e.key.starts_with(RESERVED_PREFIX) || census);
             futures::stream::iter(objects)
-                .map(|entry| async move {
+                .map(|mut entry| async move {
                     if self.handle.is_cancelled() {
                         return;
                     }
@@ -413,8 +413,14 @@ impl Walk {
                     self.handle.add("scanned", 1);
                     let metadata = match entry.metadata.clone() {
                         Some(m) => m,
+                        // The version whose metadata was read is the one a rewrap may replace
+                        // (and some stores list no ETag at all).
                         None => match store.head_object(bucket, &entry.key).await {
-                            Ok(head) => head.metadata,
+                            Ok(head) => {
+                                entry.etag = head.etag;
+                                entry.size = head.size;
+                                head.metadata
+                            }
                             // Deleted since the listing: nothing to do.
                             Err(BackendError::NoSuchKey) => return,
                             Err(e) => {
@@ -571,14 +577,8 @@ impl Walk {
         let new = rewrap_dek(active_kek, active, &unwrapped.dek, bucket, &client_key, &oid);
         metadata.insert(meta::KEK.into(), active.to_string());
         metadata.insert(meta::DEK.into(), B64.encode(&new.bytes));
-        let source = Source {
-            bucket: bucket.to_string(),
-            key: entry.key.clone(),
-            range: 0..entry.size,
-            etag: Some(entry.etag.clone()).filter(|e| !e.is_empty()),
-        };
         match store
-            .compose(bucket, &entry.key, vec![source], Bytes::new(), metadata)
+            .replace_metadata_if(bucket, &entry.key, entry.size, &entry.etag, metadata)
             .await
         {
             Ok(_) if upload => {

@@ -127,6 +127,8 @@ pub struct Running {
     /// Whether it speaks TLS.
     pub tls: bool,
     task: tokio::task::JoinHandle<()>,
+    /// The certificate and its watcher (stopped with this).
+    live_tls: Option<crate::server::tls::LiveTls>,
 }
 
 impl Running {
@@ -139,17 +141,29 @@ impl Running {
     pub fn stop(self) {
         self.task.abort();
     }
+
+    /// Re-reads the TLS certificate and key now (SIGHUP). No-op without TLS.
+    pub fn reload_tls(&self) {
+        if let Some(live) = &self.live_tls {
+            live.reload_now();
+        }
+    }
 }
 
-/// Binds `config.listen` and serves the admin API over `ctx`.
+/// Binds `config.listen` and serves the admin API over `ctx`. With TLS, the certificate is
+/// reloaded on change as the S3 listener's is, and with `tls_client_ca` clients need a
+/// certificate from that CA (the token is still required).
 pub async fn start(config: &AdminConfig, mut ctx: AdminContext) -> Result<Running, AdminError> {
-    let acceptor = match &config.tls {
-        Some(files) => Some(TlsAcceptor::from(crate::server::tls::server_config(
+    let live_tls = match &config.tls {
+        Some(files) => Some(crate::server::tls::LiveTls::start(
             &files.cert,
             &files.key,
-        )?)),
+            config.tls_client_ca.as_deref(),
+            Duration::from_secs(crate::limits::DEFAULT_TLS_RELOAD_SECS),
+        )?),
         None => None,
     };
+    let acceptor = live_tls.as_ref().map(crate::server::tls::LiveTls::acceptor);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| AdminError::Bind(config.listen, e))?;
@@ -161,7 +175,12 @@ pub async fn start(config: &AdminConfig, mut ctx: AdminContext) -> Result<Runnin
     let ctx = Arc::new(ctx);
     tokio::spawn(rates::sample(Arc::downgrade(&ctx)));
     let task = tokio::spawn(serve(listener, acceptor, ctx));
-    Ok(Running { addr, tls, task })
+    Ok(Running {
+        addr,
+        tls,
+        task,
+        live_tls,
+    })
 }
 
 async fn serve(listener: TcpListener, acceptor: Option<TlsAcceptor>, ctx: Arc<AdminContext>) {

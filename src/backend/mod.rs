@@ -46,9 +46,18 @@ pub enum BackendError {
     /// The bucket still holds objects.
     #[error("bucket not empty")]
     BucketNotEmpty,
-    /// A condition on the request (`If-Match` on a store ETag) did not hold: the object changed.
+    /// A condition on the request (`If-Match` on a store ETag, `If-None-Match: *`) did not hold:
+    /// the object changed, or exists.
     #[error("precondition failed")]
     PreconditionFailed,
+    /// A conditional write met a concurrent write to the same key (S3's 409
+    /// `ConditionalRequestConflict`): nothing was stored; a retry re-evaluates the condition.
+    #[error("conditional write conflicted with a concurrent write")]
+    ConditionalConflict,
+    /// The store cannot write conditionally (configured so, or it ignores the conditions): a
+    /// conditional write is refused rather than done unconditionally.
+    #[error("this store cannot write conditionally")]
+    ConditionalUnsupported,
     /// The requested byte range lies outside the stored object.
     #[error("invalid range")]
     InvalidRange,
@@ -90,6 +99,8 @@ impl BackendError {
             | Self::BucketAlreadyExists
             | Self::BucketNotEmpty
             | Self::PreconditionFailed
+            | Self::ConditionalConflict
+            | Self::ConditionalUnsupported
             | Self::InvalidRange
             | Self::InvalidArgument(_)
             | Self::Body(_) => false,
@@ -104,6 +115,8 @@ impl BackendError {
             Self::BucketAlreadyExists => "bucket_exists",
             Self::BucketNotEmpty => "bucket_not_empty",
             Self::PreconditionFailed => "precondition_failed",
+            Self::ConditionalConflict => "conditional_conflict",
+            Self::ConditionalUnsupported => "conditional_unsupported",
             Self::InvalidRange => "invalid_range",
             Self::InvalidArgument(_) => "invalid_argument",
             Self::Body(_) => "body",
@@ -195,12 +208,14 @@ impl Source {
     }
 }
 
-/// The condition of a conditional write ([`ObjectStore::put_small_if`]).
+/// The condition of a conditional write ([`ObjectStore::put_object_if`]), evaluated by the
+/// store atomically with the write: never a check followed by a separate write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutCondition {
     /// Only if no object is there (`If-None-Match: *`).
     Absent,
-    /// Only if the object there has this store ETag (`If-Match`).
+    /// Only if the object there has this store ETag (`If-Match` on the store's, ciphertext, ETag:
+    /// the object layer translates a client's plaintext ETag to it).
     Matches(String),
 }
 
@@ -320,8 +335,34 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Lists one page of objects.
     async fn list_objects(&self, bucket: &str, query: &ListQuery) -> BackendResult<ListPage>;
 
+    /// Whether this store writes conditionally ([`ObjectStore::put_object_if`] with a
+    /// condition); a store that cannot refuses such writes with `ConditionalUnsupported`.
+    fn conditional_writes(&self) -> bool {
+        false
+    }
+
+    /// [`ObjectStore::put_object`] under `condition`, evaluated by the store atomically with the
+    /// write: if it does not hold, nothing is stored and the answer is `PreconditionFailed` (or
+    /// `ConditionalConflict` when a concurrent write got in the way). `None` is a plain
+    /// `put_object`. Stores that cannot write conditionally answer `ConditionalUnsupported`.
+    async fn put_object_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: ByteStream,
+        len: u64,
+        metadata: Metadata,
+        condition: Option<PutCondition>,
+    ) -> BackendResult<String> {
+        match condition {
+            None => self.put_object(bucket, key, body, len, metadata).await,
+            Some(_) => Err(BackendError::ConditionalUnsupported),
+        }
+    }
+
     /// Stores the small `body` under `key` only if `condition` holds, else fails with
-    /// `PreconditionFailed` and stores nothing: a compare-and-swap (the shared keyring's). Returns
+    /// `PreconditionFailed` (also for a concurrent conflicting write) and stores nothing: a
+    /// compare-and-swap (the shared keyring's), through [`ObjectStore::put_object_if`]. Returns
     /// the new ETag. Stores that cannot write conditionally answer `InvalidArgument`.
     async fn put_small_if(
         &self,
@@ -331,8 +372,18 @@ pub trait ObjectStore: Send + Sync + 'static {
         metadata: Metadata,
         condition: PutCondition,
     ) -> BackendResult<String> {
-        let _ = (bucket, key, body, metadata, condition);
-        Err(BackendError::InvalidArgument("this store cannot write conditionally"))
+        let len = body.len() as u64;
+        let stream: ByteStream = Box::pin(futures::stream::once(async move { Ok(body) }));
+        match self
+            .put_object_if(bucket, key, stream, len, metadata, Some(condition))
+            .await
+        {
+            Err(BackendError::ConditionalConflict) => Err(BackendError::PreconditionFailed),
+            Err(BackendError::ConditionalUnsupported) => {
+                Err(BackendError::InvalidArgument("this store cannot write conditionally"))
+            }
+            other => other,
+        }
     }
 
     /// Stores under `key` the concatenation of `sources` (ranges of stored objects, in order)
@@ -349,6 +400,47 @@ pub trait ObjectStore: Send + Sync + 'static {
     ) -> BackendResult<String> {
         compose_by_streaming(self, bucket, key, sources, tail, metadata).await
     }
+
+    /// Replaces the metadata of the whole object `key` (`size` bytes) — a server-side copy onto
+    /// itself — only if it still has the store ETag `etag`, checked by the store atomically
+    /// with the write where it can ([`PutCondition::Matches`]); else `PreconditionFailed`. What
+    /// a key rewrap does to each object. This default is a conditional compose.
+    async fn replace_metadata_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        size: u64,
+        etag: &str,
+        metadata: Metadata,
+    ) -> BackendResult<String> {
+        let source = Source {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            range: 0..size,
+            etag: Some(etag.to_string()),
+        };
+        let condition = PutCondition::Matches(etag.to_string());
+        self.compose_if(bucket, key, vec![source], Bytes::new(), metadata, Some(condition))
+            .await
+    }
+
+    /// [`ObjectStore::compose`] under `condition`, evaluated by the store atomically with the
+    /// final write, as for [`ObjectStore::put_object_if`]. This default streams the sources into
+    /// one conditional write.
+    async fn compose_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        sources: Vec<Source>,
+        tail: Bytes,
+        metadata: Metadata,
+        condition: Option<PutCondition>,
+    ) -> BackendResult<String> {
+        match condition {
+            None => self.compose(bucket, key, sources, tail, metadata).await,
+            Some(c) => compose_by_streaming_if(self, bucket, key, sources, tail, metadata, Some(c)).await,
+        }
+    }
 }
 
 /// [`ObjectStore::compose`] by reading each source in turn and writing one new object: memory
@@ -360,6 +452,19 @@ pub async fn compose_by_streaming<S: ObjectStore + ?Sized>(
     sources: Vec<Source>,
     tail: Bytes,
     metadata: Metadata,
+) -> BackendResult<String> {
+    compose_by_streaming_if(store, bucket, key, sources, tail, metadata, None).await
+}
+
+/// [`compose_by_streaming`] whose one write carries `condition` ([`ObjectStore::put_object_if`]).
+pub async fn compose_by_streaming_if<S: ObjectStore + ?Sized>(
+    store: &S,
+    bucket: &str,
+    key: &str,
+    sources: Vec<Source>,
+    tail: Bytes,
+    metadata: Metadata,
+    condition: Option<PutCondition>,
 ) -> BackendResult<String> {
     use futures::StreamExt;
     let len = sources.iter().map(Source::len).sum::<u64>() + tail.len() as u64;
@@ -391,7 +496,7 @@ pub async fn compose_by_streaming<S: ObjectStore + ?Sized>(
     };
     let (produced, put) = futures::join!(
         produce,
-        store.put_object(bucket, key, receiver_stream(rx), len, metadata)
+        store.put_object_if(bucket, key, receiver_stream(rx), len, metadata, condition)
     );
     produced?;
     put

@@ -167,6 +167,10 @@ pub struct Decrypt {
     /// Where to write the plaintext ("-" for stdout).
     #[arg(long, short, default_value = "-")]
     pub out: PathBuf,
+    /// For an SSE-C object: a private (0600) file holding its customer key, base64 (as in the
+    /// `x-amz-server-side-encryption-customer-key` header). Never on the command line.
+    #[arg(long)]
+    pub sse_c_key_file: Option<PathBuf>,
 }
 
 /// `admin` arguments: where the admin API is, and the command.

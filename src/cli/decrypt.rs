@@ -35,6 +35,8 @@ pub struct DecryptArgs {
     pub store: WhichStore,
     /// Where to write the plaintext (`-` for stdout).
     pub out: PathBuf,
+    /// A file holding an SSE-C object's customer key (base64), never the key itself.
+    pub sse_c_key_file: Option<PathBuf>,
 }
 
 /// Decrypts one object as `args` say.
@@ -57,6 +59,12 @@ async fn decrypt_into(
     ring: &Keyring,
     out: &mut (dyn Write + Send),
 ) -> Result<(), CliError> {
+    let customer = args
+        .sse_c_key_file
+        .as_deref()
+        .map(crate::decrypt::read_customer_key_file)
+        .transpose()?;
+    let customer = customer.as_ref();
     match &args.object {
         Some(object) => {
             let metadata = args
@@ -64,7 +72,16 @@ async fn decrypt_into(
                 .as_deref()
                 .map(crate::decrypt::read_metadata_file)
                 .transpose()?;
-            crate::decrypt::decrypt_file(ring, &args.bucket, &args.key, metadata.as_ref(), object, out).await?;
+            crate::decrypt::decrypt_file_with_key(
+                ring,
+                &args.bucket,
+                &args.key,
+                metadata.as_ref(),
+                object,
+                customer,
+                out,
+            )
+            .await?;
         }
         None => {
             let file = match &args.keys {
@@ -80,7 +97,8 @@ async fn decrypt_into(
                 (WhichStore::Mirror, Some(m)) => crate::build_store("mirror", &m.store)?,
                 (WhichStore::Mirror, None) => return Err(CliError::Usage("the configuration has no [mirror]".into())),
             };
-            crate::decrypt::decrypt_from_store(ring, store.as_ref(), &args.bucket, &args.key, out).await?;
+            crate::decrypt::decrypt_from_store_with_key(ring, store.as_ref(), &args.bucket, &args.key, customer, out)
+                .await?;
         }
     }
     out.flush()?;

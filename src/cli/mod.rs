@@ -94,6 +94,7 @@ pub async fn run(command: Command, env: &BTreeMap<String, String>) -> Result<(),
                 metadata: d.metadata,
                 store: d.store,
                 out: d.out,
+                sse_c_key_file: d.sse_c_key_file,
             };
             decrypt(&args, env).await
         }

@@ -15,6 +15,12 @@
 //! - Record key = HKDF-SHA256(ikm = DEK, salt = none, info = "escrow-proxy meta-key").
 //! - Manifest key = HKDF-SHA256(ikm = DEK, salt = none, info = "escrow-proxy manifest-key").
 //! - Sealed record = `nonce(12) ‖ AES-256-GCM(record key, nonce, JSON, "escrow-proxy meta-record")`.
+//! - SSE-C (a client's own key `C`, never stored): content key = HKDF-SHA256(ikm = DEK ‖ C,
+//!   salt = none, info = "escrow-proxy sse-c content-key") replaces the DEK as the input of the
+//!   stream keys only; the record carries `sse_c = HMAC-SHA256(HKDF-SHA256(DEK, none,
+//!   "escrow-proxy sse-c check-key"), C)`, so a wrong key is told apart from a damaged object
+//!   before any content is read. Trailers, record and manifest stay under the DEK: a rewrap and a
+//!   multipart completion need no customer key.
 
 use std::collections::BTreeMap;
 
@@ -171,6 +177,81 @@ pub(crate) fn bound(label: &[u8], binding: &[u8]) -> Vec<u8> {
     aad
 }
 
+/// A client's SSE-C key (`x-amz-server-side-encryption-customer-key`, 32 bytes). Never stored
+/// and never logged: zeroized on drop, redacted in `Debug`.
+#[derive(Clone)]
+pub struct CustomerKey(Key256);
+
+impl CustomerKey {
+    /// The key from exactly 32 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        Key256::from_slice(bytes).map(Self)
+    }
+
+    /// The key bytes. Callers must not log or persist them.
+    pub fn expose(&self) -> &[u8; 32] {
+        self.0.expose()
+    }
+
+    /// Base64 of the key's MD5, as S3 echoes it (`x-amz-server-side-encryption-customer-key-MD5`).
+    pub fn md5_base64(&self) -> String {
+        use base64::Engine as _;
+        use md5::Digest as _;
+        base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(self.expose()))
+    }
+}
+
+impl std::fmt::Debug for CustomerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CustomerKey(<redacted>)")
+    }
+}
+
+/// The key an object's streams are derived from: the DEK itself, or for an SSE-C object
+/// `HKDF(DEK ‖ customer key, no salt, "escrow-proxy sse-c content-key")`, so that neither the
+/// keyring alone nor the customer key alone decrypts the content.
+pub fn content_key(dek: &Key256, customer: Option<&CustomerKey>) -> Key256 {
+    let Some(customer) = customer else {
+        return dek.clone();
+    };
+    let mut ikm = zeroize::Zeroizing::new([0u8; 64]);
+    ikm[..32].copy_from_slice(dek.expose());
+    ikm[32..].copy_from_slice(customer.expose());
+    let mut out = [0u8; 32];
+    // Invariant: HKDF-SHA256 can expand up to 255·32 bytes; we ask for 32.
+    Hkdf::<Sha256>::new(None, ikm.as_slice())
+        .expand(label::SSE_C_CONTENT_KEY, &mut out)
+        .expect("32 bytes is a valid HKDF length");
+    let key = Key256::from_bytes(out);
+    zeroize::Zeroize::zeroize(&mut out);
+    key
+}
+
+/// The keyed digest of an SSE-C object's customer key, stored in its sealed record:
+/// `HMAC-SHA256(HKDF(DEK, no salt, "escrow-proxy sse-c check-key"), customer key)`. Keyed by the
+/// object's own DEK, so the same customer key gives unrelated digests on different objects.
+pub fn customer_check(dek: &Key256, customer: &CustomerKey) -> [u8; 32] {
+    let key = derive(dek, None, label::SSE_C_CHECK_KEY);
+    let mac = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.expose()),
+        customer.expose(),
+    );
+    let mut out = [0u8; 32];
+    out.copy_from_slice(mac.as_ref());
+    out
+}
+
+/// Whether `customer` is the key whose digest `check` is ([`customer_check`]); constant time.
+pub fn customer_matches(dek: &Key256, customer: &CustomerKey, check: &[u8]) -> bool {
+    let key = derive(dek, None, label::SSE_C_CHECK_KEY);
+    ring::hmac::verify(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.expose()),
+        customer.expose(),
+        check,
+    )
+    .is_ok()
+}
+
 /// The key that MACs the mirror's repair records, derived from a KEK (FORMAT.md §9).
 pub fn repair_mac_key(kek: &Key256) -> Key256 {
     derive(kek, None, b"escrow-proxy repair-record-mac")
@@ -224,6 +305,11 @@ pub struct ObjectRecord {
     /// Absent in objects written before it existed (the store's time is used for those).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written_ms: Option<u64>,
+    /// For an SSE-C object: base64 of [`customer_check`] of the client's key. Its presence says
+    /// the content is sealed under [`content_key`] with that key. Sealed, so a store can neither
+    /// strip nor add it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse_c: Option<String>,
 }
 
 impl ObjectRecord {
@@ -233,6 +319,22 @@ impl ObjectRecord {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self.written_ms = Some(ms);
+    }
+
+    /// The digest of the customer key an SSE-C object is sealed with, if it is one.
+    pub fn customer_check(&self) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        // A record that does not decode is sealed, so only a bug writes one: treat as a
+        // digest nothing matches.
+        self.sse_c
+            .as_deref()
+            .map(|c| base64::engine::general_purpose::STANDARD.decode(c).unwrap_or_default())
+    }
+
+    /// Marks the record as an SSE-C object's under `customer` (`None`: not SSE-C).
+    pub fn set_customer(&mut self, dek: &Key256, customer: Option<&CustomerKey>) {
+        use base64::Engine as _;
+        self.sse_c = customer.map(|c| base64::engine::general_purpose::STANDARD.encode(customer_check(dek, c)));
     }
 
     /// The sealed write time, to the whole second (as S3 answers show it), if any.
@@ -385,6 +487,52 @@ mod tests {
         assert_ne!(stream_key(&dek, &salt, 0).expose(), record_key(&dek).expose());
         assert_ne!(trailer_key(&dek, 0).expose(), record_key(&dek).expose());
         assert_eq!(stream_key(&dek, &salt, 7).expose(), stream_key(&dek, &salt, 7).expose());
+    }
+
+    #[test]
+    fn sse_c_content_key_needs_both_keys_and_the_digest_is_per_object() {
+        let dek = Key256::random();
+        let c = CustomerKey::from_slice(&[0x11; 32]).expect("32 bytes");
+        let c2 = CustomerKey::from_slice(&[0x12; 32]).expect("32 bytes");
+        let k = content_key(&dek, Some(&c));
+        assert_eq!(content_key(&dek, None).expose(), dek.expose(), "not SSE-C: the DEK");
+        assert_ne!(k.expose(), dek.expose());
+        assert_ne!(k.expose(), c.expose());
+        assert_eq!(
+            k.expose(),
+            content_key(&dek, Some(&c.clone())).expose(),
+            "deterministic"
+        );
+        assert_ne!(
+            k.expose(),
+            content_key(&dek, Some(&c2)).expose(),
+            "another customer key"
+        );
+        assert_ne!(
+            k.expose(),
+            content_key(&Key256::random(), Some(&c)).expose(),
+            "another DEK"
+        );
+        let check = customer_check(&dek, &c);
+        assert!(customer_matches(&dek, &c, &check));
+        assert!(!customer_matches(&dek, &c2, &check), "another key");
+        assert!(!customer_matches(&Key256::random(), &c, &check), "keyed by the DEK");
+        assert!(!customer_matches(&dek, &c, &check[..31]), "a cut digest");
+        assert_ne!(
+            check,
+            customer_check(&Key256::random(), &c),
+            "unlinkable across objects"
+        );
+        assert!(CustomerKey::from_slice(&[0; 31]).is_none() && CustomerKey::from_slice(&[0; 33]).is_none());
+        assert_eq!(format!("{c:?}"), "CustomerKey(<redacted>)");
+        // Sealed in the record: the flag and digest survive a round trip, and a record
+        // without it is not SSE-C.
+        let mut record = ObjectRecord::default();
+        record.set_customer(&dek, Some(&c));
+        let opened = open_record(&dek, b"oid", &seal_record(&dek, b"oid", &record)).expect("opens");
+        assert_eq!(opened.customer_check().as_deref(), Some(&check[..]));
+        record.set_customer(&dek, None);
+        assert_eq!(record.customer_check(), None);
     }
 
     #[test]

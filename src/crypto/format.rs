@@ -93,6 +93,10 @@ pub mod label {
     pub const MANIFEST_KEY: &[u8] = b"escrow-proxy manifest-key";
     /// AAD of a multipart object's manifest.
     pub const MANIFEST_AAD: &[u8] = b"escrow-proxy manifest";
+    /// HKDF info of an SSE-C object's content key (ikm = DEK ‖ customer key).
+    pub const SSE_C_CONTENT_KEY: &[u8] = b"escrow-proxy sse-c content-key";
+    /// HKDF info of the key that MACs an SSE-C object's customer key (ikm = DEK).
+    pub const SSE_C_CHECK_KEY: &[u8] = b"escrow-proxy sse-c check-key";
 }
 
 /// The plaintext checksum algorithms S3 clients may send (`x-amz-checksum-*`), with their frozen

@@ -25,6 +25,7 @@ mod pending_tests;
 pub mod reconcile;
 pub mod record;
 pub mod repair;
+pub mod served;
 mod write;
 
 use std::sync::Arc;
@@ -39,7 +40,7 @@ pub use self::repair::Backlog;
 use crate::backend::health::StoreHealth;
 use crate::backend::{
     BackendError, BackendResult, BucketInfo, ByteRange, ByteStream, GetObject, ListPage, ListQuery, Metadata,
-    ObjectHead, ObjectStore, Source,
+    ObjectHead, ObjectStore, PutCondition, Source,
 };
 
 /// How writes use the mirror (`[mirror] write`).
@@ -316,7 +317,10 @@ impl Mirror {
             }),
         };
         match &result {
-            Ok(_) => self.health(side).mark_up(),
+            Ok(_) => {
+                self.health(side).mark_up();
+                served::note(side);
+            }
             Err(e) => self.observe(side, e),
         }
         result
@@ -434,6 +438,7 @@ impl ObjectStore for ReadView {
             None => None,
         };
         let got = self.store.get_object(bucket, key, range, if_match).await?;
+        served::note(self.side);
         Ok(GetObject {
             head: tag_head(got.head, self.side),
             body: got.body,
@@ -441,10 +446,9 @@ impl ObjectStore for ReadView {
     }
 
     async fn head_object(&self, bucket: &str, key: &str) -> BackendResult<ObjectHead> {
-        self.store
-            .head_object(bucket, key)
-            .await
-            .map(|h| tag_head(h, self.side))
+        let head = self.store.head_object(bucket, key).await?;
+        served::note(self.side);
+        Ok(tag_head(head, self.side))
     }
 
     async fn delete_object(&self, _bucket: &str, _key: &str) -> BackendResult<()> {
@@ -524,6 +528,70 @@ impl ObjectStore for Mirror {
     ) -> BackendResult<String> {
         let _write = self.locks.write(bucket, key).await;
         let (side, etag) = self.put_mirrored(bucket, key, body, len, metadata).await?;
+        Ok(tag(etag, side))
+    }
+
+    /// The primary arbitrates conditional writes ([`Mirror::write_if`]).
+    fn conditional_writes(&self) -> bool {
+        self.store(Side::Primary).conditional_writes()
+    }
+
+    async fn put_object_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: ByteStream,
+        len: u64,
+        metadata: Metadata,
+        condition: Option<PutCondition>,
+    ) -> BackendResult<String> {
+        let Some(condition) = condition else {
+            return self.put_object(bucket, key, body, len, metadata).await;
+        };
+        if !self.conditional_writes() {
+            return Err(BackendError::ConditionalUnsupported);
+        }
+        let (side, etag) = self
+            .write_if(bucket, key, condition, |store, c| async move {
+                store.put_object_if(bucket, key, body, len, metadata, Some(c)).await
+            })
+            .await?;
+        Ok(tag(etag, side))
+    }
+
+    /// The primary composes from its own copies of the sources under the condition; the
+    /// mirror follows it ([`Mirror::write_if`]).
+    async fn compose_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        sources: Vec<Source>,
+        tail: Bytes,
+        metadata: Metadata,
+        condition: Option<PutCondition>,
+    ) -> BackendResult<String> {
+        let Some(condition) = condition else {
+            return self.compose(bucket, key, sources, tail, metadata).await;
+        };
+        if !self.conditional_writes() {
+            return Err(BackendError::ConditionalUnsupported);
+        }
+        let own: Vec<Source> = sources
+            .into_iter()
+            .map(|src| Source {
+                etag: src
+                    .etag
+                    .as_deref()
+                    .and_then(|e| untag(e, Side::Primary))
+                    .map(str::to_string),
+                ..src
+            })
+            .collect();
+        let (side, etag) = self
+            .write_if(bucket, key, condition, |store, c| async move {
+                store.compose_if(bucket, key, own, tail, metadata, Some(c)).await
+            })
+            .await?;
         Ok(tag(etag, side))
     }
 

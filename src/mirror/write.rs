@@ -25,7 +25,9 @@ use tokio::sync::mpsc;
 use super::record::{self, Op, RepairRecord};
 use super::{Mirror, Side, WriteMode, untag};
 use crate::backend::health::StoreHealth;
-use crate::backend::{BackendError, BackendResult, ByteStream, Metadata, ObjectStore, Source, receiver_stream};
+use crate::backend::{
+    BackendError, BackendResult, ByteStream, Metadata, ObjectStore, PutCondition, Source, receiver_stream,
+};
 use crate::crypto::layout::is_reserved;
 
 /// Chunks buffered per store in the tee: memory per mirrored upload stays at a few chunks even
@@ -173,7 +175,8 @@ impl Mirror {
             }
         }
         let first = self.read_order()[0];
-        match (a, b) {
+        let took = [matches!(a, Leg::Done(_)), matches!(b, Leg::Done(_))];
+        let answer = match (a, b) {
             (Leg::Done(va), Leg::Done(vb)) => Ok(if first == Side::Primary {
                 (Side::Primary, va)
             } else {
@@ -189,7 +192,15 @@ impl Mirror {
             (Leg::Failed(ea), Leg::Failed(eb)) => Err(if ea.is_outage() && !eb.is_outage() { eb } else { ea }),
             (Leg::Failed(e), Leg::Down) | (Leg::Down, Leg::Failed(e)) => Err(e),
             (Leg::Down, Leg::Down) => Err(both_down()),
+        };
+        if answer.is_ok() {
+            for (side, took) in [(Side::Primary, took[0]), (Side::Mirror, took[1])] {
+                if took {
+                    super::served::note(side);
+                }
+            }
         }
+        answer
     }
 
     /// `has` holds the write and the other store missed it (`missed`): store the repair record
@@ -454,5 +465,109 @@ impl Mirror {
             (Ok(()), Ok(()) | Err(BackendError::NoSuchBucket)) | (Err(BackendError::NoSuchBucket), Ok(())) => Ok(()),
             (Err(e), _) | (_, Err(e)) => Err(e),
         }
+    }
+}
+
+// === conditional writes ===
+
+/// Why a conditional write cannot run: the primary, which arbitrates them, is unreachable.
+fn primary_needed() -> BackendError {
+    BackendError::Upstream {
+        store: Side::Primary.name().into(),
+        message: "conditional writes need the primary store, which is unreachable".into(),
+        retryable: true,
+    }
+}
+
+impl Mirror {
+    /// A conditional write (`If-None-Match: *`, `If-Match`) on the pair. The primary arbitrates:
+    /// the condition is sent to it with the write (`write`), atomic there, so concurrent
+    /// conditional writers through any number of instances are ordered by the primary alone;
+    /// the mirror must agree beforehand (absent for `Absent`, the same sealed version for
+    /// `Matches`; else 412 or 409), and afterwards follows the primary: the written ciphertext
+    /// is copied to it (`sync`, `both`), or a repair record does it in the background (`async`,
+    /// or the mirror down). With the primary down the answer is a retryable outage (503): a
+    /// conditional write is never done unconditionally, nor decided by the mirror alone.
+    pub(super) async fn write_if<F, Fut>(
+        &self,
+        bucket: &str,
+        key: &str,
+        condition: PutCondition,
+        write: F,
+    ) -> BackendResult<(Side, String)>
+    where
+        F: FnOnce(Arc<dyn ObjectStore>, PutCondition) -> Fut,
+        Fut: Future<Output = BackendResult<String>>,
+    {
+        let up = self.writable()?;
+        if !up[0] || !self.is_up(Side::Primary) {
+            return Err(primary_needed());
+        }
+        let (primary, mirror) = (self.store(Side::Primary), self.store(Side::Mirror));
+        let mirror_up = self.is_up(Side::Mirror);
+        let condition = match condition {
+            PutCondition::Absent => {
+                if mirror_up {
+                    match mirror.head_object(bucket, key).await {
+                        Ok(_) => return Err(BackendError::PreconditionFailed),
+                        Err(BackendError::NoSuchKey) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                PutCondition::Absent
+            }
+            PutCondition::Matches(tagged) => {
+                let primary_head = primary.head_object(bucket, key).await?;
+                let seen = match super::origin(&tagged) {
+                    Some(Side::Mirror) => mirror.head_object(bucket, key).await?,
+                    _ => primary_head.clone(),
+                };
+                let seen_etag =
+                    super::origin(&tagged).map_or(tagged.as_str(), |side| untag(&tagged, side).unwrap_or_default());
+                if seen.etag != seen_etag {
+                    return Err(BackendError::PreconditionFailed);
+                }
+                if mirror_up && super::origin(&tagged) != Some(Side::Mirror) {
+                    match mirror.head_object(bucket, key).await {
+                        Ok(h) if super::copy::same_version(&h, &primary_head) => {}
+                        // The stores disagree (a repair is pending): not decidable now.
+                        Ok(_) | Err(BackendError::NoSuchKey) => return Err(BackendError::ConditionalConflict),
+                        Err(e) => return Err(e),
+                    }
+                }
+                if !super::copy::same_version(&seen, &primary_head) {
+                    return Err(BackendError::ConditionalConflict);
+                }
+                PutCondition::Matches(primary_head.etag)
+            }
+        };
+        let written = match write(Arc::clone(primary), condition).await {
+            Ok(etag) => etag,
+            Err(e) => {
+                self.observe(Side::Primary, &e);
+                return Err(e);
+            }
+        };
+        let follow = if self.settings.write == WriteMode::Async || !mirror_up {
+            Leg::Down
+        } else {
+            let copy = super::copy::copy_between(primary, mirror, bucket, key);
+            let leg = tokio::select! {
+                r = copy => Leg::from(r),
+                () = until_down(self.health(Side::Mirror)) => Leg::Down,
+            };
+            match leg {
+                // The copy read whatever the primary held by then; if that was a later writer's
+                // version, ours may have landed after theirs: a record settles the mirror on
+                // the newest.
+                Leg::Done(copied) => match primary.head_object(bucket, key).await {
+                    Ok(now) if super::copy::same_version(&now, &copied) => Leg::Done(copied.etag),
+                    _ => Leg::Failed(BackendError::ConditionalConflict),
+                },
+                Leg::Failed(e) => Leg::Failed(e),
+                Leg::Down => Leg::Down,
+            }
+        };
+        self.settle(Op::Put, bucket, key, [Leg::Done(written), follow]).await
     }
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use super::condition::{WriteCondition, conflict_after_check};
 use super::upload::StoredPart;
 use super::{ChecksumAlgorithm, ObjectError, Objects, sealed};
 use crate::backend::Source;
@@ -38,13 +39,16 @@ pub struct Completed {
 }
 
 impl Objects {
-    /// Completes upload `id` of `bucket`/`key` from the parts `chosen`, in order.
+    /// Completes upload `id` of `bucket`/`key` from the parts `chosen`, in order, only if
+    /// `condition` holds (atomically at the store; a refused completion leaves the upload
+    /// completable).
     pub async fn complete_upload(
         &self,
         bucket: &str,
         key: &str,
         id: &str,
         chosen: &[PartChoice],
+        condition: Option<&WriteCondition>,
     ) -> Result<Completed, ObjectError> {
         let upload = self.load_upload(bucket, key, id).await?;
         let numbers = part_numbers(chosen)?;
@@ -91,7 +95,12 @@ impl Objects {
                 etag: Some(p.entry.etag.clone()).filter(|e| !e.is_empty()),
             })
             .collect();
-        let store_etag = self.store.compose(bucket, key, sources, tail.into(), metadata).await?;
+        let store_condition = self.store_condition(bucket, key, condition).await?;
+        let store_etag = self
+            .store
+            .compose_if(bucket, key, sources, tail.into(), metadata, store_condition.clone())
+            .await
+            .map_err(|e| conflict_after_check(e.into(), store_condition.as_ref()))?;
         let completed = Completed {
             etag: manifest.etag(),
             size: manifest.record.size,

@@ -8,11 +8,12 @@ use std::time::SystemTime;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use super::customer::keeps_content;
 use super::etags::Known;
 use super::open::{Opened, Shape};
 use super::{Expectations, ObjectError, Objects, refuse_reserved, sealed};
 use crate::backend::{Metadata, Source};
-use crate::crypto::envelope::{ObjectRecord, seal_record};
+use crate::crypto::envelope::{CustomerKey, ObjectRecord, seal_record};
 use crate::crypto::format::meta;
 use crate::crypto::manifest::Manifest;
 
@@ -36,21 +37,27 @@ pub struct CopySource<'a> {
 }
 
 impl Objects {
-    /// Copies `src` to `bucket`/`key`, with `record` (`None`: the source's own). A copy is a new
-    /// write: its record gets its own write time.
+    /// Copies `src` to `bucket`/`key`, with `record` (`None`: the source's own), SSE-C under
+    /// `customer` when given. A copy is a new write: its record gets its own write time. An
+    /// SSE-C source must have been unlocked with its key; when the source's and the
+    /// destination's customer keys differ (or one side has none), the content streams through
+    /// this process and is sealed again.
     pub async fn copy(
         &self,
         src: CopySource<'_>,
         bucket: &str,
         key: &str,
         record: Option<ObjectRecord>,
+        customer: Option<&CustomerKey>,
     ) -> Result<Copied, ObjectError> {
         refuse_reserved(key)?;
         let opened = src.opened;
         let mut record = record.unwrap_or_else(|| opened.record.clone());
         record.size = opened.size();
         record.stamp(SystemTime::now());
-        let store_etag = match server_side(self, &src, bucket, key, &record) {
+        record.set_customer(&opened.dek, customer);
+        let keeps = keeps_content(&opened.dek, opened.content_key()?, customer);
+        let store_etag = match keeps.then(|| server_side(self, &src, bucket, key, &record)).flatten() {
             Some((sources, tail, metadata)) => self
                 .store
                 .compose(bucket, key, sources, tail.into(), metadata)
@@ -59,7 +66,7 @@ impl Objects {
                     crate::backend::BackendError::PreconditionFailed => ObjectError::Changed,
                     other => ObjectError::Store(other),
                 })?,
-            None => self.reseal(&src, bucket, key, &record).await?,
+            None => self.reseal(&src, bucket, key, &record, customer).await?,
         };
         let copied = Copied {
             etag: opened.etag(),
@@ -74,18 +81,27 @@ impl Objects {
         Ok(copied)
     }
 
-    /// A single-part copy sealed again here, under a fresh data key: the source's plaintext
-    /// streams through this process (never leaving it).
+    /// A copy sealed again here as a single-part object, under a fresh data key (and `customer`,
+    /// if given): the source's plaintext streams through this process (never leaving it).
     async fn reseal(
         &self,
         src: &CopySource<'_>,
         bucket: &str,
         key: &str,
         record: &ObjectRecord,
+        customer: Option<&CustomerKey>,
     ) -> Result<String, ObjectError> {
         let plain = self.read(src.bucket, src.key, src.opened, None).await?;
         let (store_etag, _) = self
-            .write_single(bucket, key, record, plain, src.opened.size(), Expectations::default())
+            .write_single(
+                bucket,
+                key,
+                record,
+                plain,
+                src.opened.size(),
+                Expectations::default(),
+                customer,
+            )
             .await?;
         Ok(store_etag)
     }

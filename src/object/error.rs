@@ -45,6 +45,18 @@ pub enum ObjectError {
     /// A completion names no parts.
     #[error("a completion must name at least one part")]
     NoParts,
+    /// The object (or upload) is SSE-C and the request gave no customer key.
+    #[error("the object is encrypted with a customer key and none was given")]
+    CustomerKeyRequired,
+    /// The request gave a customer key for an object (or upload) that is not SSE-C.
+    #[error("a customer key was given for an object that is not encrypted with one")]
+    CustomerKeyNotApplicable,
+    /// The customer key given does not open the object.
+    #[error("the customer key given is not the object's")]
+    CustomerKeyMismatch,
+    /// A part was uploaded with another customer key than its upload was created with.
+    #[error("the customer key given is not the upload's")]
+    CustomerKeyDiffers,
 }
 
 impl From<BodyFailure> for ObjectError {

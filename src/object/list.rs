@@ -211,7 +211,15 @@ mod tests {
         for key in ["p/é1", "p/é2"] {
             let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"data"))]);
             objects
-                .put("bkt", key, ObjectRecord::default(), body, 4, Expectations::default())
+                .put(
+                    "bkt",
+                    key,
+                    ObjectRecord::default(),
+                    body,
+                    4,
+                    Expectations::default(),
+                    None,
+                )
                 .await
                 .expect("put");
         }

@@ -19,7 +19,9 @@
 pub mod body;
 pub mod checksum;
 mod complete;
+mod condition;
 mod copy;
+pub mod customer;
 mod error;
 mod etags;
 mod list;
@@ -33,6 +35,7 @@ use std::sync::Arc;
 
 pub use self::body::{BodyFailure, Digests, Expectations, Trailers};
 pub use self::complete::{Completed, PartChoice};
+pub use self::condition::WriteCondition;
 pub use self::copy::{Copied, CopySource};
 pub use self::error::ObjectError;
 pub use self::list::{Listed, Page};
@@ -41,7 +44,7 @@ pub use self::sealer::KeyringSealer;
 pub use self::upload::{PartInfo, PartsPage, UploadInfo, UploadsPage, UploadsQuery};
 pub use crate::backend::{BackendError, BucketInfo, ListQuery};
 pub use crate::crypto::CryptoError;
-pub use crate::crypto::envelope::ObjectRecord;
+pub use crate::crypto::envelope::{CustomerKey, ObjectRecord};
 pub use crate::crypto::format::ChecksumAlgorithm;
 pub use crate::crypto::layout::RESERVED_PREFIX;
 
@@ -106,7 +109,13 @@ impl Objects {
     }
 
     /// Opens an object and starts reading all of it: one store request for small objects.
-    pub async fn open_whole(&self, bucket: &str, key: &str) -> Result<(Opened, PlainStream), ObjectError> {
+    /// `customer` is the request's SSE-C key, checked ([`Opened::unlock`]) before any content.
+    pub async fn open_whole(
+        &self,
+        bucket: &str,
+        key: &str,
+        customer: Option<&CustomerKey>,
+    ) -> Result<(Opened, PlainStream), ObjectError> {
         refuse_reserved(key)?;
         let object = self.at(bucket, key);
         let mut whole = open::open_whole(&object, &self.keyring.load(), bucket, key).await;
@@ -117,7 +126,7 @@ impl Objects {
         }
         let ring = self.keyring.load();
         let views;
-        let (opened, stored) = match whole {
+        let (mut opened, stored) = match whole {
             Err(e) if is_untrustworthy(&e) => {
                 views = self.store.read_views();
                 let ring = &ring;
@@ -129,8 +138,9 @@ impl Objects {
             other => other?,
         };
         self.remember(bucket, key, &opened);
+        opened.unlock(customer)?;
         let (_, pieces) = opened.read(None)?;
-        let plain = body::DecryptBody::new(stored, &opened.dek, pieces);
+        let plain = body::DecryptBody::new(stored, &opened.dek, pieces).with_content_key(opened.content_key()?);
         Ok((opened, plain))
     }
 

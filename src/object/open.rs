@@ -18,7 +18,7 @@ use crate::backend::{
     BackendError, BackendResult, ByteRange, ByteStream, GetObject, ObjectHead, ObjectStore, read_small,
 };
 use crate::crypto::CryptoError;
-use crate::crypto::envelope::ObjectRecord;
+use crate::crypto::envelope::{CustomerKey, ObjectRecord};
 use crate::crypto::format::{ChecksumAlgorithm, HEADER_LEN, SINGLE_PART, TRAILER_LEN, meta};
 use crate::crypto::keyring::Keyring;
 use crate::crypto::layout::{ONE_REQUEST_MAX, TAIL_HINT};
@@ -66,6 +66,9 @@ impl StoredObject for InStore<'_> {
 pub struct Opened {
     /// The object's data key.
     pub dek: Key256,
+    /// What the content opens under: the DEK, or once [`Opened::unlock`] checked the customer
+    /// key, an SSE-C object's content key; `None` for an SSE-C object not unlocked yet.
+    content: Option<Key256>,
     /// The sealed record, opened.
     pub record: ObjectRecord,
     /// Single part (a trailer) or multipart (a manifest).
@@ -87,6 +90,23 @@ pub enum Shape {
 }
 
 impl Opened {
+    /// Whether the object is encrypted with a customer key (SSE-C).
+    pub fn is_sse_c(&self) -> bool {
+        self.record.sse_c.is_some()
+    }
+
+    /// Checks the customer key a request gave (`None`: none) against the object, and keeps the
+    /// content key it selects. Every read of content needs this first for an SSE-C object.
+    pub fn unlock(&mut self, customer: Option<&CustomerKey>) -> Result<(), ObjectError> {
+        self.content = Some(super::customer::unlock(&self.dek, &self.record, customer)?);
+        Ok(())
+    }
+
+    /// The key the content opens under; an SSE-C object not unlocked has none.
+    pub fn content_key(&self) -> Result<&Key256, ObjectError> {
+        self.content.as_ref().ok_or(ObjectError::CustomerKeyRequired)
+    }
+
     /// Plaintext length.
     pub fn size(&self) -> u64 {
         self.record.size
@@ -248,12 +268,13 @@ pub async fn plaintext(
     range: Option<Range<u64>>,
 ) -> Result<PlainStream, ObjectError> {
     let (stored, pieces) = opened.read(range)?;
+    opened.content_key()?;
     let pin = Some(opened.store_etag.as_str()).filter(|e| !e.is_empty());
     let got = object
         .get(Some(ByteRange::Bounded(stored)), pin)
         .await
         .map_err(changed)?;
-    Ok(DecryptBody::new(got.body, &opened.dek, pieces))
+    Ok(DecryptBody::new(got.body, &opened.dek, pieces).with_content_key(opened.content_key()?))
 }
 
 /// A pinned read that finds another version: the object changed while it was being read.
@@ -350,6 +371,7 @@ async fn finish_open(
         (record, Shape::Single(trailer))
     };
     Ok(Opened {
+        content: record.sse_c.is_none().then(|| unwrapped.dek.clone()),
         dek: unwrapped.dek,
         shape,
         store_etag: head.etag.clone(),

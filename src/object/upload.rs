@@ -22,7 +22,7 @@ use super::write::NewStream;
 use super::{Digests, Expectations, ObjectError, Objects, refuse_reserved, sealed};
 use crate::backend::{BackendError, ByteRange, ListEntry, ListQuery, Metadata, ObjectHead, read_small};
 use crate::crypto::CryptoError;
-use crate::crypto::envelope::{ObjectRecord, open_record, seal_record};
+use crate::crypto::envelope::{CustomerKey, ObjectRecord, open_record, seal_record};
 use crate::crypto::format::{ChecksumAlgorithm, DEFAULT_SEGMENT_LOG2, ENVELOPE_VERSION, TRAILER_LEN, meta};
 use crate::crypto::layout::{
     MAX_MARKER_LEN, UPLOAD_ID_BYTES, UPLOAD_MARKERS, upload_marker_key, upload_part_key, upload_parts_prefix,
@@ -46,6 +46,17 @@ struct MarkerBody {
 pub(super) struct InProgress {
     pub dek: Key256,
     pub record: ObjectRecord,
+}
+
+impl InProgress {
+    /// The content key of the upload's parts for a part request that gave `customer`: the
+    /// upload's own customer key, or none for an upload created without one.
+    fn content_key(&self, customer: Option<&CustomerKey>) -> Result<Key256, ObjectError> {
+        super::customer::unlock(&self.dek, &self.record, customer).map_err(|e| match e {
+            ObjectError::CustomerKeyMismatch => ObjectError::CustomerKeyDiffers,
+            other => other,
+        })
+    }
 }
 
 /// A part object of an upload, as the store lists it.
@@ -116,11 +127,21 @@ pub struct UploadsPage {
 }
 
 impl Objects {
-    /// Starts an upload to `bucket`/`key` with `record`; returns its id.
-    pub async fn create_upload(&self, bucket: &str, key: &str, record: &ObjectRecord) -> Result<String, ObjectError> {
+    /// Starts an upload to `bucket`/`key` with `record`, SSE-C under `customer` when given (every
+    /// part must then carry the same key); returns its id.
+    pub async fn create_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+        customer: Option<&CustomerKey>,
+    ) -> Result<String, ObjectError> {
         refuse_reserved(key)?;
         self.store.head_bucket(bucket).await?;
         let dek = Key256::random();
+        let mut record = record.clone();
+        record.set_customer(&dek, customer);
+        let record = &record;
         let id = hex::encode(rand::random::<[u8; UPLOAD_ID_BYTES]>());
         let wrapped = sealed::key_metadata(&self.keyring.load(), bucket, key, &dek);
         let body = serde_json::to_vec(&MarkerBody {
@@ -137,7 +158,8 @@ impl Objects {
     }
 
     /// Encrypts and stores part `number` of upload `id` from `body` (exactly `plain_len` bytes,
-    /// checked against `expect`). Returns the part's digests.
+    /// checked against `expect`), with the customer key the upload was created with, if any.
+    /// Returns the part's digests.
     #[allow(clippy::too_many_arguments)] // One S3 request's worth of inputs; a struct would only rename them.
     pub async fn upload_part<S, E>(
         &self,
@@ -148,19 +170,22 @@ impl Objects {
         body: S,
         plain_len: u64,
         expect: Expectations,
+        customer: Option<&CustomerKey>,
     ) -> Result<Digests, ObjectError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
         let upload = self.load_upload(bucket, key, id).await?;
-        self.put_part(bucket, id, &upload.dek, number, body, plain_len, expect)
+        let content = upload.content_key(customer)?;
+        self.put_part(bucket, id, &upload.dek, &content, number, body, plain_len, expect)
             .await
     }
 
     /// Stores `range` (`None`: all) of an opened source object as part `number` of upload `id`.
     /// The source's keys are not the upload's: its plaintext passes through this process (never
-    /// leaving it) and is sealed again as the part.
+    /// leaving it) and is sealed again as the part, with the upload's customer key (`customer`)
+    /// if it has one. An SSE-C source must have been unlocked with its own key.
     #[allow(clippy::too_many_arguments)] // As `upload_part`, with a source instead of a body.
     pub async fn upload_part_copy(
         &self,
@@ -170,12 +195,23 @@ impl Objects {
         number: u32,
         src: super::CopySource<'_>,
         range: Option<std::ops::Range<u64>>,
+        customer: Option<&CustomerKey>,
     ) -> Result<Digests, ObjectError> {
         let upload = self.load_upload(bucket, key, id).await?;
+        let content = upload.content_key(customer)?;
         let len = range.as_ref().map_or(src.opened.size(), |r| r.end - r.start);
         let plain = self.read(src.bucket, src.key, src.opened, range).await?;
-        self.put_part(bucket, id, &upload.dek, number, plain, len, Expectations::default())
-            .await
+        self.put_part(
+            bucket,
+            id,
+            &upload.dek,
+            &content,
+            number,
+            plain,
+            len,
+            Expectations::default(),
+        )
+        .await
     }
 
     /// Aborts upload `id` of `bucket`/`key`: deletes its parts and marker.
@@ -362,13 +398,15 @@ impl Objects {
         Ok(trailer)
     }
 
-    /// Encrypts and stores part `number` of upload `id`.
-    #[allow(clippy::too_many_arguments)] // The part's identity, key and body; all needed.
+    /// Encrypts and stores part `number` of upload `id`: segments under `content` (the DEK, or
+    /// the upload's SSE-C content key), the trailer under `dek`.
+    #[allow(clippy::too_many_arguments)] // The part's identity, keys and body; all needed.
     async fn put_part<S, E>(
         &self,
         bucket: &str,
         id: &str,
         dek: &Key256,
+        content: &Key256,
         number: u32,
         body: S,
         plain_len: u64,
@@ -385,6 +423,7 @@ impl Objects {
             bucket,
             key: &key,
             dek,
+            content,
             part: number,
             header: StreamHeader::random(DEFAULT_SEGMENT_LOG2),
             extension: Vec::new(),

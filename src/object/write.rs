@@ -12,10 +12,11 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::body::{Digests, EncryptBody, Expectations};
+use super::condition::{WriteCondition, conflict_after_check};
 use super::etags::Known;
 use super::{ObjectError, Objects, refuse_reserved, sealed};
-use crate::backend::{BackendError, Metadata, receiver_stream};
-use crate::crypto::envelope::ObjectRecord;
+use crate::backend::{BackendError, Metadata, PutCondition, receiver_stream};
+use crate::crypto::envelope::{CustomerKey, ObjectRecord, content_key};
 use crate::crypto::format::SINGLE_PART;
 use crate::crypto::segment::StreamHeader;
 use crate::secret::Key256;
@@ -29,6 +30,8 @@ pub(super) struct NewStream<'a> {
     /// The store key (the object's, or a multipart part's).
     pub key: &'a str,
     pub dek: &'a Key256,
+    /// What the segments are sealed under: the DEK, or an SSE-C object's content key.
+    pub content: &'a Key256,
     /// The stream's part number ([`SINGLE_PART`] for a single-part object).
     pub part: u32,
     pub header: StreamHeader,
@@ -39,9 +42,31 @@ pub(super) struct NewStream<'a> {
 
 impl Objects {
     /// Stores a new single-part object of exactly `plain_len` bytes from `body`, checked against
-    /// `expect`, with `record` (its size is set here). Returns the plaintext digests; on any
-    /// refusal nothing is stored.
+    /// `expect`, with `record` (its size is set here), SSE-C under `customer` when given. Returns
+    /// the plaintext digests; on any refusal nothing is stored.
+    #[allow(clippy::too_many_arguments)] // One S3 request's worth of inputs; a struct would only rename them.
     pub async fn put<S, E>(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: ObjectRecord,
+        body: S,
+        plain_len: u64,
+        expect: Expectations,
+        customer: Option<&CustomerKey>,
+    ) -> Result<Digests, ObjectError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        self.put_if(bucket, key, record, body, plain_len, expect, customer, None)
+            .await
+    }
+
+    /// [`Objects::put`] only if `condition` holds ([`WriteCondition`]), atomically at the store;
+    /// else nothing is stored.
+    #[allow(clippy::too_many_arguments)] // put's arguments and the condition
+    pub async fn put_if<S, E>(
         &self,
         bucket: &str,
         key: &str,
@@ -49,15 +74,30 @@ impl Objects {
         body: S,
         plain_len: u64,
         expect: Expectations,
+        customer: Option<&CustomerKey>,
+        condition: Option<&WriteCondition>,
     ) -> Result<Digests, ObjectError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
         refuse_reserved(key)?;
+        let store_condition = self.store_condition(bucket, key, condition).await?;
         record.size = plain_len;
         record.stamp(SystemTime::now());
-        let (store_etag, digests) = self.write_single(bucket, key, &record, body, plain_len, expect).await?;
+        let (store_etag, digests) = self
+            .write_single_if(
+                bucket,
+                key,
+                &record,
+                body,
+                plain_len,
+                expect,
+                customer,
+                store_condition.clone(),
+            )
+            .await
+            .map_err(|e| conflict_after_check(e, store_condition.as_ref()))?;
         let known = Known {
             etag: hex::encode(digests.md5),
             size: plain_len,
@@ -68,8 +108,10 @@ impl Objects {
     }
 
     /// Stores a single-part object under a fresh data key: the envelope sealed for `record`, the
-    /// body (exactly `plain_len` bytes, checked against `expect`) encrypted into the store.
-    /// Returns the store's ETag and the plaintext digests.
+    /// body (exactly `plain_len` bytes, checked against `expect`) encrypted into the store, its
+    /// content bound to `customer` (SSE-C) when given. Returns the store's ETag and the plaintext
+    /// digests.
+    #[allow(clippy::too_many_arguments)] // As `put`.
     pub(super) async fn write_single<S, E>(
         &self,
         bucket: &str,
@@ -78,23 +120,49 @@ impl Objects {
         body: S,
         plain_len: u64,
         expect: Expectations,
+        customer: Option<&CustomerKey>,
+    ) -> Result<(String, Digests), ObjectError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        self.write_single_if(bucket, key, record, body, plain_len, expect, customer, None)
+            .await
+    }
+
+    /// [`Objects::write_single`] whose store write carries `condition`.
+    #[allow(clippy::too_many_arguments)] // write_single's arguments and the condition
+    async fn write_single_if<S, E>(
+        &self,
+        bucket: &str,
+        key: &str,
+        record: &ObjectRecord,
+        body: S,
+        plain_len: u64,
+        expect: Expectations,
+        customer: Option<&CustomerKey>,
+        condition: Option<PutCondition>,
     ) -> Result<(String, Digests), ObjectError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
         let dek = Key256::random();
-        let sealed = sealed::seal(&self.keyring.load(), bucket, key, &dek, record);
+        let mut record = record.clone();
+        record.set_customer(&dek, customer);
+        let content = content_key(&dek, customer);
+        let sealed = sealed::seal(&self.keyring.load(), bucket, key, &dek, &record);
         let new = NewStream {
             bucket,
             key,
             dek: &dek,
+            content: &content,
             part: SINGLE_PART,
             header: sealed.header,
             extension: sealed.extension,
             metadata: sealed.metadata,
         };
-        self.write_stream(new, body, plain_len, expect).await
+        self.write_stream_if(new, body, plain_len, expect, condition).await
     }
 
     /// Encrypts `body` (exactly `plain_len` bytes, checked against `expect`) into the stream
@@ -110,15 +178,35 @@ impl Objects {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
     {
-        let mut encrypt = EncryptBody::new(body, new.dek, new.part, new.header, new.extension, plain_len, expect);
+        self.write_stream_if(new, body, plain_len, expect, None).await
+    }
+
+    /// [`Objects::write_stream`] whose store write carries `condition`.
+    async fn write_stream_if<S, E>(
+        &self,
+        new: NewStream<'_>,
+        body: S,
+        plain_len: u64,
+        expect: Expectations,
+        condition: Option<PutCondition>,
+    ) -> Result<(String, Digests), ObjectError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        let mut encrypt = EncryptBody::new(body, new.dek, new.part, new.header, new.extension, plain_len, expect)
+            .with_content_key(new.content);
         let stored_len = encrypt.stored_len();
         let (tx, rx) = mpsc::channel(PIPE_DEPTH);
         let stored = {
-            let mut put =
-                pin!(
-                    self.store
-                        .put_object(new.bucket, new.key, receiver_stream(rx), stored_len, new.metadata)
-                );
+            let mut put = pin!(self.store.put_object_if(
+                new.bucket,
+                new.key,
+                receiver_stream(rx),
+                stored_len,
+                new.metadata,
+                condition
+            ));
             let mut pump = pin!(pump(&mut encrypt, tx));
             tokio::select! {
                 () = &mut pump => put.await,

@@ -14,6 +14,14 @@ fn backend(e: BackendError) -> S3Error {
         BackendError::BucketAlreadyExists => s3_error!(BucketAlreadyOwnedByYou),
         BackendError::BucketNotEmpty => s3_error!(BucketNotEmpty),
         BackendError::PreconditionFailed => s3_error!(PreconditionFailed),
+        BackendError::ConditionalConflict => s3_error!(
+            ConditionalRequestConflict,
+            "A conflicting operation occurred during the conditional request; retry."
+        ),
+        BackendError::ConditionalUnsupported => s3_error!(
+            NotImplemented,
+            "Conditional writes are not available: the backing store cannot write conditionally (see the proxy's start-up log)."
+        ),
         BackendError::InvalidRange => s3_error!(InvalidRange),
         BackendError::InvalidArgument(what) => S3Error::with_message(S3ErrorCode::InvalidArgument, what),
         // The client's body failed; the caller normally maps the precise cause first.
@@ -80,6 +88,22 @@ pub fn object(e: ObjectError) -> S3Error {
         ObjectError::NoParts => s3_error!(
             MalformedXML,
             "The XML you provided was not well-formed or did not validate against our published schema."
+        ),
+        ObjectError::CustomerKeyRequired => s3_error!(
+            InvalidRequest,
+            "The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object."
+        ),
+        ObjectError::CustomerKeyNotApplicable => s3_error!(
+            InvalidRequest,
+            "The encryption parameters are not applicable to this object."
+        ),
+        ObjectError::CustomerKeyMismatch => s3_error!(
+            AccessDenied,
+            "The provided customer encryption key does not match the key the object was stored with."
+        ),
+        ObjectError::CustomerKeyDiffers => s3_error!(
+            InvalidRequest,
+            "The provided encryption parameters did not match the ones used originally."
         ),
     }
 }

@@ -16,7 +16,8 @@ use super::Proxy;
 use super::answer::checksum_dto;
 use super::bucket::{encode_if, is_url, list_query, max_keys, objects, prefixes};
 use super::error;
-use super::request::{no_versions, refuse_sse_c};
+use super::request::no_versions;
+use super::sse::{self, sse_c_headers};
 use crate::limits::MAX_KEYS;
 use crate::object::Shape;
 
@@ -26,13 +27,14 @@ impl Proxy {
         req: S3Request<GetObjectAttributesInput>,
     ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
         let input = req.input;
-        refuse_sse_c(input.sse_customer_algorithm.is_some())?;
+        let customer = sse::customer_key(&sse_c_headers!(input), self.sse_c_secure)?;
         no_versions(input.version_id.as_deref())?;
-        let opened = self
+        let mut opened = self
             .objects
             .open(&input.bucket, &input.key)
             .await
             .map_err(error::object)?;
+        sse::unlock(&mut opened, customer.as_ref())?;
         let wants = |name: &str| input.object_attributes.iter().any(|a| a.as_str() == name);
         let checksum = opened
             .checksum()

@@ -13,6 +13,7 @@ mod info;
 mod multipart;
 mod object;
 mod request;
+mod sse;
 
 use s3s::dto;
 use s3s::{S3, S3Request, S3Response, S3Result};
@@ -26,6 +27,8 @@ pub struct Proxy {
     region: String,
     /// `[server] refuse_sse_kms`.
     refuse_sse_kms: bool,
+    /// Whether SSE-C requests are taken: TLS, or a loopback listener ([`sse`]).
+    sse_c_secure: bool,
 }
 
 impl Proxy {
@@ -36,7 +39,16 @@ impl Proxy {
             objects,
             region,
             refuse_sse_kms,
+            sse_c_secure: true,
         }
+    }
+
+    /// Whether the listener may carry SSE-C keys: S3 takes them only over HTTPS; the proxy
+    /// also over plain HTTP on loopback (a sidecar); elsewhere every SSE-C request is refused.
+    /// `tls`: whether the listener has TLS; `listen`: its address.
+    pub fn with_sse_c_transport(mut self, tls: bool, listen: std::net::IpAddr) -> Self {
+        self.sse_c_secure = sse::keys_may_travel(tls, listen);
+        self
     }
 }
 

@@ -15,8 +15,9 @@ use super::answer::{check_copy_conditions, checksum_dto, digests_checksum, sse};
 use super::error;
 use super::request::{
     check_user_metadata, client_digests, copy_source, declared_length, expectations, parse_copy_range, part_number,
-    record_of, refuse_sse_c, refuse_unsafe, unsafe_asks,
+    record_of, refuse_unsafe, unsafe_asks, write_condition,
 };
+use super::sse::{self, sse_c_headers};
 use crate::limits::{MAX_KEYS, MAX_PART_SIZE};
 use crate::object::{ChecksumAlgorithm, CopySource, PartChoice, UploadsQuery};
 
@@ -46,14 +47,19 @@ impl Proxy {
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
         refuse_unsafe(unsafe_asks!(input), self.refuse_sse_kms)?;
+        let customer = sse::customer_key(&sse_c_headers!(input), self.sse_c_secure)?;
+        sse::exclusive(customer.as_ref(), input.server_side_encryption.as_ref())?;
         check_user_metadata(input.metadata.as_ref())?;
         let record = record_of!(input);
         let id = self
             .objects
-            .create_upload(&input.bucket, &input.key, &record)
+            .create_upload(&input.bucket, &input.key, &record, customer.as_ref())
             .await
             .map_err(error::object)?;
+        let (sse_customer_algorithm, sse_customer_key_md5) = sse::echo(customer.as_ref());
         Ok(S3Response::new(CreateMultipartUploadOutput {
+            sse_customer_algorithm,
+            sse_customer_key_md5,
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(id),
@@ -70,7 +76,7 @@ impl Proxy {
         let expect = expectations(&req.headers, &req.trailing_headers, client_digests!(req.input))?;
         let input = req.input;
         let number = part_number(input.part_number)?;
-        refuse_sse_c(input.sse_customer_algorithm.is_some() || input.sse_customer_key.is_some())?;
+        let customer = sse::customer_key(&sse_c_headers!(input), self.sse_c_secure)?;
         if plain_len > MAX_PART_SIZE {
             return Err(too_large());
         }
@@ -78,11 +84,14 @@ impl Proxy {
         let (bucket, key, id) = (&input.bucket, &input.key, &input.upload_id);
         let digests = self
             .objects
-            .upload_part(bucket, key, id, number, body, plain_len, expect)
+            .upload_part(bucket, key, id, number, body, plain_len, expect, customer.as_ref())
             .await
             .map_err(error::object)?;
         let c = digests_checksum(&digests);
+        let (sse_customer_algorithm, sse_customer_key_md5) = sse::echo(customer.as_ref());
         Ok(S3Response::new(UploadPartOutput {
+            sse_customer_algorithm,
+            sse_customer_key_md5,
             server_side_encryption: Some(sse()),
             e_tag: Some(ETag::Strong(hex::encode(digests.md5))),
             checksum_crc32: c.checksum_crc32,
@@ -100,9 +109,11 @@ impl Proxy {
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let input = req.input;
         let number = part_number(input.part_number)?;
-        refuse_sse_c(input.sse_customer_algorithm.is_some() || input.copy_source_sse_customer_algorithm.is_some())?;
+        let customer = sse::customer_key(&sse_c_headers!(input), self.sse_c_secure)?;
+        let source_key = sse::customer_key(&sse_c_headers!(input, copy_source), self.sse_c_secure)?;
         let (src_bucket, src_key) = copy_source(&input.copy_source)?;
-        let opened = self.objects.open(&src_bucket, &src_key).await.map_err(error::object)?;
+        let mut opened = self.objects.open(&src_bucket, &src_key).await.map_err(error::object)?;
+        sse::unlock(&mut opened, source_key.as_ref())?;
         check_copy_conditions(
             &opened,
             input.copy_source_if_match.as_ref(),
@@ -125,10 +136,21 @@ impl Proxy {
         };
         let digests = self
             .objects
-            .upload_part_copy(&input.bucket, &input.key, &input.upload_id, number, src, range)
+            .upload_part_copy(
+                &input.bucket,
+                &input.key,
+                &input.upload_id,
+                number,
+                src,
+                range,
+                customer.as_ref(),
+            )
             .await
             .map_err(error::object)?;
+        let (sse_customer_algorithm, sse_customer_key_md5) = sse::echo(customer.as_ref());
         Ok(S3Response::new(UploadPartCopyOutput {
+            sse_customer_algorithm,
+            sse_customer_key_md5,
             copy_part_result: Some(CopyPartResult {
                 e_tag: Some(ETag::Strong(hex::encode(digests.md5))),
                 last_modified: Some(Timestamp::from(std::time::SystemTime::now())),
@@ -143,12 +165,7 @@ impl Proxy {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let input = req.input;
-        if input.if_match.is_some() || input.if_none_match.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "Conditional writes are not supported through escrow-proxy yet."
-            ));
-        }
+        let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let chosen: Vec<PartChoice> = input
             .multipart_upload
             .and_then(|m| m.parts)
@@ -159,7 +176,7 @@ impl Proxy {
         let (bucket, key) = (&input.bucket, &input.key);
         let completed = self
             .objects
-            .complete_upload(bucket, key, &input.upload_id, &chosen)
+            .complete_upload(bucket, key, &input.upload_id, &chosen, condition.as_ref())
             .await
             .map_err(error::object)?;
         Ok(S3Response::new(CompleteMultipartUploadOutput {

@@ -20,17 +20,18 @@ use super::answer::{
 use super::error;
 use super::request::{
     check_user_metadata, client_digests, copy_source, declared_length, expectations, invalid_part_number, record_of,
-    refuse_sse_c, refuse_unsafe, resolve_range, unsafe_asks,
+    refuse_unsafe, resolve_range, unsafe_asks, write_condition,
 };
+use super::sse::{self, sse_c_headers};
 use crate::limits::{MAX_DELETE_KEYS, MAX_PUT_SIZE};
-use crate::object::{CopySource, Opened, PlainStream};
+use crate::object::{CopySource, CustomerKey, Opened, PlainStream};
 
 /// Deletes in flight at once for DeleteObjects.
 const DELETE_CONCURRENCY: usize = 16;
 
 /// What GET and HEAD have in common: the preconditions and the part or range asked for.
 struct ReadRequest<'a> {
-    sse_c: bool,
+    sse_c: super::sse::Headers<'a>,
     part_number: Option<i32>,
     range: Option<&'a s3s::dto::Range>,
     if_match: Option<&'a ETagCondition>,
@@ -43,7 +44,7 @@ struct ReadRequest<'a> {
 macro_rules! read_request {
     ($input:expr) => {
         ReadRequest {
-            sse_c: $input.sse_customer_algorithm.is_some(),
+            sse_c: super::sse::sse_c_headers!($input),
             part_number: $input.part_number,
             range: $input.range.as_ref(),
             if_match: $input.if_match.as_ref(),
@@ -57,21 +58,27 @@ macro_rules! read_request {
 impl Proxy {
     /// Opens the object, evaluates the preconditions, and resolves the part or range asked for
     /// (`None`: the whole object). A whole-object GET gets its body too (one store request for
-    /// small objects).
+    /// small objects). An SSE-C object needs its customer key, checked before anything else.
     async fn prepare_read(
         &self,
         bucket: &str,
         key: &str,
         read: &ReadRequest<'_>,
         want_body: bool,
-    ) -> S3Result<(Opened, Option<Range<u64>>, Option<PlainStream>)> {
-        refuse_sse_c(read.sse_c)?;
+    ) -> S3Result<(Opened, Option<Range<u64>>, Option<PlainStream>, Option<CustomerKey>)> {
+        let customer = sse::customer_key(&read.sse_c, self.sse_c_secure)?;
         let whole = want_body && read.range.is_none() && read.part_number.is_none();
         let (opened, body) = if whole {
-            let (opened, body) = self.objects.open_whole(bucket, key).await.map_err(error::object)?;
+            let (opened, body) = self
+                .objects
+                .open_whole(bucket, key, customer.as_ref())
+                .await
+                .map_err(error::object)?;
             (opened, Some(body))
         } else {
-            (self.objects.open(bucket, key).await.map_err(error::object)?, None)
+            let mut opened = self.objects.open(bucket, key).await.map_err(error::object)?;
+            sse::unlock(&mut opened, customer.as_ref())?;
+            (opened, None)
         };
         check_conditions(
             &opened,
@@ -97,7 +104,7 @@ impl Proxy {
             }
             (None, Some(range)) => Some(resolve_range(range, size)?),
         };
-        Ok((opened, range, body))
+        Ok((opened, range, body, customer))
     }
 
     pub(super) async fn put_object_op(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
@@ -111,24 +118,33 @@ impl Proxy {
         let expect = expectations(&req.headers, &req.trailing_headers, client_digests!(req.input))?;
         let input = req.input;
         refuse_unsafe(unsafe_asks!(input), self.refuse_sse_kms)?;
+        let customer = sse::customer_key(&sse_c_headers!(input), self.sse_c_secure)?;
+        sse::exclusive(customer.as_ref(), input.server_side_encryption.as_ref())?;
         check_user_metadata(input.metadata.as_ref())?;
-        if input.if_match.is_some() || input.if_none_match.is_some() {
-            return Err(s3_error!(
-                NotImplemented,
-                "Conditional writes are not supported through escrow-proxy yet."
-            ));
-        }
+        let condition = write_condition(input.if_match.as_ref(), input.if_none_match.as_ref())?;
         let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
         let record = record_of!(input);
         let digests = self
             .objects
-            .put(&input.bucket, &input.key, record, body, plain_len, expect)
+            .put_if(
+                &input.bucket,
+                &input.key,
+                record,
+                body,
+                plain_len,
+                expect,
+                customer.as_ref(),
+                condition.as_ref(),
+            )
             .await
             .map_err(error::object)?;
         let c = digests_checksum(&digests);
+        let (sse_customer_algorithm, sse_customer_key_md5) = sse::echo(customer.as_ref());
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(hex::encode(digests.md5))),
             server_side_encryption: Some(sse()),
+            sse_customer_algorithm,
+            sse_customer_key_md5,
             checksum_crc32: c.checksum_crc32,
             checksum_crc32c: c.checksum_crc32c,
             checksum_crc64nvme: c.checksum_crc64nvme,
@@ -143,22 +159,26 @@ impl Proxy {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = req.input;
-        let (opened, range, _) = self.prepare_read(&i.bucket, &i.key, &read_request!(i), false).await?;
+        let (opened, range, _, customer) = self.prepare_read(&i.bucket, &i.key, &read_request!(i), false).await?;
+        let (sse_customer_algorithm, sse_customer_key_md5) = sse::echo(customer.as_ref());
         let size = opened.size();
         let checksum = response_checksum(&opened, i.checksum_mode.as_ref(), true);
         let output = read_output!(HeadObjectOutput, opened, i.part_number, checksum, {
             content_length: Some(range.as_ref().map_or(size, |r| r.end - r.start) as i64),
             content_range: range.as_ref().map(|r| content_range(r, size)),
             replication_status: self.objects.replication_status(&i.bucket, &i.key).map(|s| s.to_string().into()),
+            sse_customer_algorithm: sse_customer_algorithm,
+            sse_customer_key_md5: sse_customer_key_md5,
         });
         Ok(S3Response::new(output))
     }
 
     pub(super) async fn get_object_op(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        let (opened, range, whole) = self
+        let (opened, range, whole, customer) = self
             .prepare_read(&input.bucket, &input.key, &read_request!(input), true)
             .await?;
+        let (sse_customer_algorithm, sse_customer_key_md5) = sse::echo(customer.as_ref());
         let size = opened.size();
         let body = match whole {
             Some(body) => body,
@@ -176,18 +196,31 @@ impl Proxy {
             content_length: Some(len as i64),
             content_range: range.as_ref().map(|r| content_range(r, size)),
             replication_status: self.objects.replication_status(&input.bucket, &input.key).map(|s| s.to_string().into()),
+            sse_customer_algorithm: sse_customer_algorithm,
+            sse_customer_key_md5: sse_customer_key_md5,
         });
         Ok(S3Response::new(output))
     }
 
-    /// CopyObject: the object layer copies server-side whenever the envelope allows.
+    /// CopyObject: the object layer copies server-side whenever the envelope allows (for SSE-C:
+    /// when source and destination have the same customer key, or neither has one).
     pub(super) async fn copy_object_op(
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
+        // s3s 0.14 does not parse a destination's If-Match / If-None-Match on CopyObject: refused
+        // here rather than ignored (an ignored condition would be an unconditional overwrite).
+        if req.headers.contains_key(http::header::IF_MATCH) || req.headers.contains_key(http::header::IF_NONE_MATCH) {
+            return Err(s3_error!(
+                NotImplemented,
+                "Conditional CopyObject (If-Match / If-None-Match on the destination) is not supported through escrow-proxy."
+            ));
+        }
         let input = req.input;
         refuse_unsafe(unsafe_asks!(input), self.refuse_sse_kms)?;
-        refuse_sse_c(input.copy_source_sse_customer_algorithm.is_some())?;
+        let customer = sse::customer_key(&sse_c_headers!(input), self.sse_c_secure)?;
+        sse::exclusive(customer.as_ref(), input.server_side_encryption.as_ref())?;
+        let source_key = sse::customer_key(&sse_c_headers!(input, copy_source), self.sse_c_secure)?;
         let (src_bucket, src_key) = copy_source(&input.copy_source)?;
         let replace = input
             .metadata_directive
@@ -196,14 +229,18 @@ impl Proxy {
         if replace {
             check_user_metadata(input.metadata.as_ref())?;
         }
-        if !replace && src_bucket == input.bucket && src_key == input.key {
+        // Changing the customer key (or adding or removing one) is a change of encryption
+        // attributes: S3 allows such a copy onto itself (a client rotating its key).
+        let same_encryption = sse::same_key(source_key.as_ref(), customer.as_ref());
+        if !replace && same_encryption && src_bucket == input.bucket && src_key == input.key {
             return Err(s3_error!(
                 InvalidRequest,
                 "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes."
             ));
         }
         self.objects.head_bucket(&input.bucket).await.map_err(error::object)?;
-        let opened = self.objects.open(&src_bucket, &src_key).await.map_err(error::object)?;
+        let mut opened = self.objects.open(&src_bucket, &src_key).await.map_err(error::object)?;
+        sse::unlock(&mut opened, source_key.as_ref())?;
         check_copy_conditions(
             &opened,
             input.copy_source_if_match.as_ref(),
@@ -219,11 +256,14 @@ impl Proxy {
         };
         let copied = self
             .objects
-            .copy(src, &input.bucket, &input.key, record)
+            .copy(src, &input.bucket, &input.key, record, customer.as_ref())
             .await
             .map_err(error::object)?;
+        let (sse_customer_algorithm, sse_customer_key_md5) = sse::echo(customer.as_ref());
         Ok(S3Response::new(CopyObjectOutput {
             server_side_encryption: Some(sse()),
+            sse_customer_algorithm,
+            sse_customer_key_md5,
             copy_object_result: Some(CopyObjectResult {
                 e_tag: Some(ETag::Strong(copied.etag)),
                 last_modified: copied.last_modified.map(Timestamp::from),

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use s3s::dto::{CopySource, ObjectCannedACL, Range, ServerSideEncryption};
+use s3s::dto::{CopySource, ETag, ETagCondition, ObjectCannedACL, Range, ServerSideEncryption};
 use s3s::{S3Result, s3_error};
 
 use crate::limits::{MAX_PART_NUMBER, MAX_USER_METADATA};
 use crate::object::checksum::{checksum_header, decode_digest};
-use crate::object::{ChecksumAlgorithm, Expectations, Trailers};
+use crate::object::{ChecksumAlgorithm, Expectations, Trailers, WriteCondition};
 
 /// The plaintext length of an upload: `Content-Length`, or `x-amz-decoded-content-length` for
 /// aws-chunked bodies.
@@ -166,6 +166,7 @@ macro_rules! record_of {
                 .map(|(k, v)| (k.to_lowercase(), v))
                 .collect(),
             written_ms: None,
+            sse_c: None,
         }
     };
 }
@@ -181,9 +182,8 @@ pub(super) fn client_content_encoding(value: Option<&str>) -> Option<String> {
     (!kept.is_empty()).then(|| kept.join(","))
 }
 
-/// What a write asks for that the proxy may have to refuse.
+/// What a write asks for that the proxy may have to refuse (SSE-C is honoured: `super::sse`).
 pub(super) struct UnsafeAsks<'a> {
-    pub sse_c: bool,
     pub kms: bool,
     pub sse: Option<&'a ServerSideEncryption>,
     pub tagging: bool,
@@ -195,7 +195,6 @@ pub(super) struct UnsafeAsks<'a> {
 macro_rules! unsafe_asks {
     ($input:expr) => {
         super::request::UnsafeAsks {
-            sse_c: $input.sse_customer_algorithm.is_some() || $input.sse_customer_key.is_some(),
             kms: $input.ssekms_key_id.is_some(),
             sse: $input.server_side_encryption.as_ref(),
             tagging: $input.tagging.is_some(),
@@ -208,7 +207,6 @@ pub(super) use unsafe_asks;
 
 /// Refuses what the proxy cannot honour without leaking or lying.
 pub(super) fn refuse_unsafe(asks: UnsafeAsks<'_>, refuse_sse_kms: bool) -> S3Result<()> {
-    refuse_sse_c(asks.sse_c)?;
     check_sse(asks.sse, asks.kms, refuse_sse_kms)?;
     if asks.tagging {
         return Err(s3_error!(
@@ -291,16 +289,31 @@ pub(super) fn no_versions(version_id: Option<&str>) -> S3Result<()> {
     }
 }
 
-/// Refuses SSE-C (`asked`): the proxy encrypts every object itself and cannot honour a
-/// customer's key on top.
-pub(super) fn refuse_sse_c(asked: bool) -> S3Result<()> {
-    if asked {
-        return Err(s3_error!(
+/// The condition of a write (PutObject, CompleteMultipartUpload, CopyObject's destination) from
+/// its `If-Match` / `If-None-Match`: `If-None-Match` takes only `*` on a write (anything else is
+/// S3's 501), and the two are not combined.
+pub(super) fn write_condition(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> S3Result<Option<WriteCondition>> {
+    match (if_match, if_none_match) {
+        (None, None) => Ok(None),
+        (None, Some(ETagCondition::Any)) => Ok(Some(WriteCondition::Absent)),
+        (None, Some(ETagCondition::ETag(_))) => Err(s3_error!(
             NotImplemented,
-            "SSE-C is not supported through escrow-proxy."
-        ));
+            "A header you provided implies functionality that is not implemented: If-None-Match on a write takes only *."
+        )),
+        (Some(ETagCondition::Any), None) => Ok(Some(WriteCondition::Exists)),
+        (Some(ETagCondition::ETag(etag)), None) => Ok(Some(match etag {
+            ETag::Strong(value) => WriteCondition::Matches(value.clone()),
+            // A weak validator never matches in a strong comparison.
+            ETag::Weak(value) => WriteCondition::Matches(format!("W/{value}")),
+        })),
+        (Some(_), Some(_)) => Err(s3_error!(
+            NotImplemented,
+            "A header you provided implies functionality that is not implemented: If-Match and If-None-Match together on a write."
+        )),
     }
-    Ok(())
 }
 
 /// The bucket and key of `x-amz-copy-source`. Buckets here are unversioned: a version other

@@ -1,9 +1,11 @@
 //! The access log: one line per request at target `escrow_proxy::access`, written when the
 //! response body is finished or dropped: request id (also sent as `x-amz-request-id`; s3s sends
 //! none), the client's access key once its signature checked out, the S3 operation, bucket and
-//! object key, status, body bytes in and out, and duration. Never headers, signatures, secrets
-//! or metadata. Requests that did not authenticate are logged at debug (a stranger's flood must
-//! not flood the log; [`super::front`] counts them at info), authenticated ones at info.
+//! object key, status, body bytes in and out, duration, and the store(s) that served it
+//! (`stores`: `primary`, `mirror`, `primary+mirror`, or `-`; noted by the mirror in a task-local,
+//! [`crate::mirror::served`]). Never headers, signatures, secrets or metadata. Requests that
+//! did not authenticate are logged at debug (a stranger's flood must not flood the log;
+//! [`super::front`] counts them at info), authenticated ones at info.
 //!
 //! s3s resolves the operation and checks the signature; [`Note`] is its access hook, which
 //! copies what it resolved into the request's [`Slot`] and then applies s3s's default rule
@@ -13,6 +15,7 @@
 //! operation and status, `escrow_s3_bytes_total` by direction) and in the process's
 //! [`traffic`] totals, from which the status page computes request rates.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -20,6 +23,8 @@ use std::time::Instant;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::path::S3Path;
 use s3s::{S3Result, s3_error};
+
+use crate::mirror::served::Served;
 
 /// The response header carrying the request id.
 pub(super) const REQUEST_ID_HEADER: &str = "x-amz-request-id";
@@ -96,6 +101,8 @@ struct SlotInner {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     status: AtomicU64,
+    /// Which store(s) served it, once the handler is done.
+    served: OnceLock<Served>,
 }
 
 impl Slot {
@@ -110,6 +117,7 @@ impl Slot {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             status: AtomicU64::new(0),
+            served: OnceLock::new(),
         }))
     }
 
@@ -133,6 +141,11 @@ impl Slot {
         self.0.status.store(u64::from(status.as_u16()), Ordering::Relaxed);
     }
 
+    /// Records which store(s) served the request.
+    pub(super) fn set_served(&self, served: Served) {
+        let _ = self.0.served.set(served);
+    }
+
     /// Writes the access line. Called once, when the response body ends or is dropped.
     pub(super) fn log(&self) {
         let r = self.0.resolved.lock().unwrap_or_else(|e| e.into_inner());
@@ -145,12 +158,13 @@ impl Slot {
         let bucket = r.bucket.as_deref().unwrap_or("");
         let key = r.key.as_deref().unwrap_or("");
         let method = inner.method.as_str();
+        let stores = inner.served.get().copied().unwrap_or_default().label();
         count(operation, status, bytes_in, bytes_out);
         match r.access_key.as_deref() {
             Some(access_key) => tracing::info!(
                 target: "escrow_proxy::access",
                 request_id = %inner.id, access_key, operation, method, bucket, key, status,
-                bytes_in, bytes_out, duration_ms, "request"
+                bytes_in, bytes_out, duration_ms, stores, "request"
             ),
             None => tracing::debug!(
                 target: "escrow_proxy::access",

@@ -21,6 +21,7 @@ use super::gate::{self, Refusal};
 use crate::backend::ObjectStore;
 use crate::config::{ClientConfig, ServerConfig};
 use crate::keys::SharedKeyring;
+use crate::mirror::served::Served;
 use crate::s3::{ClientAuth, Proxy};
 
 /// Refused and failed-authentication requests are summarized at info at most this often.
@@ -37,6 +38,9 @@ pub(super) struct Front {
     s3: S3Service,
     body_timeout: Duration,
     refusals: Arc<RefusalLog>,
+    /// Whether the store is a mirror pair (which notes the side that served each request);
+    /// otherwise every authenticated request is served by the primary alone.
+    mirrored: bool,
     /// The connection this clone serves (one clone per connection).
     activity: Option<Arc<Activity>>,
 }
@@ -49,8 +53,13 @@ impl Front {
         store: Arc<dyn ObjectStore>,
         keyring: Arc<SharedKeyring>,
     ) -> Self {
+        // A pair offers a read view per store; a single store none.
+        let mirrored = !store.read_views().is_empty();
         let objects = crate::object::Objects::new(store, keyring);
-        let mut builder = S3ServiceBuilder::new(Proxy::new(objects, server.region.clone(), server.refuse_sse_kms));
+        // SSE-C keys travel in headers: only over TLS, or on loopback.
+        let proxy = Proxy::new(objects, server.region.clone(), server.refuse_sse_kms)
+            .with_sse_c_transport(server.tls.is_some(), server.listen.ip());
+        let mut builder = S3ServiceBuilder::new(proxy);
         builder.set_auth(ClientAuth::new(clients));
         builder.set_access(access::Note);
         builder.set_config(Arc::new(StaticConfigProvider::new(Arc::new(s3s_limits()))));
@@ -58,6 +67,7 @@ impl Front {
             s3: builder.build(),
             body_timeout: server.limits.body_timeout,
             refusals: Arc::new(RefusalLog::default()),
+            mirrored,
             activity: None,
         }
     }
@@ -112,8 +122,11 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Front {
         let req = req.map(|body| s3s::Body::http_body(ProgressBody::new(body, timeout, counter)));
         let s3 = self.s3.clone();
         let refusals = Arc::clone(&self.refusals);
+        let mirrored = self.mirrored;
         Box::pin(async move {
-            let mut resp = match s3.call(req).await {
+            let (called, served) = crate::mirror::served::scope(s3.call(req)).await;
+            slot.set_served(if mirrored { served } else { Served::PRIMARY });
+            let mut resp = match called {
                 Ok(resp) => resp,
                 Err(e) => {
                     tracing::warn!(%method, request_id = slot.id(), "request failed outside the S3 error path");

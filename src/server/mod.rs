@@ -16,8 +16,7 @@ pub use access::{Traffic, traffic};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::sync::{Notify, watch};
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::watch;
 
 use crate::backend::ObjectStore;
 use crate::config::{ClientConfig, ServerConfig};
@@ -42,9 +41,8 @@ pub struct Running {
     pub tls: bool,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
-    /// Wakes the certificate watcher for an immediate reload (SIGHUP).
-    reload: Option<Arc<Notify>>,
-    watcher: Option<tokio::task::JoinHandle<()>>,
+    /// The certificate and its watcher (stopped with this).
+    live_tls: Option<tls::LiveTls>,
 }
 
 impl Running {
@@ -59,16 +57,13 @@ impl Running {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
-        if let Some(watcher) = self.watcher {
-            watcher.abort();
-        }
     }
 
     /// Re-reads the TLS certificate and key now (SIGHUP), whether or not their files look
     /// changed. A bad pair is refused with a log line and the old one kept. No-op without TLS.
     pub fn reload_tls(&self) {
-        if let Some(reload) = &self.reload {
-            reload.notify_one();
+        if let Some(live) = &self.live_tls {
+            live.reload_now();
         }
     }
 }
@@ -80,16 +75,16 @@ pub async fn start(
     store: Arc<dyn ObjectStore>,
     keyring: Arc<SharedKeyring>,
 ) -> Result<Running, ServerError> {
-    let (acceptor, reload, watcher) = match &server.tls {
-        Some(files) => {
-            let slot = Arc::new(tls::CertSlot::load(&files.cert, &files.key)?);
-            let config = tls::server_config_with(Arc::clone(&slot), server.limits.tls_client_ca.as_deref())?;
-            let reload = Arc::new(Notify::new());
-            let watcher = tokio::spawn(watch_certificate(slot, Arc::clone(&reload), server.limits.tls_reload));
-            (Some(TlsAcceptor::from(config)), Some(reload), Some(watcher))
-        }
-        None => (None, None, None),
+    let live_tls = match &server.tls {
+        Some(files) => Some(tls::LiveTls::start(
+            &files.cert,
+            &files.key,
+            server.limits.tls_client_ca.as_deref(),
+            server.limits.tls_reload,
+        )?),
+        None => None,
     };
+    let acceptor = live_tls.as_ref().map(tls::LiveTls::acceptor);
     let service = front::Front::new(server, clients, store, keyring);
     let listener = tokio::net::TcpListener::bind(server.listen)
         .await
@@ -109,23 +104,6 @@ pub async fn start(
         tls,
         shutdown,
         task,
-        reload,
-        watcher,
+        live_tls,
     })
-}
-
-/// Polls the certificate files every `every` (and reloads at once when `now` is notified).
-async fn watch_certificate(slot: Arc<tls::CertSlot>, now: Arc<Notify>, every: std::time::Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        let force = tokio::select! {
-            _ = tick.tick() => false,
-            _ = now.notified() => true,
-        };
-        // Reading and parsing two small files: off the async workers all the same.
-        let slot = Arc::clone(&slot);
-        let _ = tokio::task::spawn_blocking(move || slot.reload(force)).await;
-    }
 }

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::ServerConfig;
@@ -14,6 +14,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
 
 use crate::files::{FileError, write_private_file};
 
@@ -187,6 +189,64 @@ impl CertSlot {
 impl ResolvesServerCert for CertSlot {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner())))
+    }
+}
+
+/// The TLS side of a listener (the S3 one and the admin one alike): an acceptor whose
+/// certificate follows its files ([`CertSlot`], polled every `every`, and at once on
+/// [`LiveTls::reload_now`]), optionally requiring client certificates from a CA (mTLS). The
+/// watcher stops when this is dropped.
+pub struct LiveTls {
+    acceptor: TlsAcceptor,
+    reload: Arc<Notify>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl LiveTls {
+    /// Loads `cert` and `key` (and `client_ca`), and starts watching the pair. Needs a runtime.
+    pub fn start(cert: &Path, key: &Path, client_ca: Option<&Path>, every: Duration) -> Result<Self, TlsError> {
+        let slot = Arc::new(CertSlot::load(cert, key)?);
+        let config = server_config_with(Arc::clone(&slot), client_ca)?;
+        let reload = Arc::new(Notify::new());
+        let watcher = tokio::spawn(watch_certificate(slot, Arc::clone(&reload), every));
+        Ok(Self {
+            acceptor: TlsAcceptor::from(config),
+            reload,
+            watcher,
+        })
+    }
+
+    /// The acceptor for new connections.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor.clone()
+    }
+
+    /// Re-reads the certificate and key now (SIGHUP), changed or not; a bad pair is refused
+    /// with a log line and the old one kept.
+    pub fn reload_now(&self) {
+        self.reload.notify_one();
+    }
+}
+
+impl Drop for LiveTls {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// Polls the certificate files every `every` (and reloads at once when `now` is notified).
+async fn watch_certificate(slot: Arc<CertSlot>, now: Arc<Notify>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        let force = tokio::select! {
+            _ = tick.tick() => false,
+            _ = now.notified() => true,
+        };
+        // Reading and parsing two small files: off the async workers all the same.
+        let slot = Arc::clone(&slot);
+        let _ = tokio::task::spawn_blocking(move || slot.reload(force)).await;
     }
 }
 

@@ -150,3 +150,112 @@ fn admin_off_loopback_needs_tls() {
     );
     assert!(ran.stderr.contains("admin.listen"), "{}", ran.describe());
 }
+
+/// A CA (`dir/<name>-ca.pem`) and a client certificate it signs (`dir/<name>.pem`,
+/// `dir/<name>-key.pem`).
+fn client_ca_and_cert(dir: &std::path::Path, name: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{name} CA"));
+    let ca_key = KeyPair::generate().expect("key");
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{name} operator"));
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("sign");
+    let path = |suffix: &str| dir.join(format!("{name}{suffix}.pem"));
+    fs::write(path("-ca"), ca.pem()).expect("write");
+    fs::write(path(""), cert.pem()).expect("write");
+    fs::write(path("-key"), key.serialize_pem()).expect("write");
+    fs::set_permissions(path("-key"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    let s = |p: std::path::PathBuf| p.to_str().expect("utf-8").to_string();
+    (s(path("-ca")), s(path("")), s(path("-key")))
+}
+
+/// `curl -sS` with `args`: the status code, or curl's failure (a refused handshake).
+fn try_curl(args: &[&str]) -> Result<(u16, String), String> {
+    let ran = Cmd::new("curl").args(["-sS", "-w", "\n%{http_code}"]).args(args).run();
+    if !ran.status.success() {
+        return Err(ran.describe());
+    }
+    let (body, code) = ran.stdout.rsplit_once('\n').expect("status line");
+    Ok((code.trim().parse().expect("numeric status"), body.to_string()))
+}
+
+#[test]
+fn admin_mtls_needs_a_client_certificate_from_its_ca_and_still_the_token() {
+    let setup = Setup::new(false, &[]);
+    with_admin(&setup, TOKEN, 0o600);
+    let (client_ca, cert, key) = client_ca_and_cert(setup.root(), "operators");
+    let (_, foreign_cert, foreign_key) = client_ca_and_cert(setup.root(), "strangers");
+    let config = fs::read_to_string(&setup.config).expect("read config");
+    let config = format!(
+        "{config}tls_cert = {}\ntls_key = {}\ntls_client_ca = {}\n",
+        toml_str(&setup.certs.join("server.pem")),
+        toml_str(&setup.certs.join("server-key.pem")),
+        toml_str(std::path::Path::new(&client_ca)),
+    );
+    fs::write(&setup.config, config).expect("write config");
+    let serve = Serve::start(
+        setup.root(),
+        Some(&setup.config),
+        "serve-admin-mtls",
+        &["endpoint", "admin"],
+    );
+    let admin = serve.printed("admin").to_string();
+    assert!(admin.starts_with("https://127.0.0.1:"), "{admin}");
+    let ca = setup.certs.join("ca.pem");
+    let ca = ca.to_str().expect("utf-8");
+    let keys = format!("{admin}/admin/keys");
+    let live = format!("{admin}/live");
+
+    // No client certificate: the handshake is refused, even for the public /live.
+    let refused = try_curl(&["--cacert", ca, &live]);
+    assert!(refused.is_err(), "no client certificate: {refused:?}");
+    let refused = try_curl(&["--cacert", ca, "-H", &bearer(TOKEN), &keys]);
+    assert!(refused.is_err(), "no client certificate, with the token: {refused:?}");
+    // A certificate from another CA: refused.
+    let refused = try_curl(&[
+        "--cacert",
+        ca,
+        "--cert",
+        &foreign_cert,
+        "--key",
+        &foreign_key,
+        "-H",
+        &bearer(TOKEN),
+        &keys,
+    ]);
+    assert!(refused.is_err(), "a certificate from another CA: {refused:?}");
+    // The right certificate without the token: 401; with it: 200.
+    let with_cert = ["--cacert", ca, "--cert", &cert, "--key", &key];
+    let (code, body) = try_curl(&[&with_cert[..], &[keys.as_str()]].concat()).expect("handshake");
+    assert_eq!(code, 401, "the token is still required: {body}");
+    let auth = bearer(TOKEN);
+    let (code, body) = try_curl(&[&with_cert[..], &["-H", &auth, &keys]].concat()).expect("handshake");
+    assert_eq!(code, 200, "certificate and token: {body}");
+    let (code, _) = try_curl(&[&with_cert[..], &[live.as_str()]].concat()).expect("handshake");
+    assert_eq!(code, 200, "/live needs only the certificate");
+}
+
+#[test]
+fn admin_mtls_without_tls_is_a_configuration_error() {
+    let setup = Setup::new(false, &[]);
+    with_admin(&setup, TOKEN, 0o600);
+    let mut config = fs::read_to_string(&setup.config).expect("read config");
+    config.push_str("tls_client_ca = \"operators-ca.pem\"\n");
+    fs::write(&setup.config, config).expect("write config");
+    let ran = escrow(["serve", "--config"]).arg(&setup.config).run();
+    assert_exit(&ran, EXIT_BAD_CONFIG, "admin mTLS without admin TLS is refused");
+    assert!(
+        ran.stderr.contains("admin.tls_client_ca needs tls_cert"),
+        "{}",
+        ran.describe()
+    );
+}

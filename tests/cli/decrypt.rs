@@ -232,3 +232,56 @@ fn decrypt_raw_body_with_head_object_metadata() {
     ];
     assert_refused_without_output(f.decrypt_with_keys(KEY, &args, &out), &out, "another object's metadata");
 }
+
+/// An SSE-C object decrypts offline only with its customer key, given in a private file: not
+/// without it, not with another key, not from a file others may read; a plain object refuses a
+/// key. The keyring and root key alone are not enough.
+#[test]
+fn decrypt_sse_c_needs_the_customer_key_from_a_private_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new(true, &[]);
+    let data = data_with_marker(SIZE);
+    let raw = [0x3au8; 32];
+    let serve = setup.serve("serve");
+    let s3 = setup.s3(&serve);
+    s3.create_bucket(BUCKET);
+    s3.put_sse_c(BUCKET, KEY, &data, &raw);
+    s3.put(BUCKET, OTHER_KEY, &data);
+    serve.stop();
+    let f = Fixture { setup, data };
+    let key_file = |name: &str, bytes: &[u8], mode: u32| {
+        let path = f.out(name);
+        fs::write(&path, format!("{}\n", crate::common::b64(bytes))).expect("key file");
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+        path
+    };
+    let right = key_file("right.key", &raw, 0o600);
+    let wrong = key_file("wrong.key", &[0x3bu8; 32], 0o600);
+    let open = key_file("open.key", &raw, 0o644);
+    let short = key_file("short.key", &[0x3au8; 16], 0o600);
+    let file = f.object_file();
+    let with = |key: &str, key_file: Option<&Path>, out: &Path| {
+        let object = fs_object_path(&f.setup.primary, BUCKET, key);
+        let mut args: Vec<&Path> = object_arg(&object).to_vec();
+        if let Some(k) = key_file {
+            args.push(Path::new("--sse-c-key-file"));
+            args.push(k);
+        }
+        f.decrypt_with_keys(key, &args, out)
+    };
+    assert!(file.is_file());
+
+    let out = f.out("with-key.bin");
+    f.assert_decrypted(with(KEY, Some(&right), &out), &out, "SSE-C object with its key");
+    for (name, key_file) in [
+        ("no key", None),
+        ("another key", Some(wrong.as_path())),
+        ("a key file others may read", Some(open.as_path())),
+        ("a 16-byte key", Some(short.as_path())),
+    ] {
+        let out = f.out(&format!("refused-{}.bin", name.replace(' ', "-")));
+        assert_refused_without_output(with(KEY, key_file, &out), &out, name);
+    }
+    let out = f.out("plain-with-key.bin");
+    assert_refused_without_output(with(OTHER_KEY, Some(&right), &out), &out, "a plain object with a key");
+}

@@ -1102,3 +1102,183 @@ fn the_keyring_kept_in_an_s3_mirror_follows_rotations() {
     d.rt.block_on(put(&cb, "k", b"under version 4", None)).expect("put");
     assert_eq!(d.rt.block_on(get(&ca, "k")).expect("get"), b"under version 4");
 }
+
+/// SSE-C objects (single-part, multipart, and an upload in progress) move to a new key version
+/// with a rewrap that never sees their customer key, in both stores; after the old version is
+/// destroyed they still read with the key (and the upload completes), and not without it. The
+/// offline `decrypt` reads the rewrapped mirror copy with `--sse-c-key-file`.
+#[test]
+fn rewrap_keeps_sse_c_objects_readable_with_their_key_only() {
+    use base64::Engine as _;
+    use md5::Digest as _;
+    let d = Deployment::new(false, true);
+    let serve = d.serve("rewrap-ssec");
+    let client = d.client(&serve);
+    let mirror = d.mirror.clone().expect("mirror");
+    let raw = [0x5cu8; 32];
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let (key, md5) = (b64(&raw), b64(&md5::Md5::digest(raw)));
+    let single = body_of(1, 200 << 10);
+    let (p1, p2) = (body_of(2, 5 << 20), body_of(3, 1000));
+    d.rt.block_on(async {
+        common::create_bucket(&client, BUCKET).await;
+        client
+            .put_object()
+            .bucket(BUCKET)
+            .key("ssec/single")
+            .sse_customer_algorithm("AES256")
+            .sse_customer_key(&key)
+            .sse_customer_key_md5(&md5)
+            .body(ByteStream::from(single.clone()))
+            .send()
+            .await
+            .expect("SSE-C PUT");
+    });
+    let upload = |name: &'static str, complete: bool| {
+        let (client, key, md5, p1, p2) = (&client, &key, &md5, &p1, &p2);
+        async move {
+            let id = client
+                .create_multipart_upload()
+                .bucket(BUCKET)
+                .key(name)
+                .sse_customer_algorithm("AES256")
+                .sse_customer_key(key)
+                .sse_customer_key_md5(md5)
+                .send()
+                .await
+                .expect("create")
+                .upload_id()
+                .expect("id")
+                .to_string();
+            let mut parts = Vec::new();
+            let bodies: &[&Vec<u8>] = if complete { &[p1, p2] } else { &[p1] };
+            for (i, body) in bodies.iter().enumerate() {
+                let n = i as i32 + 1;
+                let out = client
+                    .upload_part()
+                    .bucket(BUCKET)
+                    .key(name)
+                    .upload_id(&id)
+                    .part_number(n)
+                    .sse_customer_algorithm("AES256")
+                    .sse_customer_key(key)
+                    .sse_customer_key_md5(md5)
+                    .body(ByteStream::from(body.to_vec()))
+                    .send()
+                    .await
+                    .expect("part");
+                parts.push(
+                    aws_sdk_s3::types::CompletedPart::builder()
+                        .part_number(n)
+                        .e_tag(out.e_tag().expect("etag"))
+                        .build(),
+                );
+            }
+            (id, parts)
+        }
+    };
+    let complete = |name: &'static str, id: String, parts: Vec<aws_sdk_s3::types::CompletedPart>| {
+        let client = &client;
+        async move {
+            client
+                .complete_multipart_upload()
+                .bucket(BUCKET)
+                .key(name)
+                .upload_id(id)
+                .multipart_upload(
+                    aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("complete {name}: {}", DisplayErrorContext(&e)));
+        }
+    };
+    let (id, parts) = d.rt.block_on(upload("ssec/multi", true));
+    d.rt.block_on(complete("ssec/multi", id, parts));
+    let (pending, mut pending_parts) = d.rt.block_on(upload("ssec/pending", false));
+
+    let (code, rotated) = api(&serve, "POST", "/admin/keys/rotate", None);
+    assert_eq!((code, rotated["active"].as_u64()), (200, Some(2)), "{rotated}");
+    let ran = d.admin(&serve, &["keys", "rewrap", "--wait"]).ok("rewrap");
+    let job: Value = serde_json::from_str(&ran.stdout).expect("job JSON");
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(
+        job["progress"]["rewrapped"], 6,
+        "2 objects and 1 upload, in each store: {job}"
+    );
+    assert_eq!(mirror_kek(&mirror, "ssec/single"), "2");
+    assert_eq!(mirror_kek(&mirror, "ssec/multi"), "2");
+    let keys = census(&serve);
+    assert_eq!(refs(&keys, 1).values().sum::<u64>(), 0, "{keys}");
+    let (code, destroyed) = api(&serve, "POST", "/admin/keys/1/destroy", None);
+    assert_eq!(code, 200, "{destroyed}");
+
+    let get = |name: &'static str, with_key: bool| {
+        let (client, key, md5) = (&client, &key, &md5);
+        async move {
+            let mut req = client.get_object().bucket(BUCKET).key(name);
+            if with_key {
+                req = req
+                    .sse_customer_algorithm("AES256")
+                    .sse_customer_key(key)
+                    .sse_customer_key_md5(md5);
+            }
+            match req.send().await {
+                Ok(out) => Ok(out.body.collect().await.expect("body").to_vec()),
+                Err(e) => Err(e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0)),
+            }
+        }
+    };
+    d.rt.block_on(async {
+        assert!(get("ssec/single", true).await.expect("single after rewrap") == single);
+        assert!(get("ssec/multi", true).await.expect("multi after rewrap") == [p1.clone(), p2.clone()].concat());
+        assert_eq!(get("ssec/single", false).await.err(), Some(400), "no key after rewrap");
+        // The upload started before the rewrap takes its last part and completes.
+        let out = client
+            .upload_part()
+            .bucket(BUCKET)
+            .key("ssec/pending")
+            .upload_id(&pending)
+            .part_number(2)
+            .sse_customer_algorithm("AES256")
+            .sse_customer_key(&key)
+            .sse_customer_key_md5(&md5)
+            .body(ByteStream::from(p2.clone()))
+            .send()
+            .await
+            .expect("part after rewrap");
+        pending_parts.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(2)
+                .e_tag(out.e_tag().expect("etag"))
+                .build(),
+        );
+    });
+    d.rt.block_on(complete("ssec/pending", pending, pending_parts));
+    d.rt.block_on(async {
+        assert!(get("ssec/pending", true).await.expect("pending") == [p1.clone(), p2.clone()].concat());
+    });
+    drop(serve);
+
+    // Offline, from the mirror's object file, with the key in a private file.
+    let key_file = d.dir.path().join("customer.key");
+    fs::write(&key_file, format!("{key}\n")).expect("key file");
+    fs::set_permissions(&key_file, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = d.dir.path().join("single.out");
+    escrow(["decrypt", "--keyring"])
+        .arg(&d.keyring)
+        .arg("--root-key")
+        .arg(&d.root_key)
+        .args(["--bucket", BUCKET, "--key", "ssec/single", "--object"])
+        .arg(fs_object_path(&mirror, BUCKET, "ssec/single"))
+        .arg("--sse-c-key-file")
+        .arg(&key_file)
+        .arg("-o")
+        .arg(&out)
+        .run()
+        .ok("offline decrypt of a rewrapped SSE-C object");
+    assert!(fs::read(&out).expect("out") == single);
+    assert!(!d.log("rewrap-ssec").contains(&key), "the customer key is never logged");
+}

@@ -54,6 +54,24 @@ impl S3 {
             .expect("DeleteObject");
     }
 
+    /// PutObject with an SSE-C customer key (`raw`, 32 bytes), which must succeed.
+    pub fn put_sse_c(&self, bucket: &str, key: &str, data: &[u8], raw: &[u8; 32]) {
+        use md5::Digest as _;
+        self.rt
+            .block_on(
+                self.client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .sse_customer_algorithm("AES256")
+                    .sse_customer_key(common::b64(raw))
+                    .sse_customer_key_md5(common::b64(&md5::Md5::digest(raw)))
+                    .body(aws_sdk_s3::primitives::ByteStream::from(data.to_vec()))
+                    .send(),
+            )
+            .expect("PutObject with SSE-C");
+    }
+
     /// A multipart upload of `parts`, which must succeed.
     pub fn put_multipart(&self, bucket: &str, key: &str, parts: &[&[u8]]) {
         self.rt

@@ -198,6 +198,7 @@ impl Harness {
                     secret_key: SecretString::new(UPSTREAM_SECRET_KEY.into()),
                     path_style: true,
                     ca_file: None,
+                    conditional_writes: true,
                 };
                 (StoreConfig::S3(cfg), path, Some(task))
             }

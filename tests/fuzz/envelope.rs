@@ -47,6 +47,7 @@ pub fn record() -> impl Strategy<Value = ObjectRecord> {
                     expires,
                     user: user.into_iter().collect::<BTreeMap<_, _>>(),
                     written_ms: (size % 2 == 0).then_some(size),
+                    sse_c: None,
                 }
             },
         )

@@ -20,6 +20,11 @@ Commands:
                                    objects in place
   empty BUCKET                     delete every object of BUCKET, verify it lists empty and
                                    holds no multipart upload
+  sse_c BUCKET DATA_FILE KEY_FILE  create BUCKET; SSE-C with the 32-byte key in KEY_FILE:
+                                   put/get/head/range, upload_file/download_file in 5 MiB parts,
+                                   a managed copy to another key and one to a plain object, and
+                                   the must-fail twins (no key 400, wrong key 403, plain object
+                                   with a key 400); leaves the objects in place
   mkbucket BUCKET                  create BUCKET
   presign METHOD BUCKET KEY        print a presigned URL
                                    (METHOD: get_object | head_object | put_object |
@@ -259,6 +264,87 @@ def empty(bucket):
     expect(not uploads, f"multipart uploads left open: {uploads}")
 
 
+def expect_error(call, status, code, what):
+    try:
+        call()
+    except ClientError as e:
+        got = (e.response["ResponseMetadata"]["HTTPStatusCode"], e.response["Error"].get("Code"))
+        expect(got[0] == status and (code is None or got[1] == code), f"{what}: got {got}, want {status} {code}")
+        return
+    expect(False, f"{what}: succeeded, want {status} {code}")
+
+
+def sse_c(bucket, data_file, key_file):
+    s3 = client()
+    with open(data_file, "rb") as f:
+        data = f.read()
+    with open(key_file, "rb") as f:
+        key = f.read()
+    expect(len(key) == 32, "the key file holds 32 bytes")
+    wrong = bytes(b ^ 1 for b in key)
+    # boto3 base64-encodes the key and adds its MD5 itself.
+    ssec = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
+    s3.create_bucket(Bucket=bucket)
+
+    put = s3.put_object(Bucket=bucket, Key="sse-c/put.bin", Body=data, **ssec)
+    expect(put.get("SSECustomerAlgorithm") == "AES256", f"put echoes the algorithm: {put.get('SSECustomerAlgorithm')!r}")
+    expect("SSECustomerKeyMD5" in put, "put echoes the key MD5")
+    got = s3.get_object(Bucket=bucket, Key="sse-c/put.bin", **ssec)
+    expect(got["Body"].read() == data, "get_object with the key: body differs")
+    expect(got.get("SSECustomerKeyMD5") == put["SSECustomerKeyMD5"], "get echoes the same key MD5")
+    head = s3.head_object(Bucket=bucket, Key="sse-c/put.bin", **ssec)
+    expect(head["ContentLength"] == len(data), f"head ContentLength {head['ContentLength']}")
+    first, last = RANGES[1]
+    r = s3.get_object(Bucket=bucket, Key="sse-c/put.bin", Range=f"bytes={first}-{last}", **ssec)
+    expect(r["Body"].read() == data[first : last + 1], "ranged get with the key")
+
+    # upload_file / download_file in parts, both with the key.
+    s3.upload_file(data_file, bucket, "sse-c/parts.bin", ExtraArgs=ssec, Config=MULTIPART)
+    with tempfile.TemporaryDirectory() as tmp:
+        down = os.path.join(tmp, "download.bin")
+        s3.download_file(bucket, "sse-c/parts.bin", down, ExtraArgs=ssec, Config=MULTIPART)
+        expect_same_file(down, data, "download_file of the SSE-C multipart object")
+
+    # Managed copies: to another key, and to a plain object.
+    source = {"Bucket": bucket, "Key": "sse-c/put.bin"}
+    s3.copy(
+        source,
+        bucket,
+        "sse-c/copy-other-key.bin",
+        ExtraArgs={
+            "CopySourceSSECustomerAlgorithm": "AES256",
+            "CopySourceSSECustomerKey": key,
+            "SSECustomerAlgorithm": "AES256",
+            "SSECustomerKey": wrong,
+        },
+    )
+    other = s3.get_object(Bucket=bucket, Key="sse-c/copy-other-key.bin", SSECustomerAlgorithm="AES256", SSECustomerKey=wrong)
+    expect(other["Body"].read() == data, "copy under another key reads with that key")
+    s3.copy(
+        source,
+        bucket,
+        "sse-c/copy-plain.bin",
+        ExtraArgs={"CopySourceSSECustomerAlgorithm": "AES256", "CopySourceSSECustomerKey": key},
+    )
+    expect(s3.get_object(Bucket=bucket, Key="sse-c/copy-plain.bin")["Body"].read() == data, "copy to plain")
+
+    # Must-fail twins.
+    expect_error(lambda: s3.get_object(Bucket=bucket, Key="sse-c/put.bin"), 400, "InvalidRequest", "get without the key")
+    expect_error(lambda: s3.head_object(Bucket=bucket, Key="sse-c/put.bin"), 400, None, "head without the key")
+    expect_error(
+        lambda: s3.get_object(Bucket=bucket, Key="sse-c/put.bin", SSECustomerAlgorithm="AES256", SSECustomerKey=wrong),
+        403,
+        "AccessDenied",
+        "get with the wrong key",
+    )
+    expect_error(
+        lambda: s3.get_object(Bucket=bucket, Key="sse-c/copy-plain.bin", **ssec),
+        400,
+        "InvalidRequest",
+        "a plain object with a key",
+    )
+
+
 def mkbucket(bucket):
     client().create_bucket(Bucket=bucket)
 
@@ -278,6 +364,7 @@ def main(argv):
         "delete": (delete, 1),
         "multipart": (multipart, 2),
         "empty": (empty, 1),
+        "sse_c": (sse_c, 3),
         "mkbucket": (mkbucket, 1),
         "presign": (presign, 3),
     }

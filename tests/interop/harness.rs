@@ -207,6 +207,13 @@ impl Proxy {
         );
     }
 
+    /// Asserts no file under [`Proxy::store_dir`] contains `needle` (`what` names it).
+    pub fn assert_store_lacks(&self, needle: &[u8], what: &str) {
+        shared::assert_files_lack(&self.store_dir, needle, Vanished::Skip, |file| {
+            format!("{what} IN STORE: {}", file.display())
+        });
+    }
+
     /// The keys the store holds in `bucket`, sorted: those of client objects and the proxy's own
     /// (multipart state under `.escrow-mpu/`). Read from the store's files, not through the proxy.
     pub fn stored_keys(&self, bucket: &str) -> Vec<String> {

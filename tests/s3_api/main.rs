@@ -48,6 +48,7 @@ mod auth;
 mod buckets;
 mod checksums;
 mod chunked;
+mod conditional_writes;
 mod conditionals;
 mod copy;
 mod info;
@@ -58,6 +59,8 @@ mod mirror;
 mod multipart;
 mod objects;
 mod ranges;
+mod sse_c;
+mod store_quirks;
 mod transport;
 mod unsupported;
 

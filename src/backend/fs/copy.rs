@@ -1,6 +1,8 @@
 //! Server-side copies inside the directory store: a whole object under new metadata, its body
 //! copied by the kernel (`copy_file_range` through `std::io::copy` between files), never through
-//! this process's memory. What a key rewrap uses to replace an object's wrapped key.
+//! this process's memory. What a key rewrap uses to replace an object's wrapped key, on the
+//! condition that the object is still the one it read ([`FsStore::copy_whole`] with a
+//! [`PutCondition`], committed under the key's lock like every conditional write).
 
 use std::io::{self, Read, Seek, Write};
 use std::path::PathBuf;
@@ -8,18 +10,20 @@ use std::time::SystemTime;
 
 use super::{FsStore, HEADER_SLACK, Header, MAGIC, MAX_HEADER_LEN, TMP_DIR, TempFile, invalid_input};
 use super::{object_file_name, padded, sync_dir, unix_nanos};
-use crate::backend::{BackendError, BackendResult, Metadata, Source};
+use crate::backend::{BackendError, BackendResult, Metadata, PutCondition, Source};
 
 impl FsStore {
     /// Stores under `bucket`/`key` the whole object `src` with `metadata`; fails with
     /// `PreconditionFailed` when `src` no longer has the ETag it names. The ETag stays (the body
-    /// is the same bytes). Returns it.
+    /// is the same bytes). Returns it. With `condition`, the copy is committed only if the
+    /// destination still meets it, checked under the key's lock ([`FsStore::commit_locked`]).
     pub(super) async fn copy_whole(
         &self,
         bucket: &str,
         key: &str,
         src: &Source,
         metadata: Metadata,
+        condition: Option<PutCondition>,
     ) -> BackendResult<String> {
         let dir = self.existing_bucket(bucket).await?;
         let (file, header, body_offset) = self.open_object(&src.bucket, &src.key).await?;
@@ -30,7 +34,6 @@ impl FsStore {
             return Err(BackendError::InvalidArgument("not a whole-object copy"));
         }
         let tmp = TempFile(self.root.join(TMP_DIR).join(format!("{:032x}", rand::random::<u128>())));
-        let dest: PathBuf = dir.join(object_file_name(key));
         let new = Header {
             key: key.to_owned(),
             metadata,
@@ -66,8 +69,7 @@ impl FsStore {
         })
         .await
         .map_err(|_| io::Error::other("copy task failed"))??;
-        std::fs::rename(&tmp.0, &dest)?;
-        sync_dir(&dir).await?;
+        self.commit(&dir, bucket, key, &tmp, condition).await?;
         Ok(header.etag)
     }
 }
@@ -85,22 +87,55 @@ impl Drop for Lock {
 }
 
 impl FsStore {
-    /// [`ObjectStore::put_small_if`](crate::backend::ObjectStore::put_small_if): the check and
-    /// the write under one lock file, exclusive among every process sharing this directory.
-    pub(super) async fn put_small_if_locked(
+    /// [`ObjectStore::put_object_if`](crate::backend::ObjectStore::put_object_if) with a
+    /// condition: the body is written to a temp file outside the lock; the check and the rename
+    /// happen under one lock file, exclusive among every process sharing this directory, so the
+    /// lock is held for a few system calls, never for an upload.
+    pub(super) async fn put_locked(
         &self,
         bucket: &str,
         key: &str,
-        body: bytes::Bytes,
+        body: crate::backend::ByteStream,
+        len: u64,
         metadata: Metadata,
-        condition: crate::backend::PutCondition,
+        condition: PutCondition,
     ) -> BackendResult<String> {
-        use crate::backend::{ObjectStore as _, PutCondition};
+        let dir = self.existing_bucket(bucket).await?;
+        let tmp = TempFile(self.root.join(TMP_DIR).join(format!("{:032x}", rand::random::<u128>())));
+        let etag = self.write_temp(&tmp.0, key, body, len, metadata).await?;
+        self.commit(&dir, bucket, key, &tmp, Some(condition)).await?;
+        Ok(etag)
+    }
+
+    /// Renames the finished temp file `tmp` into place as `key`, under the key's lock file, so
+    /// that a conditional write's check and rename see no other commit in between. With
+    /// `condition`, only if it holds, and a lock still held by another writer after
+    /// [`LOCK_WAIT`] answers `ConditionalConflict`; a plain write is never refused for the lock
+    /// and commits without it after that wait (a lock left by a crash, until it is taken over).
+    pub(super) async fn commit(
+        &self,
+        dir: &std::path::Path,
+        bucket: &str,
+        key: &str,
+        tmp: &TempFile,
+        condition: Option<PutCondition>,
+    ) -> BackendResult<()> {
+        use crate::backend::ObjectStore as _;
         let path = self
             .root
             .join(TMP_DIR)
             .join(format!("{}.{bucket}.lock", object_file_name(key)));
-        let _lock = take_lock(&path)?;
+        let lock = take_lock(&path).await;
+        let Some(condition) = condition else {
+            if lock.is_err() {
+                tracing::warn!(
+                    bucket,
+                    "fs store: a key's lock is held past the wait; committing a plain write without it"
+                );
+            }
+            return self.rename_into(dir, tmp, key).await;
+        };
+        let _lock = lock?;
         let current = match self.head_object(bucket, key).await {
             Ok(head) => Some(head.etag),
             Err(BackendError::NoSuchKey) => None,
@@ -114,13 +149,42 @@ impl FsStore {
         if !holds {
             return Err(BackendError::PreconditionFailed);
         }
-        let len = body.len() as u64;
-        let stream: crate::backend::ByteStream = Box::pin(futures::stream::once(async move { Ok(body) }));
-        self.put_object(bucket, key, stream, len, metadata).await
+        self.rename_into(dir, tmp, key).await
+    }
+
+    /// Renames `tmp` to `key`'s object file in `dir` and syncs the directory.
+    async fn rename_into(&self, dir: &std::path::Path, tmp: &TempFile, key: &str) -> BackendResult<()> {
+        match tokio::fs::rename(&tmp.0, dir.join(object_file_name(key))).await {
+            Ok(()) => {}
+            // The bucket was deleted while we wrote.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BackendError::NoSuchBucket),
+            Err(e) => return Err(e.into()),
+        }
+        sync_dir(dir).await?;
+        Ok(())
     }
 }
 
-fn take_lock(path: &std::path::Path) -> BackendResult<Lock> {
+/// How long a conditional write waits for another to release the key's lock (held for a check
+/// and a rename, so normally microseconds) before answering `ConditionalConflict`.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Pause between attempts to take a held lock.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Takes the lock file at `path`, waiting up to [`LOCK_WAIT`] for another holder.
+async fn take_lock(path: &std::path::Path) -> BackendResult<Lock> {
+    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match try_lock(path) {
+            Err(BackendError::ConditionalConflict) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(LOCK_RETRY).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn try_lock(path: &std::path::Path) -> BackendResult<Lock> {
     for _ in 0..2 {
         match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
             Ok(_) => return Ok(Lock(path.to_path_buf())),
@@ -133,11 +197,11 @@ fn take_lock(path: &std::path::Path) -> BackendResult<Lock> {
                     let _ = std::fs::remove_file(path);
                     continue;
                 }
-                // Another writer holds it: the condition cannot be known to hold.
-                return Err(BackendError::PreconditionFailed);
+                // Another writer holds it.
+                return Err(BackendError::ConditionalConflict);
             }
             Err(e) => return Err(e.into()),
         }
     }
-    Err(BackendError::PreconditionFailed)
+    Err(BackendError::ConditionalConflict)
 }

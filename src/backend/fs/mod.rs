@@ -280,15 +280,7 @@ impl ObjectStore for FsStore {
         let dir = self.existing_bucket(bucket).await?;
         let tmp = TempFile(self.root.join(TMP_DIR).join(format!("{:032x}", rand::random::<u128>())));
         let etag = self.write_temp(&tmp.0, key, body, len, metadata).await?;
-        match fs::rename(&tmp.0, dir.join(object_file_name(key))).await {
-            Ok(()) => {}
-            // The bucket was deleted while we wrote.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(BackendError::NoSuchBucket);
-            }
-            Err(e) => return Err(e.into()),
-        }
-        sync_dir(&dir).await?;
+        self.commit(&dir, bucket, key, &tmp, None).await?;
         Ok(etag)
     }
 
@@ -338,17 +330,27 @@ impl ObjectStore for FsStore {
         Ok(paginate(headers, query, resume.as_ref()))
     }
 
-    /// Under a lock file (`.tmp/<object file>.lock`, created exclusively; one left by a crash is
-    /// taken over after 30 s), so processes sharing the directory see one write at a time.
-    async fn put_small_if(
+    fn conditional_writes(&self) -> bool {
+        true
+    }
+
+    /// The body goes to a temp file first; then, under a lock file (`.tmp/<object file>.lock`,
+    /// created exclusively; one left by a crash is taken over after 30 s), the condition is
+    /// checked and the temp file renamed into place. Processes sharing the directory thus commit
+    /// conditional writes to one key one at a time, and the check sees every earlier commit.
+    async fn put_object_if(
         &self,
         bucket: &str,
         key: &str,
-        body: bytes::Bytes,
+        body: ByteStream,
+        len: u64,
         metadata: Metadata,
-        condition: crate::backend::PutCondition,
+        condition: Option<crate::backend::PutCondition>,
     ) -> BackendResult<String> {
-        self.put_small_if_locked(bucket, key, body, metadata, condition).await
+        match condition {
+            None => self.put_object(bucket, key, body, len, metadata).await,
+            Some(c) => self.put_locked(bucket, key, body, len, metadata, c).await,
+        }
     }
 
     /// A whole object under new metadata is copied by the kernel ([`copy`]); anything else
@@ -365,12 +367,41 @@ impl ObjectStore for FsStore {
             && tail.is_empty()
             && src.range.start == 0
         {
-            match self.copy_whole(bucket, key, src, metadata.clone()).await {
+            match self.copy_whole(bucket, key, src, metadata.clone(), None).await {
                 Err(BackendError::InvalidArgument(_)) => {}
                 done => return done,
             }
         }
         crate::backend::compose_by_streaming(self, bucket, key, sources, tail, metadata).await
+    }
+
+    /// As [`FsStore::compose`], a whole object copied by the kernel and committed under the
+    /// key's lock when `condition` holds; anything else streams into one conditional write.
+    async fn compose_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        sources: Vec<Source>,
+        tail: bytes::Bytes,
+        metadata: Metadata,
+        condition: Option<crate::backend::PutCondition>,
+    ) -> BackendResult<String> {
+        let Some(condition) = condition else {
+            return self.compose(bucket, key, sources, tail, metadata).await;
+        };
+        if let [src] = sources.as_slice()
+            && tail.is_empty()
+            && src.range.start == 0
+        {
+            match self
+                .copy_whole(bucket, key, src, metadata.clone(), Some(condition.clone()))
+                .await
+            {
+                Err(BackendError::InvalidArgument(_)) => {}
+                done => return done,
+            }
+        }
+        crate::backend::compose_by_streaming_if(self, bucket, key, sources, tail, metadata, Some(condition)).await
     }
 }
 

@@ -359,3 +359,56 @@ async fn listing() {
         Err(BackendError::InvalidArgument(_))
     ));
 }
+
+/// A rewrap's metadata replacement: done while the object is the one read; refused, leaving
+/// the newer object alone, once a client wrote over it.
+#[tokio::test]
+async fn metadata_is_replaced_only_on_the_version_read() {
+    let (_d, s) = store();
+    s.create_bucket("bkt").await.unwrap();
+    let old = put(&s, "bkt", "k", b"old body").await;
+    let meta: Metadata = [("escrow-kek".to_owned(), "2".to_owned())].into();
+    let etag = s.replace_metadata_if("bkt", "k", 8, &old, meta.clone()).await.unwrap();
+    assert_eq!(etag, old, "the body, hence the ETag, stays");
+    let head = s.head_object("bkt", "k").await.unwrap();
+    assert_eq!(head.metadata, meta);
+    assert_eq!(read(&s, "k", None).await.unwrap(), b"old body");
+
+    let new = put(&s, "bkt", "k", b"a client's newer body").await;
+    let refused = s.replace_metadata_if("bkt", "k", 8, &old, meta.clone()).await;
+    assert!(matches!(refused, Err(BackendError::PreconditionFailed)), "{refused:?}");
+    let head = s.head_object("bkt", "k").await.unwrap();
+    assert_eq!((head.etag.as_str(), head.metadata.is_empty()), (new.as_str(), true));
+    assert_eq!(read(&s, "k", None).await.unwrap(), b"a client's newer body");
+    assert!(tmp_is_empty(&s), "no temp file or lock left behind");
+}
+
+/// Client writes racing metadata replacements of the version before them: the client's write
+/// always survives (both commit under the key's lock; the replacement's check sees the write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_write_racing_a_metadata_replacement_is_never_lost() {
+    let (_d, s) = store();
+    let s = std::sync::Arc::new(s);
+    s.create_bucket("bkt").await.unwrap();
+    let mut previous = put(&s, "bkt", "k", b"round 0").await;
+    let meta: Metadata = [("escrow-kek".to_owned(), "9".to_owned())].into();
+    for round in 1..=200u32 {
+        let data = format!("round {round}").into_bytes();
+        let (writer, replacer) = (std::sync::Arc::clone(&s), std::sync::Arc::clone(&s));
+        let size = format!("round {}", round - 1).len() as u64;
+        let write = tokio::spawn(async move { put(&writer, "bkt", "k", &data).await });
+        let (old, meta) = (previous.clone(), meta.clone());
+        let replace = tokio::spawn(async move { replacer.replace_metadata_if("bkt", "k", size, &old, meta).await });
+        previous = write.await.unwrap();
+        let replaced = replace.await.unwrap();
+        assert!(
+            matches!(replaced, Ok(_) | Err(BackendError::PreconditionFailed)),
+            "round {round}: {replaced:?}"
+        );
+        assert_eq!(
+            read(&s, "k", None).await.unwrap(),
+            format!("round {round}").into_bytes(),
+            "round {round}: the client's write was overwritten"
+        );
+    }
+}

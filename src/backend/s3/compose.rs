@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use bytes::Bytes;
 
+use super::quoted;
 use super::{Missing, S3Store, strip_quotes};
-use crate::backend::{BackendResult, ByteRange, Metadata, ObjectStore, Source};
+use crate::backend::{BackendResult, ByteRange, Metadata, ObjectStore, PutCondition, Source};
 use crate::limits::{MAX_PART_NUMBER, MAX_PART_SIZE, MIN_PART_SIZE};
 
 /// S3's smallest part other than the last.
@@ -78,7 +79,13 @@ impl S3Store {
         bucket: &str,
         key: &str,
         metadata: Metadata,
+        condition: Option<&PutCondition>,
     ) -> BackendResult<String> {
+        let (if_none_match, if_match) = match condition {
+            None => (None, None),
+            Some(PutCondition::Absent) => (Some("*".to_owned()), None),
+            Some(PutCondition::Matches(etag)) => (None, Some(format!("\"{}\"", etag.trim_matches('"')))),
+        };
         let out = self
             .client
             .copy_object()
@@ -86,6 +93,8 @@ impl S3Store {
             .key(key)
             .copy_source(copy_source(src))
             .set_copy_source_if_match(src.etag.as_ref().map(|e| format!("\"{e}\"")))
+            .set_if_match(if_match)
+            .set_if_none_match(if_none_match)
             .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
             .content_type("application/octet-stream")
             .set_metadata(Some(metadata.into_iter().collect::<HashMap<_, _>>()))
@@ -104,6 +113,7 @@ impl S3Store {
         parts: Vec<PartPlan>,
         tail: Bytes,
         metadata: Metadata,
+        condition: Option<PutCondition>,
     ) -> BackendResult<String> {
         use futures::StreamExt;
         let created = self
@@ -140,6 +150,11 @@ impl S3Store {
                 .bucket(bucket)
                 .key(key)
                 .upload_id(&upload_id)
+                .set_if_none_match((condition == Some(PutCondition::Absent)).then(|| "*".to_owned()))
+                .set_if_match(match &condition {
+                    Some(PutCondition::Matches(etag)) => Some(quoted(etag)),
+                    _ => None,
+                })
                 .multipart_upload(
                     aws_sdk_s3::types::CompletedMultipartUpload::builder()
                         .set_parts(Some(parts))

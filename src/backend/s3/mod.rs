@@ -45,7 +45,7 @@ use rustls::pki_types::pem::PemObject;
 
 use crate::backend::{
     BackendError, BackendResult, BucketInfo, ByteRange, ByteStream, GetObject, ListEntry, ListPage, ListQuery,
-    Metadata, ObjectHead, ObjectStore, Source,
+    Metadata, ObjectHead, ObjectStore, PutCondition, Source,
 };
 use crate::secret::SecretString;
 
@@ -78,6 +78,10 @@ pub struct S3StoreConfig {
     pub path_style: bool,
     /// Extra PEM CA certificates to trust besides the system roots (a private store's CA).
     pub ca_file: Option<PathBuf>,
+    /// Whether the store honours `If-None-Match: *` and `If-Match` on PutObject and
+    /// CompleteMultipartUpload atomically (AWS S3 does since 2024). `false`: conditional writes
+    /// through the proxy are refused instead of being sent to a store that might ignore them.
+    pub conditional_writes: bool,
 }
 
 /// An [`ObjectStore`] on an S3-compatible endpoint.
@@ -88,6 +92,8 @@ pub struct S3Store {
     client: Client,
     /// How the store writes keys in listings, per bucket (learned once, [`encoding`]).
     encodings: Arc<std::sync::Mutex<HashMap<String, ListEncoding>>>,
+    /// [`S3StoreConfig::conditional_writes`].
+    conditional_writes: bool,
 }
 
 impl fmt::Debug for S3Store {
@@ -193,6 +199,7 @@ impl S3Store {
             region: cfg.region.clone(),
             client: Client::from_conf(builder.build()),
             encodings: Default::default(),
+            conditional_writes: cfg.conditional_writes,
         })
     }
 
@@ -231,6 +238,7 @@ impl S3Store {
             (Some("BucketAlreadyExists" | "BucketAlreadyOwnedByYou"), _) => BackendError::BucketAlreadyExists,
             (Some("BucketNotEmpty"), _) => BackendError::BucketNotEmpty,
             (Some("PreconditionFailed"), _) | (_, 412) => BackendError::PreconditionFailed,
+            (Some("ConditionalRequestConflict"), _) => BackendError::ConditionalConflict,
             (Some("InvalidRange"), _) | (_, 416) => BackendError::InvalidRange,
             // The client's own argument, passed through (a continuation token, a bucket name).
             (Some("InvalidArgument"), 400) => BackendError::InvalidArgument("refused by the store"),
@@ -249,6 +257,42 @@ impl S3Store {
                     );
                 upstream(format!("{code} (HTTP {status})"), retryable)
             }
+        }
+    }
+
+    /// The error of a failed HEAD or GET of `key`. A store that answers 5xx (after the SDK's
+    /// own retry) is asked once whether the key exists, by a one-key listing from it: some stores
+    /// fail a read of a key that is only a prefix of others (s3s-fs answers 500 "Is a directory"
+    /// for `a` when `a/b` exists), which is a missing key, not an outage. Without an object of
+    /// exactly that name the answer is `NoSuchKey`; otherwise, or if the listing fails too, the
+    /// store's error stands. One extra request, only after a 5xx, never a retry.
+    async fn read_failed<E>(&self, op: &str, bucket: &str, key: &str, err: SdkError<E, HttpResponse>) -> BackendError
+    where
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    {
+        let answered_5xx = match &err {
+            SdkError::ServiceError(e) => e.raw().status().is_server_error(),
+            SdkError::ResponseError(e) => e.raw().status().is_server_error(),
+            _ => false,
+        };
+        let mapped = self.error(op, Missing::Key, err);
+        if !answered_5xx || key.is_empty() {
+            return mapped;
+        }
+        let listed = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(key)
+            .max_keys(1)
+            .send()
+            .await;
+        match listed {
+            Ok(out) if out.contents().first().and_then(|o| o.key()) != Some(key) => {
+                tracing::debug!(store = %self.name, bucket, "a read failed with 5xx on a key that does not exist: answered as missing");
+                BackendError::NoSuchKey
+            }
+            _ => mapped,
         }
     }
 
@@ -337,73 +381,29 @@ impl ObjectStore for S3Store {
         len: u64,
         metadata: Metadata,
     ) -> BackendResult<String> {
-        let content_length = i64::try_from(len).map_err(|_| self.protocol_error("PutObject: body too large"))?;
-        let checked = ExactBody {
-            inner: body,
-            remaining: len,
-            done: false,
-        };
-        // A body built from a stream cannot be rebuilt, so the SDK cannot retry it either; the
-        // override says so explicitly and drops the read timeout, which would cover the upload.
-        let sent = self
-            .client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(SdkByteStream::new(SdkBody::from_body_1_x(StreamBody::new(checked))))
-            .content_length(content_length)
-            .content_type("application/octet-stream")
-            .set_metadata(Some(metadata.into_iter().collect::<HashMap<_, _>>()))
-            .customize()
-            .config_override(
-                aws_sdk_s3::Config::builder()
-                    .timeout_config(timeouts(None))
-                    .retry_config(RetryConfig::disabled()),
-            )
-            .send()
-            .await;
-        match sent {
-            Ok(out) => Ok(strip_quotes(out.e_tag().unwrap_or_default())),
-            // The body's own failure travels inside the SDK's error, as its source.
-            Err(err) => Err(match body_failure(&err) {
-                Some(e) => BackendError::Body(e),
-                None => self.error("PutObject", Missing::Bucket, err),
-            }),
-        }
+        self.put(bucket, key, body, len, metadata, None).await
     }
 
-    /// `If-None-Match: *` or `If-Match` on PutObject: atomic on AWS S3 (a concurrent
-    /// conditional write answers 409 `ConditionalRequestConflict`, taken as a failed condition).
-    async fn put_small_if(
+    fn conditional_writes(&self) -> bool {
+        self.conditional_writes
+    }
+
+    /// `If-None-Match: *` or `If-Match` on the PutObject itself: the store evaluates it
+    /// atomically with the write (AWS S3 answers a concurrent conflicting write with 409
+    /// `ConditionalRequestConflict`, mapped to [`BackendError::ConditionalConflict`]).
+    async fn put_object_if(
         &self,
         bucket: &str,
         key: &str,
-        body: Bytes,
+        body: ByteStream,
+        len: u64,
         metadata: Metadata,
-        condition: crate::backend::PutCondition,
+        condition: Option<PutCondition>,
     ) -> BackendResult<String> {
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .content_length(body.len() as i64)
-            .content_type("application/octet-stream")
-            .set_metadata(Some(metadata.into_iter().collect::<HashMap<_, _>>()))
-            .body(SdkByteStream::from(body));
-        req = match condition {
-            crate::backend::PutCondition::Absent => req.if_none_match("*"),
-            crate::backend::PutCondition::Matches(etag) => req.if_match(format!("\"{}\"", etag.trim_matches('"'))),
-        };
-        match req.send().await {
-            Ok(out) => Ok(strip_quotes(out.e_tag().unwrap_or_default())),
-            Err(err) => match self.error("PutObject", Missing::Bucket, err) {
-                BackendError::Upstream { message, .. } if message.contains("ConditionalRequestConflict") => {
-                    Err(BackendError::PreconditionFailed)
-                }
-                e => Err(e),
-            },
+        if condition.is_some() && !self.conditional_writes {
+            return Err(BackendError::ConditionalUnsupported);
         }
+        self.put(bucket, key, body, len, metadata, condition).await
     }
 
     async fn get_object(
@@ -425,7 +425,10 @@ impl ObjectStore for S3Store {
         if let Some(etag) = if_match {
             req = req.if_match(format!("\"{}\"", etag.trim_matches('"')));
         }
-        let out = req.send().await.map_err(|e| self.error("GetObject", Missing::Key, e))?;
+        let out = match req.send().await {
+            Ok(out) => out,
+            Err(e) => return Err(self.read_failed("GetObject", bucket, key, e).await),
+        };
         let size = match (&range, out.content_range()) {
             (Some(_), Some(content_range)) => content_range_total(content_range),
             // A suffix at least as long as the object is the whole object: a 200 is right.
@@ -463,14 +466,10 @@ impl ObjectStore for S3Store {
     }
 
     async fn head_object(&self, bucket: &str, key: &str) -> BackendResult<ObjectHead> {
-        let out = self
-            .client
-            .head_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.error("HeadObject", Missing::Key, e))?;
+        let out = match self.client.head_object().bucket(bucket).key(key).send().await {
+            Ok(out) => out,
+            Err(e) => return Err(self.read_failed("HeadObject", bucket, key, e).await),
+        };
         let size = object_size(out.content_length())
             .ok_or_else(|| self.protocol_error("HeadObject: response without a valid size"))?;
         Ok(ObjectHead {
@@ -554,11 +553,124 @@ impl ObjectStore for S3Store {
             && src.range.end <= crate::limits::MAX_PART_SIZE
             && self.whole_object(src).await?
         {
-            return self.copy_object(src, bucket, key, metadata).await;
+            return self.copy_object(src, bucket, key, metadata, None).await;
         }
         match plan_parts(&sources, tail.len() as u64) {
-            Some(parts) => self.compose_multipart(bucket, key, parts, tail, metadata).await,
+            Some(parts) => self.compose_multipart(bucket, key, parts, tail, metadata, None).await,
             None => crate::backend::compose_by_streaming(self, bucket, key, sources, tail, metadata).await,
+        }
+    }
+
+    /// One `CopyObject` onto itself, conditional on the ETag both as the source's
+    /// (`x-amz-copy-source-if-match`) and as the destination's (`If-Match`, which AWS S3
+    /// evaluates atomically with the copy; stores that ignore it, like s3s-fs, leave only the
+    /// source check; with `conditional_writes = false` it is not sent). Above 5 GiB, the
+    /// conditional multipart compose.
+    async fn replace_metadata_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        size: u64,
+        etag: &str,
+        metadata: Metadata,
+    ) -> BackendResult<String> {
+        let source = Source {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            range: 0..size,
+            etag: Some(etag.to_string()),
+        };
+        let condition = PutCondition::Matches(etag.to_string());
+        if size > crate::limits::MAX_PART_SIZE {
+            return self
+                .compose_if(bucket, key, vec![source], Bytes::new(), metadata, Some(condition))
+                .await;
+        }
+        let condition = self.conditional_writes.then_some(&condition);
+        self.copy_object(&source, bucket, key, metadata, condition).await
+    }
+
+    /// With a condition, never a CopyObject (stores differ in honouring conditions on its
+    /// destination; s3s-fs ignores them): a multipart compose whose CompleteMultipartUpload
+    /// carries the condition, or a streamed conditional PutObject.
+    async fn compose_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        sources: Vec<Source>,
+        tail: Bytes,
+        metadata: Metadata,
+        condition: Option<PutCondition>,
+    ) -> BackendResult<String> {
+        let Some(condition) = condition else {
+            return self.compose(bucket, key, sources, tail, metadata).await;
+        };
+        if !self.conditional_writes {
+            return Err(BackendError::ConditionalUnsupported);
+        }
+        match plan_parts(&sources, tail.len() as u64) {
+            Some(parts) => {
+                self.compose_multipart(bucket, key, parts, tail, metadata, Some(condition))
+                    .await
+            }
+            None => {
+                crate::backend::compose_by_streaming_if(self, bucket, key, sources, tail, metadata, Some(condition))
+                    .await
+            }
+        }
+    }
+}
+
+impl S3Store {
+    /// One PutObject of a streamed body, optionally conditional.
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: ByteStream,
+        len: u64,
+        metadata: Metadata,
+        condition: Option<PutCondition>,
+    ) -> BackendResult<String> {
+        let content_length = i64::try_from(len).map_err(|_| self.protocol_error("PutObject: body too large"))?;
+        let checked = ExactBody {
+            inner: body,
+            remaining: len,
+            done: false,
+        };
+        let (if_none_match, if_match) = match condition {
+            None => (None, None),
+            Some(PutCondition::Absent) => (Some("*".to_owned()), None),
+            Some(PutCondition::Matches(etag)) => (None, Some(quoted(&etag))),
+        };
+        // A body built from a stream cannot be rebuilt, so the SDK cannot retry it either; the
+        // override says so explicitly and drops the read timeout, which would cover the upload.
+        let sent = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(SdkByteStream::new(SdkBody::from_body_1_x(StreamBody::new(checked))))
+            .content_length(content_length)
+            .content_type("application/octet-stream")
+            .set_metadata(Some(metadata.into_iter().collect::<HashMap<_, _>>()))
+            .set_if_none_match(if_none_match)
+            .set_if_match(if_match)
+            .customize()
+            .config_override(
+                aws_sdk_s3::Config::builder()
+                    .timeout_config(timeouts(None))
+                    .retry_config(RetryConfig::disabled()),
+            )
+            .send()
+            .await;
+        match sent {
+            Ok(out) => Ok(strip_quotes(out.e_tag().unwrap_or_default())),
+            // The body's own failure travels inside the SDK's error, as its source.
+            Err(err) => Err(match body_failure(&err) {
+                Some(e) => BackendError::Body(e),
+                None => self.error("PutObject", Missing::Bucket, err),
+            }),
         }
     }
 }
@@ -698,6 +810,11 @@ fn object_size(content_length: Option<i64>) -> Option<u64> {
 fn content_range_total(value: &str) -> Option<u64> {
     let (_, total) = value.strip_prefix("bytes ")?.split_once('/')?;
     total.trim().parse().ok()
+}
+
+/// An ETag as a conditional header carries it: in double quotes.
+fn quoted(etag: &str) -> String {
+    format!("\"{}\"", etag.trim_matches('"'))
 }
 
 fn strip_quotes(etag: &str) -> String {

@@ -15,6 +15,13 @@ const SK: &str = "test-secret-key-which-must-not-leak";
 static FAILED_PUTS: std::sync::LazyLock<Arc<std::sync::atomic::AtomicUsize>> =
     std::sync::LazyLock::new(Default::default);
 
+/// HeadObject and ListObjectsV2 requests in bucket `quirk`, over all test servers (only
+/// `a_key_that_is_a_prefix_of_others_is_missing` makes them).
+/// The destination `If-Match` of every CopyObject, by key (s3s-fs itself ignores it).
+static COPY_IF_MATCH: std::sync::Mutex<Vec<(String, Option<String>)>> = std::sync::Mutex::new(Vec::new());
+static QUIRK_HEADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static QUIRK_LISTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// s3s-fs plus what AWS does and s3s-fs 0.14.1 does not: `If-Match` on GET, `NoSuchBucket`
 /// on GET and PUT in a missing bucket (s3s-fs creates it on PUT), `BucketNotEmpty` (s3s-fs deletes recursively) and
 /// `encoding-type=url` in listings (with `+` for a space, as S3 writes it). It also fails
@@ -86,6 +93,12 @@ impl S3 for AwsLike {
         &self,
         req: S3Request<s3dto::HeadObjectInput>,
     ) -> S3Result<S3Response<s3dto::HeadObjectOutput>> {
+        if req.input.bucket == "quirk" {
+            QUIRK_HEADS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if req.input.key == "fails" {
+                return Err(s3_error!(InternalError));
+            }
+        }
         self.0.head_object(req).await
     }
     async fn delete_object(
@@ -111,6 +124,9 @@ impl S3 for AwsLike {
         &self,
         req: S3Request<s3dto::ListObjectsV2Input>,
     ) -> S3Result<S3Response<s3dto::ListObjectsV2Output>> {
+        if req.input.bucket == "quirk" {
+            QUIRK_LISTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         // Buckets named `raw-…` answer like s3s-fs itself: `EncodingType url` echoed, keys not
         // encoded.
         let url = req
@@ -136,6 +152,12 @@ impl S3 for AwsLike {
         &self,
         req: S3Request<s3dto::CopyObjectInput>,
     ) -> S3Result<S3Response<s3dto::CopyObjectOutput>> {
+        let if_match = req
+            .headers
+            .get("if-match")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        COPY_IF_MATCH.lock().unwrap().push((req.input.key.clone(), if_match));
         self.0.copy_object(req).await
     }
 
@@ -213,6 +235,7 @@ fn cfg(endpoint: &str) -> S3StoreConfig {
         secret_key: SecretString::new(SK.to_owned()),
         path_style: true,
         ca_file: None,
+        conditional_writes: true,
     }
 }
 
@@ -612,6 +635,7 @@ async fn https_with_private_ca() {
         "primary",
         &S3StoreConfig {
             ca_file: Some(ca_path),
+            conditional_writes: true,
             ..cfg(&endpoint)
         },
     )
@@ -642,6 +666,7 @@ fn bad_ca_file_is_refused() {
     std::fs::write(&path, "not a certificate").unwrap();
     let cfg = S3StoreConfig {
         ca_file: Some(path),
+        conditional_writes: true,
         ..cfg("https://127.0.0.1:1")
     };
     assert!(matches!(
@@ -751,4 +776,208 @@ async fn compose_server_side_and_streamed() {
         Err(BackendError::NoSuchKey)
     ));
     assert!(matches!(read(&s, "none", None).await, Err(BackendError::NoSuchKey)));
+}
+
+/// s3s-fs answers 500 ("Is a directory") for a read of `a` when `a/b` exists: one listing
+/// shows `a` is not an object, and the answer is `NoSuchKey`, not an outage; the SDK's one retry
+/// is not multiplied. A store error on a key that exists still stands.
+#[tokio::test]
+async fn a_key_that_is_a_prefix_of_others_is_missing() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (s, _dir) = server().await;
+    let put = |key: &'static str, data: &'static [u8]| {
+        s.put_object("quirk", key, body(vec![data]), data.len() as u64, Metadata::new())
+    };
+    s.create_bucket("quirk").await.unwrap();
+    put("a/b", b"inner").await.unwrap();
+    put("ab", b"sibling").await.unwrap();
+    let (heads, lists) = (QUIRK_HEADS.load(SeqCst), QUIRK_LISTS.load(SeqCst));
+    let r = s.head_object("quirk", "a").await;
+    assert!(matches!(r, Err(BackendError::NoSuchKey)), "{r:?}");
+    assert_eq!(
+        QUIRK_HEADS.load(SeqCst) - heads,
+        MAX_ATTEMPTS as usize,
+        "the SDK's attempts only"
+    );
+    assert_eq!(QUIRK_LISTS.load(SeqCst) - lists, 1, "one listing");
+    let r = s.get_object("quirk", "a", None, None).await.map(|g| g.head);
+    assert!(matches!(r, Err(BackendError::NoSuchKey)), "{r:?}");
+    let r = s
+        .get_object("quirk", "a", Some(ByteRange::Bounded(0..2)), None)
+        .await
+        .map(|g| g.head);
+    assert!(matches!(r, Err(BackendError::NoSuchKey)), "{r:?}");
+    // The neighbours are untouched, and a real object is still found.
+    assert_eq!(s.head_object("quirk", "a/b").await.unwrap().size, 5);
+    assert_eq!(s.head_object("quirk", "ab").await.unwrap().size, 7);
+
+    // Must-fail twin: when the key does exist, the store's failure stands (retryable).
+    put("fails", b"x").await.unwrap();
+    let r = s.head_object("quirk", "fails").await;
+    assert!(
+        matches!(r, Err(BackendError::Upstream { retryable: true, .. })),
+        "{r:?}"
+    );
+}
+
+/// Conditional writes go to the store as headers; with `conditional_writes = false` they are
+/// refused before anything is sent, never done unconditionally.
+#[tokio::test]
+async fn conditional_writes_reach_the_store_or_are_refused() {
+    use crate::backend::PutCondition;
+    let (endpoint, _dir) = server_endpoint().await;
+    let s = store(&endpoint);
+    s.create_bucket("bkt").await.unwrap();
+    assert!(s.conditional_writes());
+    let etag = s
+        .put_object_if(
+            "bkt",
+            "k",
+            body(vec![b"one"]),
+            3,
+            Metadata::new(),
+            Some(PutCondition::Absent),
+        )
+        .await
+        .unwrap();
+    let again = s
+        .put_object_if(
+            "bkt",
+            "k",
+            body(vec![b"two"]),
+            3,
+            Metadata::new(),
+            Some(PutCondition::Absent),
+        )
+        .await;
+    assert!(matches!(again, Err(BackendError::PreconditionFailed)), "{again:?}");
+    let wrong = s
+        .put_object_if(
+            "bkt",
+            "k",
+            body(vec![b"two"]),
+            3,
+            Metadata::new(),
+            Some(PutCondition::Matches("0".repeat(32))),
+        )
+        .await;
+    assert!(matches!(wrong, Err(BackendError::PreconditionFailed)), "{wrong:?}");
+    s.put_object_if(
+        "bkt",
+        "k",
+        body(vec![b"two"]),
+        3,
+        Metadata::new(),
+        Some(PutCondition::Matches(etag)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(read(&s, "k", None).await.unwrap().1, b"two");
+
+    let off = S3Store::new(
+        "primary",
+        &S3StoreConfig {
+            conditional_writes: false,
+            ..cfg(&endpoint)
+        },
+    )
+    .unwrap();
+    assert!(!off.conditional_writes());
+    let refused = off
+        .put_object_if(
+            "bkt",
+            "new",
+            body(vec![b"x"]),
+            1,
+            Metadata::new(),
+            Some(PutCondition::Absent),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(BackendError::ConditionalUnsupported)),
+        "{refused:?}"
+    );
+    let source = Source {
+        bucket: "bkt".into(),
+        key: "k".into(),
+        range: 0..3,
+        etag: None,
+    };
+    let refused = off
+        .compose_if(
+            "bkt",
+            "new",
+            vec![source],
+            Bytes::new(),
+            Metadata::new(),
+            Some(PutCondition::Absent),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(BackendError::ConditionalUnsupported)),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        off.head_object("bkt", "new").await,
+        Err(BackendError::NoSuchKey)
+    ));
+    // Unconditional writes are unaffected.
+    off.put_object_if("bkt", "new", body(vec![b"x"]), 1, Metadata::new(), None)
+        .await
+        .unwrap();
+}
+
+/// A rewrap's metadata replacement is one CopyObject onto itself, conditional on the ETag read
+/// as the source's and as the destination's (`If-Match`, atomic on AWS S3); refused once the
+/// object changed; without the destination condition when conditional writes are off.
+#[tokio::test]
+async fn metadata_is_replaced_by_a_copy_conditional_on_both_sides() {
+    let (endpoint, _dir) = server_endpoint().await;
+    let s = store(&endpoint);
+    s.create_bucket("bkt").await.unwrap();
+    let sent = |key: &str| -> Vec<Option<String>> {
+        COPY_IF_MATCH
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, m)| m.clone())
+            .collect()
+    };
+    let old = put(&s, "rewrap-a", b"old body", Metadata::new()).await;
+    let meta: Metadata = [("escrow-kek".to_owned(), "2".to_owned())].into();
+    s.replace_metadata_if("bkt", "rewrap-a", 8, &old, meta.clone())
+        .await
+        .unwrap();
+    let (head, data) = read(&s, "rewrap-a", None).await.unwrap();
+    assert_eq!(
+        (head.metadata.get("escrow-kek"), data.as_slice()),
+        (Some(&"2".to_owned()), &b"old body"[..])
+    );
+    assert_eq!(sent("rewrap-a"), vec![Some(format!("\"{old}\""))]);
+
+    put(&s, "rewrap-a", b"a client's newer body", Metadata::new()).await;
+    let refused = s.replace_metadata_if("bkt", "rewrap-a", 8, &old, meta.clone()).await;
+    assert!(matches!(refused, Err(BackendError::PreconditionFailed)), "{refused:?}");
+    let (head, data) = read(&s, "rewrap-a", None).await.unwrap();
+    assert_eq!(
+        (head.metadata.get("escrow-kek"), data.as_slice()),
+        (None, &b"a client's newer body"[..])
+    );
+
+    let off = S3Store::new(
+        "primary",
+        &S3StoreConfig {
+            conditional_writes: false,
+            ..cfg(&endpoint)
+        },
+    )
+    .unwrap();
+    let old = put(&off, "rewrap-b", b"body", Metadata::new()).await;
+    off.replace_metadata_if("bkt", "rewrap-b", 4, &old, meta).await.unwrap();
+    assert_eq!(
+        sent("rewrap-b"),
+        vec![None],
+        "no destination condition toward a store without them"
+    );
 }

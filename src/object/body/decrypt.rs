@@ -22,6 +22,8 @@ use crate::secret::Key256;
 pub struct DecryptBody<S> {
     input: S,
     dek: Key256,
+    /// What segments open under: the DEK, or an SSE-C object's content key.
+    content: Key256,
     pieces: VecDeque<Piece>,
     current: Option<Current>,
     buf: BytesMut,
@@ -127,11 +129,19 @@ impl<S> DecryptBody<S> {
         Self {
             input,
             dek: dek.clone(),
+            content: dek.clone(),
             pieces: pieces.into(),
             current: None,
             buf: BytesMut::new(),
             done: false,
         }
+    }
+
+    /// Opens segments under `content` (an SSE-C object's content key) instead of the DEK;
+    /// trailers stay under the DEK.
+    pub fn with_content_key(mut self, content: &Key256) -> Self {
+        self.content = content.clone();
+        self
     }
 
     fn fail(&mut self, what: &str) -> io::Error {
@@ -155,7 +165,7 @@ impl<S> DecryptBody<S> {
                     Some(piece) => {
                         let layout = piece.header.layout();
                         self.current = Some(Current {
-                            opener: StreamOpener::new(&self.dek, piece.part, piece.header),
+                            opener: StreamOpener::new(&self.content, piece.part, piece.header),
                             layout,
                             segments: layout.segment_count(piece.plain_len),
                             next: piece.first_segment,

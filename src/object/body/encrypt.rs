@@ -92,6 +92,14 @@ pub struct EncryptBody<S> {
 }
 
 impl<S> EncryptBody<S> {
+    /// Seals the stream's segments under `content` instead of the DEK (an SSE-C object's
+    /// content key, `crypto::envelope::content_key`); the trailer stays under the DEK. Called
+    /// before the first poll.
+    pub fn with_content_key(mut self, content: &Key256) -> Self {
+        self.sealer = StreamSealer::new(content, self.part, self.sealer.header());
+        self
+    }
+
     /// Encrypts `input` as part `part` of the object keyed by `dek`, with `extension` (empty, or
     /// a sealed record) after the header, which announces its length. Once the stream has ended,
     /// [`EncryptBody::outcome`] says what it produced or why it refused the input.
