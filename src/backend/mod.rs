@@ -197,6 +197,16 @@ pub struct Source {
 }
 
 impl Source {
+    /// The whole object `bucket`/`key` of `size` bytes, as long as it has the store ETag `etag`.
+    pub fn whole(bucket: &str, key: &str, size: u64, etag: &str) -> Self {
+        Self {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            range: 0..size,
+            etag: Some(etag.to_string()),
+        }
+    }
+
     /// Bytes this source contributes.
     pub fn len(&self) -> u64 {
         self.range.end - self.range.start
@@ -413,15 +423,7 @@ pub trait ObjectStore: Send + Sync + 'static {
         etag: &str,
         metadata: Metadata,
     ) -> BackendResult<String> {
-        let source = Source {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            range: 0..size,
-            etag: Some(etag.to_string()),
-        };
-        let condition = PutCondition::Matches(etag.to_string());
-        self.compose_if(bucket, key, vec![source], Bytes::new(), metadata, Some(condition))
-            .await
+        replace_metadata_by_compose(self, bucket, key, size, etag, metadata).await
     }
 
     /// [`ObjectStore::compose`] under `condition`, evaluated by the store atomically with the
@@ -441,6 +443,23 @@ pub trait ObjectStore: Send + Sync + 'static {
             Some(c) => compose_by_streaming_if(self, bucket, key, sources, tail, metadata, Some(c)).await,
         }
     }
+}
+
+/// [`ObjectStore::replace_metadata_if`] as a conditional compose of the whole object onto
+/// itself.
+pub async fn replace_metadata_by_compose<S: ObjectStore + ?Sized>(
+    store: &S,
+    bucket: &str,
+    key: &str,
+    size: u64,
+    etag: &str,
+    metadata: Metadata,
+) -> BackendResult<String> {
+    let source = Source::whole(bucket, key, size, etag);
+    let condition = PutCondition::Matches(etag.to_string());
+    store
+        .compose_if(bucket, key, vec![source], Bytes::new(), metadata, Some(condition))
+        .await
 }
 
 /// [`ObjectStore::compose`] by reading each source in turn and writing one new object: memory

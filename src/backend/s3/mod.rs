@@ -574,20 +574,19 @@ impl ObjectStore for S3Store {
         etag: &str,
         metadata: Metadata,
     ) -> BackendResult<String> {
-        let source = Source {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            range: 0..size,
-            etag: Some(etag.to_string()),
-        };
-        let condition = PutCondition::Matches(etag.to_string());
         if size > crate::limits::MAX_PART_SIZE {
-            return self
-                .compose_if(bucket, key, vec![source], Bytes::new(), metadata, Some(condition))
-                .await;
+            return crate::backend::replace_metadata_by_compose(self, bucket, key, size, etag, metadata).await;
         }
+        let condition = PutCondition::Matches(etag.to_string());
         let condition = self.conditional_writes.then_some(&condition);
-        self.copy_object(&source, bucket, key, metadata, condition).await
+        self.copy_object(
+            &Source::whole(bucket, key, size, etag),
+            bucket,
+            key,
+            metadata,
+            condition,
+        )
+        .await
     }
 
     /// With a condition, never a CopyObject (stores differ in honouring conditions on its
