@@ -8,7 +8,7 @@ use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use bytes::Bytes;
 
 use super::quoted;
-use super::{Missing, S3Store, strip_quotes};
+use super::{Missing, S3Store, copy_timeouts, strip_quotes};
 use crate::backend::{BackendResult, ByteRange, Metadata, ObjectStore, PutCondition, Source};
 use crate::limits::{MAX_PART_NUMBER, MAX_PART_SIZE, MIN_PART_SIZE};
 
@@ -98,6 +98,8 @@ impl S3Store {
             .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
             .content_type("application/octet-stream")
             .set_metadata(Some(metadata.into_iter().collect::<HashMap<_, _>>()))
+            .customize()
+            .config_override(copy_timeouts())
             .send()
             .await
             .map_err(|e| self.error("CopyObject", Missing::Key, e))?;
@@ -160,6 +162,8 @@ impl S3Store {
                         .set_parts(Some(parts))
                         .build(),
                 )
+                .customize()
+                .config_override(copy_timeouts())
                 .send()
                 .await
                 .map(|out| strip_quotes(out.e_tag().unwrap_or_default()))
@@ -203,6 +207,8 @@ impl S3Store {
                     .copy_source(copy_source(&src))
                     .copy_source_range(format!("bytes={}-{}", src.range.start, src.range.end - 1))
                     .set_copy_source_if_match(src.etag.as_ref().map(|e| format!("\"{e}\"")))
+                    .customize()
+                    .config_override(copy_timeouts())
                     .send()
                     .await
                     .map_err(|e| self.error("UploadPartCopy", Missing::Key, e))?;

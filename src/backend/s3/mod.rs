@@ -54,6 +54,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time from sending a request to the response headers, for requests without a streamed body.
 /// Not applied to PUT: there it would also cover uploading the whole body.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time to response headers of a server-side copy or a multipart completion: the store answers
+/// only when it has copied (S3 keeps such a connection alive with whitespace; s3s-fs took over
+/// 60 s for one 4 GiB `UploadPartCopy`).
+const COPY_READ_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// How long a body transfer may stall (zero throughput) before it fails.
 const STALL_GRACE: Duration = Duration::from_secs(30);
 /// Attempts for requests without a streamed body (the SDK's standard retry with backoff): one
@@ -739,6 +743,11 @@ impl Stream for ExactBody {
 }
 
 // === helpers ===
+
+/// The per-request override for server-side copies and completions ([`COPY_READ_TIMEOUT`]).
+pub(super) fn copy_timeouts() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::Config::builder().timeout_config(timeouts(Some(COPY_READ_TIMEOUT)))
+}
 
 /// Connect timeout always; `read` (time to response headers) unless `None`; never a timeout on
 /// the whole operation or attempt, which would cut long transfers.
