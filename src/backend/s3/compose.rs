@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use bytes::Bytes;
 
-use super::quoted;
+use super::condition_headers;
 use super::{Missing, S3Store, copy_timeouts, strip_quotes};
 use crate::backend::{BackendResult, ByteRange, Metadata, ObjectStore, PutCondition, Source};
 use crate::limits::{MAX_PART_NUMBER, MAX_PART_SIZE, MIN_PART_SIZE};
@@ -81,11 +81,7 @@ impl S3Store {
         metadata: Metadata,
         condition: Option<&PutCondition>,
     ) -> BackendResult<String> {
-        let (if_none_match, if_match) = match condition {
-            None => (None, None),
-            Some(PutCondition::Absent) => (Some("*".to_owned()), None),
-            Some(PutCondition::Matches(etag)) => (None, Some(format!("\"{}\"", etag.trim_matches('"')))),
-        };
+        let (if_none_match, if_match) = condition_headers(condition);
         let out = self
             .client
             .copy_object()
@@ -145,6 +141,7 @@ impl S3Store {
                 .collect()
                 .await;
         let completed: BackendResult<Vec<_>> = uploaded.into_iter().collect();
+        let (if_none_match, if_match) = condition_headers(condition.as_ref());
         let result = match completed {
             Ok(parts) => self
                 .client
@@ -152,11 +149,8 @@ impl S3Store {
                 .bucket(bucket)
                 .key(key)
                 .upload_id(&upload_id)
-                .set_if_none_match((condition == Some(PutCondition::Absent)).then(|| "*".to_owned()))
-                .set_if_match(match &condition {
-                    Some(PutCondition::Matches(etag)) => Some(quoted(etag)),
-                    _ => None,
-                })
+                .set_if_none_match(if_none_match)
+                .set_if_match(if_match)
                 .multipart_upload(
                     aws_sdk_s3::types::CompletedMultipartUpload::builder()
                         .set_parts(Some(parts))

@@ -641,11 +641,7 @@ impl S3Store {
             remaining: len,
             done: false,
         };
-        let (if_none_match, if_match) = match condition {
-            None => (None, None),
-            Some(PutCondition::Absent) => (Some("*".to_owned()), None),
-            Some(PutCondition::Matches(etag)) => (None, Some(quoted(&etag))),
-        };
+        let (if_none_match, if_match) = condition_headers(condition.as_ref());
         // A body built from a stream cannot be rebuilt, so the SDK cannot retry it either; the
         // override says so explicitly and drops the read timeout, which would cover the upload.
         let sent = self
@@ -821,6 +817,15 @@ fn content_range_total(value: &str) -> Option<u64> {
 }
 
 /// An ETag as a conditional header carries it: in double quotes.
+/// A write condition as S3's `(If-None-Match, If-Match)` headers.
+fn condition_headers(condition: Option<&PutCondition>) -> (Option<String>, Option<String>) {
+    match condition {
+        None => (None, None),
+        Some(PutCondition::Absent) => (Some("*".to_owned()), None),
+        Some(PutCondition::Matches(etag)) => (None, Some(quoted(etag))),
+    }
+}
+
 fn quoted(etag: &str) -> String {
     format!("\"{}\"", etag.trim_matches('"'))
 }
