@@ -773,9 +773,56 @@ fn no_secret_signature_or_plaintext_in_a_trace_log() {
             "x-amz-date: 20300101T000000Z\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\nx-amz-meta-note: {META_MARKER}\r\nAuthorization: {forged_v4}\r\n"
         ),
     );
+    // POST Object: a signed form, and a forged one carrying metadata.
+    let post_fields = signed_post_fields("posted");
+    let policy = post_fields
+        .iter()
+        .find(|(k, _)| k == "policy")
+        .expect("policy")
+        .1
+        .clone();
+    let post_signature = post_fields
+        .iter()
+        .find(|(k, _)| k == "x-amz-signature")
+        .expect("sig")
+        .1
+        .clone();
+    let mut forged = post_fields.clone();
+    forged.push(("x-amz-meta-note".into(), META_MARKER.into()));
+    forged.retain(|(k, _)| k != "x-amz-signature");
+    forged.push(("x-amz-signature".into(), "0e0e0e0e0e0e0e0e0e0e0e0e".repeat(2)));
+    for (fields, want) in [(post_fields, "HTTP/1.1 204"), (forged, "HTTP/1.1 403")] {
+        let mut body = String::new();
+        for (k, v) in &fields {
+            body.push_str(&format!(
+                "--b0\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+            ));
+        }
+        body.push_str(&format!(
+            "--b0\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n{BODY_MARKER}\r\n--b0--\r\n"
+        ));
+        let mut s = proxy.connect();
+        write!(
+            s,
+            "POST /{BUCKET} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=b0\r\nContent-Length: {}\r\n\r\n{body}",
+            proxy.addr,
+            body.len()
+        )
+        .expect("send form");
+        let answer = read_answer(&mut s, Duration::from_secs(30));
+        assert!(answer.starts_with(want), "POST Object: {answer:.300}");
+    }
     proxy.assert_serving("after the traffic");
     let log = proxy.log();
     assert!(log.lines().count() > 10, "the trace log has content:\n{log}");
+    assert!(log.contains("PostObject"), "the access log names POST Object");
+    for (what, needle) in [
+        ("POST policy", policy.as_str()),
+        ("POST signature", post_signature.as_str()),
+        ("forged POST signature", "0e0e0e0e0e0e0e0e0e0e"),
+    ] {
+        assert!(!log.contains(needle), "the log holds the {what}");
+    }
     for (what, needle) in [
         ("secret key", SECRET_KEY),
         ("wrong secret", "a-wrong-secret-3b7d"),
