@@ -63,6 +63,9 @@ pub const POST_FORM_FRAMING: usize = 16 << 10;
 /// stored by one PutObject (plain MD5 ETag); a longer one by an internal multipart upload with
 /// parts of this size (multipart ETag), so a POST never holds more than this of its file.
 pub const POST_READ_AHEAD: usize = MIN_PART_SIZE as usize;
+/// POST Object: authenticated POSTs holding a file read-ahead at once (each up to
+/// [`POST_READ_AHEAD`]: 160 MiB in all); further ones wait for a slot before their file is read.
+pub const POST_MAX_BUFFERS: usize = 32;
 /// POST Object: form fields after the `file` part are read (and ignored, as S3 does) up to this
 /// many bytes; past it the connection is closed after the answer instead.
 pub const POST_MAX_TRAILER: usize = 64 << 10;

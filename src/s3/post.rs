@@ -36,8 +36,8 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Result, s3_error};
 use super::policy::{self, Fields};
 use super::{ClientAuth, Proxy};
 use crate::limits::{
-    MAX_PUT_SIZE, POST_FORM_FRAMING, POST_MAX_FIELD, POST_MAX_FIELDS, POST_MAX_FIELDS_BYTES, POST_MAX_TRAILER,
-    POST_READ_AHEAD,
+    MAX_PUT_SIZE, POST_FORM_FRAMING, POST_MAX_BUFFERS, POST_MAX_FIELD, POST_MAX_FIELDS, POST_MAX_FIELDS_BYTES,
+    POST_MAX_TRAILER, POST_READ_AHEAD,
 };
 use crate::object::ChecksumAlgorithm;
 use crate::object::checksum::{Hasher, decode_digest};
@@ -77,6 +77,8 @@ const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 pub struct PostObject {
     proxy: Proxy,
     auth: ClientAuth,
+    /// Slots for file read-aheads ([`POST_MAX_BUFFERS`]).
+    buffers: Arc<tokio::sync::Semaphore>,
 }
 
 /// The answer to a POST Object, and what the access log may say about it.
@@ -94,7 +96,11 @@ pub struct PostAnswer {
 impl PostObject {
     /// POST Object for `proxy`, checking signatures against `auth`.
     pub fn new(proxy: Proxy, auth: ClientAuth) -> Self {
-        Self { proxy, auth }
+        Self {
+            proxy,
+            auth,
+            buffers: Arc::new(tokio::sync::Semaphore::new(POST_MAX_BUFFERS)),
+        }
     }
 
     /// Serves one form POST to `bucket`: `content_type` is the request's, `body` its body,
@@ -192,7 +198,11 @@ impl PostObject {
         let max = max.min(MAX_PUT_SIZE);
         let headers = ObjectHeaders::from_fields(&fields)?;
 
-        // The file: held up to the read-ahead, then streamed in parts.
+        // The file: held up to the read-ahead, then streamed in parts, in one of the slots.
+        let _slot = Arc::clone(&self.buffers)
+            .acquire_owned()
+            .await
+            .map_err(|_| s3_error!(ServiceUnavailable, "The proxy is shutting down."))?;
         let mut held = BytesMut::new();
         let mut size = 0u64;
         let mut upload: Option<Upload> = None;
@@ -333,10 +343,13 @@ impl PostObject {
             )
             .is_ok()
         });
-        if !date_ok {
+        let same_day = fields
+            .get("x-amz-date")
+            .is_some_and(|d| d.get(..8) == Some(credential.date));
+        if !date_ok || !same_day {
             return Err(s3_error!(
                 InvalidArgument,
-                "Bucket POST must contain a field named 'x-amz-date' in the form yyyyMMddTHHmmssZ."
+                "Bucket POST must contain a field named 'x-amz-date' in the form yyyyMMddTHHmmssZ, on the credential's date."
             ));
         }
         let secret = self.auth.secret(credential.access_key);

@@ -18,6 +18,7 @@ per_store!(
     post_object_uploads_and_answers_as_s3,
     post_object_large_file_goes_through_an_internal_multipart_upload,
     post_object_refusals_write_nothing,
+    post_object_checksums_and_sse_c_as_a_put,
 );
 
 const BOUNDARY: &str = "----escrowPostBoundary7MA4YWxk";
@@ -498,4 +499,86 @@ async fn post_object_refusals_write_nothing(kind: StoreKind) {
     let a = post(&h, &good).await;
     assert_eq!(a.status, 204, "{}", a.body);
     assert_eq!(h.get(BUCKET, "refused/k").await, data);
+}
+
+fn b64(data: &[u8]) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data)
+}
+
+fn sha256_b64(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    b64(&Sha256::digest(data))
+}
+
+async fn post_object_checksums_and_sse_c_as_a_put(kind: StoreKind) {
+    let h = harness(kind).await;
+    // x-amz-checksum-sha256 (needs no condition): right is stored, wrong is 400 BadDigest, for
+    // a file within the read-ahead and for one over it (checked before completion).
+    let small = data_with_marker(4000);
+    let large = data_with_marker(MIN_PART + 1234);
+    for (label, data) in [("small", &small), ("large", &large)] {
+        let key = format!("ck/{label}");
+        let mut f = form(&key, &[], vec![], data.clone());
+        f.fields
+            .push(("x-amz-checksum-sha256".into(), sha256_b64(b"something else")));
+        let a = post(&h, &f).await;
+        assert_eq!((a.status, a.code().as_str()), (400, "BadDigest"), "{label}: {}", a.body);
+        assert_absent(&h, &key, &format!("{label}: wrong checksum")).await;
+        assert_no_uploads(&h, &format!("{label}: wrong checksum")).await;
+        let mut f = form(&key, &[], vec![], data.clone());
+        f.fields.push(("x-amz-checksum-sha256".into(), sha256_b64(data)));
+        let a = post(&h, &f).await;
+        assert_eq!(a.status, 204, "{label}: {}", a.body);
+        assert!(h.get(BUCKET, &key).await == *data, "{label}: read back");
+    }
+
+    // SSE-C fields, under the policy: the object needs the key to be read, as after a PUT.
+    let ck: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(29) ^ 0x5a).collect();
+    let ck_b64 = b64(&ck);
+    let ck_md5 = b64(&<md5::Md5 as md5::Digest>::digest(&ck));
+    let data = data_with_marker(2500);
+    let f = form(
+        "ssec/obj",
+        &[
+            ("x-amz-server-side-encryption-customer-algorithm", "AES256"),
+            ("x-amz-server-side-encryption-customer-key", &ck_b64),
+            ("x-amz-server-side-encryption-customer-key-md5", &ck_md5),
+        ],
+        vec![],
+        data.clone(),
+    );
+    let a = post(&h, &f).await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    assert_s3_error(
+        h.client.get_object().bucket(BUCKET).key("ssec/obj").send().await,
+        400,
+        "InvalidRequest",
+        "an SSE-C object read without its key",
+    );
+    let got = h
+        .client
+        .get_object()
+        .bucket(BUCKET)
+        .key("ssec/obj")
+        .sse_customer_algorithm("AES256")
+        .sse_customer_key(&ck_b64)
+        .sse_customer_key_md5(&ck_md5)
+        .send()
+        .await
+        .expect("get with the customer key");
+    assert!(got.body.collect().await.expect("body").to_vec() == data);
+    h.assert_store_lacks(&ck, "SSE-C KEY");
+
+    // A non-private ACL and tagging are refused as on a PUT.
+    let f = form("acl/obj", &[("acl", "public-read")], vec![], b"x".to_vec());
+    let a = post(&h, &f).await;
+    assert_eq!((a.status, a.code().as_str()), (501, "NotImplemented"), "{}", a.body);
+    assert_absent(&h, "acl/obj", "public-read ACL").await;
+    // A form whose x-amz-date is not the credential's day.
+    let mut f = form("date/obj", &[], vec![], b"x".to_vec());
+    f.set("x-amz-date", "20000101T000000Z");
+    let a = post(&h, &f).await;
+    assert_eq!((a.status, a.code().as_str()), (400, "InvalidArgument"), "{}", a.body);
+    assert_absent(&h, "date/obj", "x-amz-date off the credential's day").await;
+    h.assert_no_plaintext(MARKER);
 }
