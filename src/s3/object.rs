@@ -142,7 +142,7 @@ impl Proxy {
         let (sse_customer_algorithm, sse_customer_key_md5) = sse::echo(customer.as_ref());
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(hex::encode(digests.md5))),
-            server_side_encryption: Some(sse()),
+            server_side_encryption: sse(customer.is_some()),
             sse_customer_algorithm,
             sse_customer_key_md5,
             checksum_crc32: c.checksum_crc32,
@@ -266,7 +266,7 @@ impl Proxy {
             .map_err(error::object)?;
         let (sse_customer_algorithm, sse_customer_key_md5) = sse::echo(customer.as_ref());
         Ok(S3Response::new(CopyObjectOutput {
-            server_side_encryption: Some(sse()),
+            server_side_encryption: sse(customer.is_some()),
             sse_customer_algorithm,
             sse_customer_key_md5,
             copy_object_result: Some(CopyObjectResult {
