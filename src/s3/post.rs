@@ -250,11 +250,11 @@ impl PostObject {
             return Err(e);
         }
 
-        let etag = match upload {
+        let stored = match upload {
             None => self.put(bucket, &key, &headers, held.freeze()).await?,
             Some(mut u) => {
                 let last = held.freeze();
-                let finished: S3Result<String> = async {
+                let finished: S3Result<Stored> = async {
                     if let (Some(mut h), Some((algo, want))) = (hasher.take(), headers.checksum.as_ref()) {
                         h.update(&last);
                         let got = h.finalize();
@@ -273,7 +273,7 @@ impl PostObject {
                 }
                 .await;
                 match finished {
-                    Ok(etag) => etag,
+                    Ok(stored) => stored,
                     Err(e) => {
                         self.abort(bucket, &key, &u).await;
                         return Err(e);
@@ -281,7 +281,7 @@ impl PostObject {
                 }
             }
         };
-        Ok(success(&fields, bucket, &key, &etag, base))
+        Ok(success(&fields, bucket, &key, &stored, base))
     }
 
     /// The access key of a form whose SigV4 signature checks out; S3's refusal otherwise.
@@ -379,7 +379,7 @@ impl PostObject {
         }
     }
 
-    async fn put(&self, bucket: &str, key: &str, h: &ObjectHeaders, data: Bytes) -> S3Result<String> {
+    async fn put(&self, bucket: &str, key: &str, h: &ObjectHeaders, data: Bytes) -> S3Result<Stored> {
         let mut input = PutObjectInput {
             bucket: bucket.into(),
             key: key.into(),
@@ -398,8 +398,11 @@ impl PostObject {
                 ChecksumAlgorithm::Sha256 => input.checksum_sha256 = value,
             }
         }
-        let out = self.proxy.put_object_op(self.request(input)).await?;
-        Ok(out.output.e_tag.map(|e| e.value().to_string()).unwrap_or_default())
+        let out = self.proxy.put_object_op(self.request(input)).await?.output;
+        Ok(Stored {
+            etag: out.e_tag.map(|e| e.value().to_string()).unwrap_or_default(),
+            sse: out.server_side_encryption.map(|s| s.as_str().to_string()),
+        })
     }
 
     async fn create_upload(&self, bucket: &str, key: &str, h: &ObjectHeaders) -> S3Result<Upload> {
@@ -447,7 +450,7 @@ impl PostObject {
         Ok(())
     }
 
-    async fn complete(&self, bucket: &str, key: &str, u: &Upload) -> S3Result<String> {
+    async fn complete(&self, bucket: &str, key: &str, u: &Upload) -> S3Result<Stored> {
         let input = CompleteMultipartUploadInput {
             bucket: bucket.into(),
             key: key.into(),
@@ -457,8 +460,15 @@ impl PostObject {
             }),
             ..Default::default()
         };
-        let out = self.proxy.complete_multipart_upload_op(self.request(input)).await?;
-        Ok(out.output.e_tag.map(|e| e.value().to_string()).unwrap_or_default())
+        let out = self
+            .proxy
+            .complete_multipart_upload_op(self.request(input))
+            .await?
+            .output;
+        Ok(Stored {
+            etag: out.e_tag.map(|e| e.value().to_string()).unwrap_or_default(),
+            sse: out.server_side_encryption.map(|s| s.as_str().to_string()),
+        })
     }
 
     /// Aborts an internal upload after a failure (the failure is what the client hears).
@@ -480,6 +490,13 @@ struct State {
     access_key: Option<String>,
     key: Option<String>,
     consumed: bool,
+}
+
+/// What a PUT or a completion answered: the ETag (unquoted), and the SSE the answer names
+/// (none for an SSE-C object, as S3 answers).
+struct Stored {
+    etag: String,
+    sse: Option<String>,
 }
 
 /// An internal multipart upload of a long file.
@@ -575,12 +592,13 @@ impl ObjectHeaders {
 
 /// The success answer S3 gives: a redirect (`success_action_redirect` or `redirect`), or
 /// `success_action_status` 200 (empty), 201 (`PostResponse` XML), else 204.
-fn success(fields: &Fields, bucket: &str, key: &str, etag: &str, base: &str) -> http::Response<Bytes> {
+fn success(fields: &Fields, bucket: &str, key: &str, stored: &Stored, base: &str) -> http::Response<Bytes> {
     let location = format!("{base}/{}/{}", url_encode(bucket, false), url_encode(key, false));
-    let quoted = format!("\"{etag}\"");
-    let mut builder = http::Response::builder()
-        .header(http::header::ETAG, quoted.as_str())
-        .header("x-amz-server-side-encryption", "AES256");
+    let quoted = format!("\"{}\"", stored.etag);
+    let mut builder = http::Response::builder().header(http::header::ETAG, quoted.as_str());
+    if let Some(sse) = &stored.sse {
+        builder = builder.header("x-amz-server-side-encryption", sse.as_str());
+    }
     let redirect = fields
         .get("success_action_redirect")
         .or_else(|| fields.get("redirect"))
@@ -822,7 +840,11 @@ mod tests {
 
     #[test]
     fn success_answers_follow_the_form() {
-        let status = |f: &[(&str, &str)]| success(&form(f), "b", "k", "e", "http://h").status().as_u16();
+        let stored = Stored {
+            etag: "e".into(),
+            sse: Some("AES256".into()),
+        };
+        let status = |f: &[(&str, &str)]| success(&form(f), "b", "k", &stored, "http://h").status().as_u16();
         assert_eq!(status(&[]), 204);
         assert_eq!(status(&[("success_action_status", "200")]), 200);
         assert_eq!(status(&[("success_action_status", "201")]), 201);
@@ -831,7 +853,7 @@ mod tests {
             &form(&[("success_action_redirect", "http://x/y")]),
             "b",
             "k k",
-            "e",
+            &stored,
             "http://h",
         );
         assert_eq!(r.status(), 303);
@@ -839,9 +861,15 @@ mod tests {
             r.headers()[http::header::LOCATION],
             "http://x/y?bucket=b&key=k%20k&etag=%22e%22"
         );
-        let r = success(&form(&[("redirect", "ftp://x")]), "b", "k", "e", "http://h");
+        let r = success(&form(&[("redirect", "ftp://x")]), "b", "k", &stored, "http://h");
         assert_eq!(r.status(), 204, "not a URL: ignored");
-        let r = success(&form(&[("success_action_status", "201")]), "b", "a&b", "e", "http://h");
+        let r = success(
+            &form(&[("success_action_status", "201")]),
+            "b",
+            "a&b",
+            &stored,
+            "http://h",
+        );
         let body = std::str::from_utf8(r.body()).unwrap();
         assert!(body.contains("<Key>a&amp;b</Key>") && body.contains("<ETag>&quot;e&quot;</ETag>"));
         assert!(body.contains("<Location>http://h/b/a%26b</Location>"));

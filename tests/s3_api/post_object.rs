@@ -232,6 +232,7 @@ async fn post_object_uploads_and_answers_as_s3(kind: StoreKind) {
     let a = post(&h, &f).await;
     assert_eq!(a.status, 204, "{}", a.body);
     assert_eq!(a.header("etag"), format!("\"{}\"", md5_hex(&data)), "a PUT's ETag");
+    assert_eq!(a.header("x-amz-server-side-encryption"), "AES256");
     assert!(a.header("location").ends_with(&format!("/{BUCKET}/post/meta.bin")));
     assert_eq!(h.get(BUCKET, "post/meta.bin").await, data, "read back byte-exact");
     let head = h
@@ -549,6 +550,7 @@ async fn post_object_checksums_and_sse_c_as_a_put(kind: StoreKind) {
     );
     let a = post(&h, &f).await;
     assert_eq!(a.status, 204, "{}", a.body);
+    assert_eq!(a.header("x-amz-server-side-encryption"), "", "an SSE-C answer, as S3's");
     assert_s3_error(
         h.client.get_object().bucket(BUCKET).key("ssec/obj").send().await,
         400,
