@@ -300,7 +300,11 @@ pub(super) fn signature_matches(expected: &str, given: &str) -> bool {
     use subtle::ConstantTimeEq as _;
     let given = given.trim();
     let hex = expected.bytes().all(|b| b.is_ascii_hexdigit());
-    let given = if hex { given.to_ascii_lowercase() } else { given.to_string() };
+    let given = if hex {
+        given.to_ascii_lowercase()
+    } else {
+        given.to_string()
+    };
     expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
 }
 

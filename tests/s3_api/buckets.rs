@@ -46,6 +46,24 @@ async fn buckets(kind: StoreKind) {
         "NoSuchBucket",
         "list missing bucket",
     );
+    // ListObjects (V1) with `encoding-type=url`, as botocore sends it: the proxy's probe of how
+    // the store encodes listed keys must not create the bucket (s3s-fs makes a key's directories).
+    assert_s3_error(
+        c.list_objects()
+            .bucket("missing-bucket")
+            .encoding_type(aws_sdk_s3::types::EncodingType::Url)
+            .send()
+            .await,
+        404,
+        "NoSuchBucket",
+        "list (V1, url-encoded) missing bucket",
+    );
+    assert_s3_error(
+        c.head_bucket().bucket("missing-bucket").send().await,
+        404,
+        "",
+        "a listing created no bucket",
+    );
     assert_s3_error(
         c.get_object().bucket("missing-bucket").key("k").send().await,
         404,

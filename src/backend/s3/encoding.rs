@@ -43,8 +43,11 @@ impl S3Store {
         Ok(learned)
     }
 
-    /// Writes, lists (asking for URL encoding) and deletes [`LIST_ENCODING_PROBE`].
+    /// Writes, lists (asking for URL encoding) and deletes [`LIST_ENCODING_PROBE`], in a bucket
+    /// that exists: a store may create what a write names (s3s-fs makes the directories of a
+    /// key, so a probe would create a missing bucket and its listing answer 200).
     async fn probe_list_encoding(&self, bucket: &str) -> BackendResult<ListEncoding> {
+        self.head_bucket(bucket).await?;
         let empty: ByteStream = Box::pin(futures::stream::empty::<std::io::Result<Bytes>>());
         match self
             .put_object(bucket, LIST_ENCODING_PROBE, empty, 0, Metadata::new())
