@@ -330,3 +330,97 @@ fn proxy_killed_with_records_pending_and_a_second_instance_drains() {
 fn primary_answering_slow_down_for_a_while() {
     run(Scenario::PrimarySlowDown);
 }
+
+/// How a store fails under a GET that is streaming.
+#[derive(Debug, Clone, Copy)]
+enum MidStream {
+    Killed,
+    Hung,
+}
+
+/// A GET whose store dies (SIGKILL) or hangs (SIGSTOP) after part of the body went to the
+/// client: the rest comes from the other store, which holds the same stored version, and the
+/// client reads the whole object byte-exact. Not every client retries a body that broke off
+/// (boto3's `get_object()["Body"].read()` raises `IncompleteRead`); found by
+/// scripts/mirror-acceptance.py (its `slowdown` scenario, boto3).
+fn get_survives_its_store_failing_mid_body(how: MidStream) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async move {
+        let tmp = tempfile::Builder::new()
+            .prefix("escrow-midstream-")
+            .tempdir()
+            .expect("tempdir");
+        let root = tmp.path();
+        let logs = root.join("logs");
+        fs::create_dir_all(&logs).expect("mkdir logs");
+        let mut primary = blocking(|| Store::start("primary", root.join("store-primary"), &logs));
+        let mirror = blocking(|| Store::start("mirror", root.join("store-mirror"), &logs));
+        let dir = blocking(|| {
+            ProxyDir::create(
+                &root.join("proxy"),
+                &StoreAt {
+                    endpoint: primary.endpoint(),
+                },
+                &StoreAt {
+                    endpoint: mirror.endpoint(),
+                },
+            )
+        });
+        let proxy = blocking(|| Proxy::start(&dir, &logs, "proxy"));
+        let c = client(&proxy, &dir);
+        workload::create_bucket(&c).await;
+        // Far more than the socket buffers between the store, the proxy and the client hold.
+        let body = workload::body(0xb0d7, 40 << 20);
+        c.put_object()
+            .bucket(workload::BUCKET)
+            .key("big")
+            .body(aws_sdk_s3::primitives::ByteStream::from(body.clone()))
+            .send()
+            .await
+            .expect("put big");
+        let mut got = c
+            .get_object()
+            .bucket(workload::BUCKET)
+            .key("big")
+            .send()
+            .await
+            .expect("get big")
+            .body;
+        let mut out = Vec::with_capacity(body.len());
+        while out.len() < (1 << 20) {
+            let chunk = got.try_next().await.expect("first MiB").expect("more body");
+            out.extend_from_slice(&chunk);
+        }
+        let pid = primary.pid();
+        match how {
+            MidStream::Killed => blocking(|| primary.kill()),
+            MidStream::Hung => blocking(|| procs::stop(pid)),
+        }
+        while let Some(chunk) = got
+            .try_next()
+            .await
+            .unwrap_or_else(|e| panic!("{how:?}: the body broke off after {} bytes: {e}", out.len()))
+        {
+            out.extend_from_slice(&chunk);
+        }
+        if let MidStream::Hung = how {
+            blocking(|| procs::cont(pid));
+        }
+        assert_eq!(out.len(), body.len(), "{how:?}: length");
+        assert!(out == body, "{how:?}: the body differs");
+    });
+}
+
+#[test]
+fn get_survives_its_store_killed_mid_body() {
+    get_survives_its_store_failing_mid_body(MidStream::Killed);
+}
+
+#[test]
+fn get_survives_its_store_hung_mid_body() {
+    get_survives_its_store_failing_mid_body(MidStream::Hung);
+}
