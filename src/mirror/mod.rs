@@ -575,6 +575,8 @@ impl ObjectStore for Mirror {
         if !self.conditional_writes() {
             return Err(BackendError::ConditionalUnsupported);
         }
+        // A client write like any other: no repair of the object interleaves with it.
+        let _write = self.locks.write(bucket, key).await;
         let (side, etag) = self
             .write_if(bucket, key, condition, |store, c| async move {
                 store.put_object_if(bucket, key, body, len, metadata, Some(c)).await
@@ -611,6 +613,7 @@ impl ObjectStore for Mirror {
                 ..src
             })
             .collect();
+        let _write = self.locks.write(bucket, key).await;
         let (side, etag) = self
             .write_if(bucket, key, condition, |store, c| async move {
                 store.compose_if(bucket, key, own, tail, metadata, Some(c)).await
