@@ -8,7 +8,9 @@
 //! - the mirror SIGKILLed and restarted;
 //! - the proxy SIGKILLed with repair records pending, its working directory deleted, and a
 //!   second instance (the same keyring and root key, copied beforehand) draining them;
-//! - the primary answering `503 SlowDown` for a while (an HTTP interposer in front of it).
+//! - the primary answering `503 SlowDown` for a while (an HTTP interposer in front of it);
+//! - objects rolled back (an older ciphertext of the same key) and deleted in one store behind
+//!   the proxy's back, then `escrow-proxy mirror reconcile` run while the proxy serves.
 //!
 //! Each ends by waiting (bounded poll) until the stores converge (no backlog on `/metrics`, no
 //! repair record left, the same ciphertext in both store directories), then checks: no
@@ -30,6 +32,8 @@ mod common;
 mod interposer;
 #[path = "faults/procs.rs"]
 mod procs;
+#[path = "faults/tamper.rs"]
+mod tamper;
 #[path = "faults/verify.rs"]
 mod verify;
 #[path = "faults/workload.rs"]
@@ -56,6 +60,7 @@ enum Scenario {
     MirrorKilled,
     ProxyKilled,
     PrimarySlowDown,
+    Tampered,
 }
 
 impl Scenario {
@@ -66,6 +71,7 @@ impl Scenario {
             Self::MirrorKilled => "mirror-killed",
             Self::ProxyKilled => "proxy-killed",
             Self::PrimarySlowDown => "primary-slowdown",
+            Self::Tampered => "tampered-reconciled",
         }
     }
 }
@@ -154,6 +160,12 @@ async fn run_scenario(scenario: Scenario) {
     let c = client(&proxy, &dir1);
     workload::create_bucket(&c).await;
 
+    // Keys of their own that the tampered scenario changes behind the proxy's back.
+    let tamper = if scenario == Scenario::Tampered {
+        Some(tamper::prepare(&c, &primary.root, &mirror.root).await)
+    } else {
+        None
+    };
     let wl = Workload::new(c, CLIENTS, ops());
     let started = std::time::Instant::now();
     let runner = {
@@ -215,11 +227,32 @@ async fn run_scenario(scenario: Scenario) {
             switch.set_slow_down(false);
             wl.faults.set(|w| w.primary = true);
         }
+        Scenario::Tampered => {
+            let t = tamper.as_ref().expect("tamper keys");
+            blocking(|| t.tamper(&primary.root, &mirror.root));
+            wl.reach(0.55).await;
+            // While the proxy serves and the workload runs.
+            if let Err(e) = blocking(|| tamper::reconcile(&dir1.config)) {
+                notes.push(format!("reconcile during the workload: {e}"));
+            }
+        }
     }
     runner.await.expect("workload");
     let workload_time = started.elapsed();
 
-    let keys = wl.all_keys();
+    let mut keys = wl.all_keys();
+    if let Some(t) = &tamper {
+        // Whatever reconcile found changed during the workload, a run afterwards finds agreement
+        // for the tampered keys (the workload's own may still have unacknowledged divergence).
+        if let Err(e) = blocking(|| tamper::reconcile(&dir.config)) {
+            notes.push(format!("reconcile after the workload: {e}"));
+        }
+        let differing = t.differing(&primary.root, &mirror.root);
+        if !differing.is_empty() {
+            notes.push(format!("tampered keys still differ between the stores: {differing:?}"));
+        }
+        keys.extend(t.expected());
+    }
     let converged = converge(&proxy.admin, &primary.root, &mirror.root, &keys).await;
     let scratch = root.join("scratch");
     let mut bad: Vec<Check> = Vec::new();
@@ -329,6 +362,11 @@ fn proxy_killed_with_records_pending_and_a_second_instance_drains() {
 #[test]
 fn primary_answering_slow_down_for_a_while() {
     run(Scenario::PrimarySlowDown);
+}
+
+#[test]
+fn objects_changed_behind_the_proxys_back_then_reconciled() {
+    run(Scenario::Tampered);
 }
 
 /// How a store fails under a GET that is streaming.
