@@ -325,6 +325,7 @@ class Counts:
         self.ops = self.failed = self.failed_reads_up = self.failed_reads_outage = 0
         self.failed_writes = self.failed_writes_up = self.wrong = self.listing_hid = 0
         self.slowest = 0.0
+        self.slowest_what = ""
         self.examples = []
 
     def note_example(self, what):
@@ -363,12 +364,14 @@ class Client(threading.Thread):
         try:
             ok = fn()
             took = time.monotonic() - t0
-            c.slowest = max(c.slowest, took)
+            if took > c.slowest:
+                c.slowest, c.slowest_what = took, what
             if took > 30:
                 c.note_example(f"slow ({took:.0f} s): {what}")
         except Exception as e:  # noqa: BLE001 - every failure is counted and shown
             took = time.monotonic() - t0
-            c.slowest = max(c.slowest, took)
+            if took > c.slowest:
+                c.slowest, c.slowest_what = took, f"{what} (failed)"
             served = self.env.world.served(t0, time.monotonic())
             c.failed += 1
             if took > 30:
@@ -1037,6 +1040,7 @@ def main():
         for c in r["clients"]:
             for ex in c.counts.examples:
                 print(f"   {c.name}: {ex}")
+            print(f"   {c.name}: slowest operation {c.counts.slowest:.1f} s: {c.counts.slowest_what}")
         for n in r["notes"]:
             print(f"   note: {n}")
         for f in r["failures"]:
