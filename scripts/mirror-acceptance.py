@@ -27,7 +27,8 @@ Every acknowledged write is recorded (key -> sha256 of the content, or absent), 
 that failed since (each may have landed). After each scenario: wait (bounded) until the stores
 converge (no backlog on `/metrics`, no repair record in either store, the same ciphertext for
 every key whose writes were all acknowledged) and measure how long it took; then read every key
-back through the proxy and from EACH store alone with offline `escrow-proxy decrypt`. Counts
+back through the proxy and from EACH store alone with `escrow-proxy decrypt`, both offline from the
+store's files and fetched from that one store (`decrypt --config --store primary|mirror`). Counts
 per client: operations, failed operations (after the client's own retries), reads that failed
 while the proxy and a store were up (must be 0), wrong reads; and lost acknowledged writes
 (must be 0). Prints a table; exits non-zero when a check failed.
@@ -778,6 +779,22 @@ def decrypt_from(env, store, key, scratch):
         return sha(f.read())
 
 
+def decrypt_online(env, store, key, scratch):
+    """The plaintext's sha256 of `key` fetched from one configured store alone by `escrow-proxy
+    decrypt --config --store`, None if absent there."""
+    out = os.path.join(scratch, "online.bin")
+    if os.path.exists(out):
+        os.remove(out)
+    p = subprocess.run([env.binary, "decrypt", "--config", env.config2, "--store", store, "--bucket", BUCKET,
+                        "--key", key, "-o", out], capture_output=True, text=True, env=dict(os.environ, NO_COLOR="1"))
+    if p.returncode != 0:
+        if "NoSuchKey" in p.stderr or "no such key" in p.stderr.lower() or "not found" in p.stderr.lower():
+            return None
+        return "decrypt failed: " + p.stderr.strip()[-200:]
+    with open(out, "rb") as f:
+        return sha(f.read())
+
+
 def write_config(work, name, primary_at, mirror_at):
     d = os.path.join(work, name)
     os.makedirs(d, exist_ok=True)
@@ -936,6 +953,7 @@ def run_scenario(name, args, binary, base):
         values = {"proxy": got}
         for store in (env.primary, env.mirror):
             values[store.name] = decrypt_from(env, store, k, scratch)
+            values[f"{store.name} (decrypt --config --store)"] = decrypt_online(env, store.name, k, scratch)
         for where, v in values.items():
             if v not in allowed:
                 lost.append(f"{where} {k}: {str(v)[:80]} not in {sorted(str(a)[:12] for a in allowed)}")
