@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::ObjectStore;
@@ -14,6 +14,8 @@ use super::ObjectStore;
 pub struct StoreHealth {
     name: String,
     up: AtomicBool,
+    /// How many times the store came back after being marked down.
+    recoveries: AtomicU64,
     state: Mutex<Since>,
 }
 
@@ -29,6 +31,7 @@ impl StoreHealth {
         Arc::new(Self {
             name: name.to_string(),
             up: AtomicBool::new(true),
+            recoveries: AtomicU64::new(0),
             state: Mutex::new(Since {
                 at: Instant::now(),
                 why: None,
@@ -49,9 +52,15 @@ impl StoreHealth {
     /// Records that the store answered.
     pub fn mark_up(&self) {
         if !self.up.swap(true, Ordering::AcqRel) {
+            self.recoveries.fetch_add(1, Ordering::AcqRel);
             self.set_since(None);
             tracing::info!(store = %self.name, "store is reachable again");
         }
+    }
+
+    /// How many times the store came back after being marked down (a count that only grows).
+    pub fn recoveries(&self) -> u64 {
+        self.recoveries.load(Ordering::Acquire)
     }
 
     /// Records that the store is unreachable or broken; `why` is an error kind, never a secret.

@@ -229,14 +229,14 @@ impl Mirror {
     }
 
     /// What the pending records of `bucket`/`key` say about where its newest version is. The
-    /// records this instance knows of, and until its drainer has scanned a store once, that
-    /// store's records of the key (another instance may have written them before this one
-    /// started). With records pending, each reachable store's sealed write time is read and
+    /// records this instance knows of, and until its drainer has scanned a store once (and again
+    /// since the other store last came back), that store's records of the key: another instance
+    /// may have written them before this one started, or during the outage. With records pending, each reachable store's sealed write time is read and
     /// compared with the newest tombstone.
     async fn verdict(&self, bucket: &str, key: &str) -> Verdict {
         let mut records = self.backlog.records_for(bucket, key);
         for side in [Side::Primary, Side::Mirror] {
-            if !self.backlog.scanned(side) && self.is_up(side) {
+            if !self.backlog.scanned(side, self.health(side.other()).recoveries()) && self.is_up(side) {
                 // Not fed to the breaker: a slow lookup is no sign of an outage.
                 let found = record::for_key(self.store(side).as_ref(), self.sealer.as_ref(), bucket, key);
                 if let Ok(Ok(found)) = tokio::time::timeout(self.settings.first_byte_timeout, found).await {

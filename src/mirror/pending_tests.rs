@@ -258,6 +258,69 @@ async fn reads_and_listings_follow_pending_records_after_an_outage() {
     assert_eq!(p.listed().await, ["fresh", "k"]);
 }
 
+/// Another instance over the same two stores (its own health, backlog and drainer state), as
+/// a second proxy process would be.
+fn second_instance(p: &Pair) -> Arc<Mirror> {
+    Mirror::new(
+        (
+            Arc::clone(&p.traps[0]) as Arc<dyn ObjectStore>,
+            StoreHealth::new("primary"),
+        ),
+        (
+            Arc::clone(&p.traps[1]) as Arc<dyn ObjectStore>,
+            StoreHealth::new("mirror"),
+        ),
+        MirrorSettings::new(WriteMode::Sync, ReadMode::Primary),
+        Arc::new(TestSealer),
+    )
+}
+
+/// Scans both stores' records into `m`'s backlog, as its drainer does.
+async fn scan(m: &Mirror) {
+    for side in [Side::Primary, Side::Mirror] {
+        let (started, seen) = (std::time::Instant::now(), m.health(side.other()).recoveries());
+        let found = super::repair::scan_store(m, side).await.expect("scan");
+        m.backlog().rescanned(side, found, started, seen);
+    }
+}
+
+#[tokio::test]
+async fn a_running_instance_learns_of_records_written_during_an_outage_before_reading_the_stale_store() {
+    let p = Pair::new([(Trap::None, ""), (Trap::None, "")]).await;
+    let other = second_instance(&p);
+    p.put("k", b"old", 100).await;
+    // The other instance has scanned: it knows of no record.
+    scan(&other).await;
+    assert!(
+        other
+            .backlog()
+            .scanned(Side::Mirror, other.health(Side::Primary).recoveries())
+    );
+    // Both see the primary go down (a request or the probe); this instance writes meanwhile,
+    // the record going to the mirror.
+    p.outage(Side::Primary, true);
+    other.health(Side::Primary).mark_down("test");
+    p.put("k", b"new", 200).await;
+    p.outage(Side::Primary, false);
+    other.health(Side::Primary).mark_up();
+    assert_eq!(p.stored(Side::Primary, "k").await.as_deref(), Some(&b"old"[..]));
+    // Before its drainer scans again, the other instance looks the key's records up.
+    assert!(
+        !other
+            .backlog()
+            .scanned(Side::Mirror, other.health(Side::Primary).recoveries())
+    );
+    let got = other
+        .get_object(B, "k", None, None)
+        .await
+        .expect("read through the other instance");
+    let body = crate::backend::read_small(got.body, 1 << 20).await.expect("body");
+    assert_eq!(body, b"new", "not the stale primary's");
+    // After its next scan it knows the record itself.
+    scan(&other).await;
+    assert_eq!(other.replication_status(B, "k"), "PENDING");
+}
+
 #[tokio::test]
 async fn a_write_after_a_pending_tombstone_is_read() {
     let p = Pair::new([(Trap::None, ""), (Trap::None, "")]).await;

@@ -52,8 +52,13 @@ pub struct Backlog {
 
 #[derive(Default)]
 struct State {
-    /// Whether the drainer has scanned each store's records at least once (primary, mirror).
-    scanned: [bool; 2],
+    /// Per store holding records (primary, mirror): the other store's recovery count
+    /// ([`StoreHealth::recoveries`]) when the last complete scan of its records started; `None`
+    /// before the first. Records written while the other store was down (by any instance) are
+    /// known here only from a scan that started after it came back.
+    ///
+    /// [`StoreHealth::recoveries`]: crate::backend::health::StoreHealth::recoveries
+    scanned: [Option<u64>; 2],
     records: HashMap<RecordId, Entry>,
     by_object: HashMap<(String, String), (u32, bool)>,
     repaired: u64,
@@ -131,10 +136,11 @@ impl Backlog {
             .contains_key(&(bucket.to_string(), key.to_string()))
     }
 
-    /// Whether the records held by `holder` have been scanned since this instance started
-    /// (before that, records other instances wrote are not known here yet).
-    pub fn scanned(&self, holder: Side) -> bool {
-        self.lock().scanned[super::index(holder)]
+    /// Whether the records held by `holder` have been scanned since the other store last came
+    /// back (its recovery count is `recoveries`), or since this instance started: before that,
+    /// records other instances wrote during the outage are not known here yet.
+    pub fn scanned(&self, holder: Side, recoveries: u64) -> bool {
+        self.lock().scanned[super::index(holder)].is_some_and(|seen| seen >= recoveries)
     }
 
     /// The figures.
@@ -155,12 +161,13 @@ impl Backlog {
         }
     }
 
-    /// Replaces what is known with a fresh scan of `holder` that started at `started` (keeping
-    /// retry state of records still there, and records noted since the scan started: it may
-    /// have listed before they were stored). Records of the other store are kept.
-    fn rescanned(&self, holder: Side, found: Vec<Found>, started: Instant) {
+    /// Replaces what is known with a fresh scan of `holder` that started at `started`, when the
+    /// other store's recovery count was `recoveries` (keeping retry state of records still
+    /// there, and records noted since the scan started: it may have listed before they were
+    /// stored). Records of the other store are kept.
+    pub(super) fn rescanned(&self, holder: Side, found: Vec<Found>, started: Instant, recoveries: u64) {
         let mut state = self.lock();
-        state.scanned[super::index(holder)] = true;
+        state.scanned[super::index(holder)] = Some(recoveries);
         let mut old: HashMap<RecordId, Entry> = HashMap::new();
         let ids: Vec<RecordId> = state.records.keys().filter(|id| id.0 == holder).cloned().collect();
         for id in ids {
@@ -269,15 +276,20 @@ async fn drain_loop(weak: Weak<Mirror>) {
     loop {
         let Some(mirror) = weak.upgrade() else { return };
         let every = mirror.settings.drain_every;
-        if last_scan.is_none_or(|t| t.elapsed() >= every) {
+        let recoveries = |side: Side| mirror.health(side.other()).recoveries();
+        // A store that came back since the last scan: scan the other's records now.
+        let stale = [Side::Primary, Side::Mirror]
+            .into_iter()
+            .any(|side| mirror.is_up(side) && !mirror.backlog.scanned(side, recoveries(side)));
+        if stale || last_scan.is_none_or(|t| t.elapsed() >= every) {
             for side in [Side::Primary, Side::Mirror] {
                 if mirror.is_up(side) {
                     // Bounded in time only: a scan given up on whenever the breaker flickers
                     // would never finish under load, and until it has, reads of this instance
                     // look records up per key. Its failures are left to the probe to judge.
-                    let started = Instant::now();
+                    let (started, seen) = (Instant::now(), recoveries(side));
                     match tokio::time::timeout(SCAN_TIMEOUT, scan_store(&mirror, side)).await {
-                        Ok(Ok(found)) => mirror.backlog.rescanned(side, found, started),
+                        Ok(Ok(found)) => mirror.backlog.rescanned(side, found, started, seen),
                         Ok(Err(e)) => {
                             tracing::warn!(store = side.name(), error = %e, "mirror: scan for repair records failed")
                         }

@@ -36,6 +36,8 @@ pub struct Completed {
     pub etag: String,
     /// Plaintext size.
     pub size: u64,
+    /// Whether the object is SSE-C (its upload was created with a customer key).
+    pub sse_c: bool,
 }
 
 impl Objects {
@@ -104,6 +106,7 @@ impl Objects {
         let completed = Completed {
             etag: manifest.etag(),
             size: manifest.record.size,
+            sse_c: manifest.record.sse_c.is_some(),
         };
         let known = super::etags::Known {
             etag: completed.etag.clone(),

@@ -8,11 +8,12 @@ use std::time::SystemTime;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
+use super::condition::{WriteCondition, conflict_after_check};
 use super::customer::keeps_content;
 use super::etags::Known;
 use super::open::{Opened, Shape};
 use super::{Expectations, ObjectError, Objects, refuse_reserved, sealed};
-use crate::backend::{Metadata, Source};
+use crate::backend::{BackendError, Metadata, PutCondition, Source};
 use crate::crypto::envelope::{CustomerKey, ObjectRecord, seal_record};
 use crate::crypto::format::meta;
 use crate::crypto::manifest::Manifest;
@@ -38,8 +39,9 @@ pub struct CopySource<'a> {
 
 impl Objects {
     /// Copies `src` to `bucket`/`key`, with `record` (`None`: the source's own), SSE-C under
-    /// `customer` when given. A copy is a new write: its record gets its own write time. An
-    /// SSE-C source must have been unlocked with its key; when the source's and the
+    /// `customer` when given, only if `condition` holds for the destination ([`WriteCondition`],
+    /// evaluated atomically by the store). A copy is a new write: its record gets its own write
+    /// time. An SSE-C source must have been unlocked with its key; when the source's and the
     /// destination's customer keys differ (or one side has none), the content streams through
     /// this process and is sealed again.
     pub async fn copy(
@@ -49,8 +51,10 @@ impl Objects {
         key: &str,
         record: Option<ObjectRecord>,
         customer: Option<&CustomerKey>,
+        condition: Option<&WriteCondition>,
     ) -> Result<Copied, ObjectError> {
         refuse_reserved(key)?;
+        let store_condition = self.store_condition(bucket, key, condition).await?;
         let opened = src.opened;
         let mut record = record.unwrap_or_else(|| opened.record.clone());
         record.size = opened.size();
@@ -60,13 +64,18 @@ impl Objects {
         let store_etag = match keeps.then(|| server_side(self, &src, bucket, key, &record)).flatten() {
             Some((sources, tail, metadata)) => self
                 .store
-                .compose(bucket, key, sources, tail.into(), metadata)
+                .compose_if(bucket, key, sources, tail.into(), metadata, store_condition.clone())
                 .await
                 .map_err(|e| match e {
-                    crate::backend::BackendError::PreconditionFailed => ObjectError::Changed,
-                    other => ObjectError::Store(other),
+                    // With a destination condition the store's refusal may be either side's; the
+                    // source is pinned by its ETag too, so both read as "changed meanwhile".
+                    BackendError::PreconditionFailed if store_condition.is_none() => ObjectError::Changed,
+                    other => conflict_after_check(ObjectError::Store(other), store_condition.as_ref()),
                 })?,
-            None => self.reseal(&src, bucket, key, &record, customer).await?,
+            None => self
+                .reseal(&src, bucket, key, &record, customer, store_condition.clone())
+                .await
+                .map_err(|e| conflict_after_check(e, store_condition.as_ref()))?,
         };
         let copied = Copied {
             etag: opened.etag(),
@@ -90,10 +99,11 @@ impl Objects {
         key: &str,
         record: &ObjectRecord,
         customer: Option<&CustomerKey>,
+        condition: Option<PutCondition>,
     ) -> Result<String, ObjectError> {
         let plain = self.read(src.bucket, src.key, src.opened, None).await?;
         let (store_etag, _) = self
-            .write_single(
+            .write_single_if(
                 bucket,
                 key,
                 record,
@@ -101,6 +111,7 @@ impl Objects {
                 src.opened.size(),
                 Expectations::default(),
                 customer,
+                condition,
             )
             .await?;
         Ok(store_etag)

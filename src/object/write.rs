@@ -110,29 +110,9 @@ impl Objects {
     /// Stores a single-part object under a fresh data key: the envelope sealed for `record`, the
     /// body (exactly `plain_len` bytes, checked against `expect`) encrypted into the store, its
     /// content bound to `customer` (SSE-C) when given. Returns the store's ETag and the plaintext
-    /// digests.
-    #[allow(clippy::too_many_arguments)] // As `put`.
-    pub(super) async fn write_single<S, E>(
-        &self,
-        bucket: &str,
-        key: &str,
-        record: &ObjectRecord,
-        body: S,
-        plain_len: u64,
-        expect: Expectations,
-        customer: Option<&CustomerKey>,
-    ) -> Result<(String, Digests), ObjectError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
-        E: std::fmt::Display,
-    {
-        self.write_single_if(bucket, key, record, body, plain_len, expect, customer, None)
-            .await
-    }
-
-    /// [`Objects::write_single`] whose store write carries `condition`.
-    #[allow(clippy::too_many_arguments)] // write_single's arguments and the condition
-    async fn write_single_if<S, E>(
+    /// digests. The store write carries `condition`, if any.
+    #[allow(clippy::too_many_arguments)] // One write's inputs and its store condition.
+    pub(super) async fn write_single_if<S, E>(
         &self,
         bucket: &str,
         key: &str,

@@ -24,7 +24,7 @@ macro_rules! read_output {
         $ty {
             accept_ranges: Some("bytes".into()),
             e_tag: Some(super::answer::client_etag(&$opened)),
-            server_side_encryption: Some(super::answer::sse()),
+            server_side_encryption: super::answer::sse($opened.is_sse_c()),
             last_modified: $opened.last_modified.map(s3s::dto::Timestamp::from),
             metadata: Some(record.user.clone().into_iter().collect()),
             content_type: record.content_type.clone(),
@@ -115,9 +115,10 @@ fn not_modified(opened: &Opened) -> s3s::S3Error {
 }
 
 /// What every stored object is encrypted with, as S3 answers say it (`x-amz-server-side-encryption`):
-/// AES-256, by the proxy, before it reaches the store.
-pub(super) fn sse() -> ServerSideEncryption {
-    ServerSideEncryption::from_static(ServerSideEncryption::AES256)
+/// AES-256, by the proxy, before it reaches the store. Absent for an SSE-C object, which S3
+/// answers with the customer-key headers instead.
+pub(super) fn sse(sse_c: bool) -> Option<ServerSideEncryption> {
+    (!sse_c).then(|| ServerSideEncryption::from_static(ServerSideEncryption::AES256))
 }
 
 /// Copy-source preconditions: as GET's, except that every failure is 412.

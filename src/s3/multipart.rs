@@ -63,7 +63,7 @@ impl Proxy {
             bucket: Some(input.bucket),
             key: Some(input.key),
             upload_id: Some(id),
-            server_side_encryption: Some(sse()),
+            server_side_encryption: sse(customer.is_some()),
             ..Default::default()
         }))
     }
@@ -92,7 +92,7 @@ impl Proxy {
         Ok(S3Response::new(UploadPartOutput {
             sse_customer_algorithm,
             sse_customer_key_md5,
-            server_side_encryption: Some(sse()),
+            server_side_encryption: sse(customer.is_some()),
             e_tag: Some(ETag::Strong(hex::encode(digests.md5))),
             checksum_crc32: c.checksum_crc32,
             checksum_crc32c: c.checksum_crc32c,
@@ -184,7 +184,7 @@ impl Proxy {
             key: Some(key.clone()),
             location: Some(format!("/{bucket}/{key}")),
             e_tag: Some(ETag::Strong(completed.etag)),
-            server_side_encryption: Some(sse()),
+            server_side_encryption: sse(completed.sse_c),
             ..Default::default()
         }))
     }

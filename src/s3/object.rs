@@ -19,8 +19,8 @@ use super::answer::{
 };
 use super::error;
 use super::request::{
-    check_user_metadata, client_digests, copy_source, declared_length, expectations, invalid_part_number, record_of,
-    refuse_unsafe, resolve_range, unsafe_asks, write_condition,
+    check_user_metadata, client_digests, copy_source, declared_length, destination_condition, expectations,
+    invalid_part_number, record_of, refuse_unsafe, resolve_range, unsafe_asks, write_condition,
 };
 use super::sse::{self, sse_c_headers};
 use crate::limits::{MAX_DELETE_KEYS, MAX_PUT_SIZE};
@@ -142,7 +142,7 @@ impl Proxy {
         let (sse_customer_algorithm, sse_customer_key_md5) = sse::echo(customer.as_ref());
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(hex::encode(digests.md5))),
-            server_side_encryption: Some(sse()),
+            server_side_encryption: sse(customer.is_some()),
             sse_customer_algorithm,
             sse_customer_key_md5,
             checksum_crc32: c.checksum_crc32,
@@ -208,14 +208,12 @@ impl Proxy {
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
-        // s3s 0.14 does not parse a destination's If-Match / If-None-Match on CopyObject: refused
-        // here rather than ignored (an ignored condition would be an unconditional overwrite).
-        if req.headers.contains_key(http::header::IF_MATCH) || req.headers.contains_key(http::header::IF_NONE_MATCH) {
-            return Err(s3_error!(
-                NotImplemented,
-                "Conditional CopyObject (If-Match / If-None-Match on the destination) is not supported through escrow-proxy."
-            ));
-        }
+        // s3s 0.14 does not parse a destination's If-Match / If-None-Match on CopyObject: read
+        // from the headers here (an ignored condition would be an unconditional overwrite).
+        let condition = write_condition(
+            destination_condition(&req.headers, &http::header::IF_MATCH)?.as_ref(),
+            destination_condition(&req.headers, &http::header::IF_NONE_MATCH)?.as_ref(),
+        )?;
         let input = req.input;
         refuse_unsafe(unsafe_asks!(input), self.refuse_sse_kms)?;
         let customer = sse::customer_key(&sse_c_headers!(input), self.sse_c_secure)?;
@@ -256,12 +254,19 @@ impl Proxy {
         };
         let copied = self
             .objects
-            .copy(src, &input.bucket, &input.key, record, customer.as_ref())
+            .copy(
+                src,
+                &input.bucket,
+                &input.key,
+                record,
+                customer.as_ref(),
+                condition.as_ref(),
+            )
             .await
             .map_err(error::object)?;
         let (sse_customer_algorithm, sse_customer_key_md5) = sse::echo(customer.as_ref());
         Ok(S3Response::new(CopyObjectOutput {
-            server_side_encryption: Some(sse()),
+            server_side_encryption: sse(customer.is_some()),
             sse_customer_algorithm,
             sse_customer_key_md5,
             copy_object_result: Some(CopyObjectResult {

@@ -316,6 +316,21 @@ pub(super) fn write_condition(
     }
 }
 
+/// A write condition header (`If-Match` / `If-None-Match`) that s3s does not parse for this
+/// operation (CopyObject's destination), read from the request head; a malformed one is S3's 400.
+pub(super) fn destination_condition(
+    headers: &http::HeaderMap,
+    name: &http::header::HeaderName,
+) -> S3Result<Option<ETagCondition>> {
+    headers
+        .get(name)
+        .map(|value| {
+            ETagCondition::parse_http_header(value.as_bytes())
+                .map_err(|_| s3_error!(InvalidArgument, "Invalid {} header value.", name.as_str()))
+        })
+        .transpose()
+}
+
 /// The bucket and key of `x-amz-copy-source`. Buckets here are unversioned: a version other
 /// than `null` does not exist.
 pub(super) fn copy_source(src: &CopySource) -> S3Result<(String, String)> {

@@ -141,6 +141,11 @@ async fn get_with_key(c: &Client, key: &str, ck: &Ck, range: Option<&str>) -> Ve
         "GET {key} echoes the algorithm"
     );
     assert_eq!(
+        out.server_side_encryption(),
+        None,
+        "GET {key}: no x-amz-server-side-encryption"
+    );
+    assert_eq!(
         out.sse_customer_key_md5(),
         Some(ck.md5().as_str()),
         "GET {key} echoes the MD5"
@@ -176,6 +181,8 @@ async fn single_put_round_trip_and_must_fail_twins(kind: StoreKind) {
     assert_eq!(put.sse_customer_algorithm(), Some("AES256"));
     assert_eq!(put.sse_customer_key_md5(), Some(ck.md5().as_str()));
     assert_eq!(put.e_tag(), Some(etag_of(&data).as_str()));
+    // S3 answers an SSE-C object with the customer-key headers only.
+    assert_eq!(put.server_side_encryption(), None, "PUT of an SSE-C object");
 
     let head = with_key!(c.head_object().bucket(BUCKET).key("ssec"), ck)
         .send()
@@ -183,6 +190,7 @@ async fn single_put_round_trip_and_must_fail_twins(kind: StoreKind) {
         .unwrap_or_else(|e| panic!("HEAD with the key: {}", DisplayErrorContext(&e)));
     assert_eq!(head.content_length(), Some(data.len() as i64));
     assert_eq!(head.sse_customer_key_md5(), Some(ck.md5().as_str()));
+    assert_eq!(head.server_side_encryption(), None, "HEAD of an SSE-C object");
     assert!(get_with_key(c, "ssec", &ck, None).await == data, "whole GET");
     let (a, b) = (SEGMENT - 5, 2 * SEGMENT + 7);
     assert!(
@@ -357,8 +365,11 @@ async fn part(c: &Client, key: &str, id: &str, n: i32, data: &[u8], ck: Option<&
         .build())
 }
 
+/// Completes an upload made with a customer key: S3 answers it without
+/// `x-amz-server-side-encryption`.
 async fn complete(c: &Client, key: &str, id: &str, parts: Vec<CompletedPart>) {
-    c.complete_multipart_upload()
+    let out = c
+        .complete_multipart_upload()
         .bucket(BUCKET)
         .key(key)
         .upload_id(id)
@@ -366,6 +377,7 @@ async fn complete(c: &Client, key: &str, id: &str, parts: Vec<CompletedPart>) {
         .send()
         .await
         .unwrap_or_else(|e| panic!("complete {key}: {}", DisplayErrorContext(&e)));
+    assert_eq!(out.server_side_encryption(), None, "complete {key}");
 }
 
 async fn multipart_with_one_key_per_upload(kind: StoreKind) {
