@@ -19,8 +19,8 @@
 //! the client's own 3 attempts), no read answered stale or deleted data, no listing hid an
 //! acknowledged key. The figures of every run are printed before the verdict.
 //!
-//! Sizes: `FAULT_OPS` operations per scenario (default 600, the CI-sized run: about 3,000
-//! operations for the five scenarios, 1.5–2 minutes on 2 cores; `scripts/soak.sh` runs 10,000
+//! Sizes: `FAULT_OPS` operations per scenario (default 600, the CI-sized run: about 3,600
+//! operations for the six scenarios, 1.5–2 minutes on 2 cores; `scripts/soak.sh` runs 10,000
 //! per scenario).
 //! Every scenario prints one `FAULTS …` summary line (`--nocapture` shows it).
 //!
