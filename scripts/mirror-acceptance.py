@@ -19,6 +19,7 @@ one fault per scenario:
   proxy-killed     the mirror killed until repair records are pending, then the proxy SIGKILLed,
                    its working directory deleted, the mirror restarted, and a second instance
                    (a copy of the keyring, root key and certificates made at start) draining
+  proxy-hung       the proxy SIGSTOPped for 15 s (past its store timeouts), then SIGCONTed
   slowdown         a TCP interposer in front of the primary answering `503 SlowDown` for a while
   reconcile        objects rolled back (an older ciphertext of the same key) and deleted in one
                    store behind the proxy's back; `escrow-proxy mirror reconcile` restores agreement
@@ -63,7 +64,8 @@ ACCESS, SECRET = "AKIAMIRRORACCEPT01", "mirror-acceptance-secret-0123456789"
 UP_ACCESS, UP_SECRET = "upstream-access", "upstream-secret-key-0123456789"
 TOKEN = "mirror-acceptance-admin-token-0123456789abcdef"
 BUCKET = "acc"
-SCENARIOS = ["primary-killed", "primary-hung", "mirror-killed", "proxy-killed", "slowdown", "reconcile"]
+SCENARIOS = ["primary-killed", "primary-hung", "mirror-killed", "proxy-killed", "proxy-hung", "slowdown",
+             "reconcile"]
 CONVERGE_BOUND = 180.0
 MIB = 1 << 20
 
@@ -908,6 +910,14 @@ def run_scenario(name, args, binary, base):
         env.proxy = Proxy(binary, d2, env.config2, os.path.join(logs, "proxy-2.log"))
         env.endpoint = env.proxy.endpoint
         env.world.set(proxy=True)
+    elif name == "proxy-hung":
+        # Longer than the proxy's own store timeouts; shorter than the clients' read timeouts.
+        env.world.set(proxy=False)
+        env.proxy.proc.send_signal(signal.SIGSTOP)
+        time.sleep(15)  # the fault's duration, not synchronization
+        env.proxy.proc.send_signal(signal.SIGCONT)
+        env.world.set(proxy=True)
+        reach(0.55)
     elif name == "slowdown":
         env.world.set(primary=False)
         interposer.set_slow(True)
