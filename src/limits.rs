@@ -48,6 +48,27 @@ pub const MAX_REQUEST_HEADER_BYTES: usize = 64 << 10;
 /// CompleteMultipartUpload, tagging, bucket configuration): 1,000 escaped 1 KiB keys or 10,000
 /// parts fit. Object bodies are streamed and not subject to it.
 pub const MAX_XML_BODY: usize = 4 << 20;
+/// POST Object (browser-form upload): the largest form field before the `file` part (the
+/// `policy` is the largest in practice; S3 allows 20 KiB of form fields before the file).
+pub const POST_MAX_FIELD: usize = 20 << 10;
+/// POST Object: all form fields before the `file` part together.
+pub const POST_MAX_FIELDS_BYTES: usize = 64 << 10;
+/// POST Object: the most form fields before the `file` part.
+pub const POST_MAX_FIELDS: usize = 64;
+/// POST Object: multipart framing (boundaries, part headers, preamble) counted on top of the
+/// fields: what an unauthenticated form may make the proxy read is at most
+/// `POST_MAX_FIELDS_BYTES + POST_FORM_FRAMING`.
+pub const POST_FORM_FRAMING: usize = 16 << 10;
+/// POST Object: how much of a file is held before it is written. A file that ends within it is
+/// stored by one PutObject (plain MD5 ETag); a longer one by an internal multipart upload with
+/// parts of this size (multipart ETag), so a POST never holds more than this of its file.
+pub const POST_READ_AHEAD: usize = MIN_PART_SIZE as usize;
+/// POST Object: authenticated POSTs holding a file read-ahead at once (each up to
+/// [`POST_READ_AHEAD`]: 160 MiB in all); further ones wait for a slot before their file is read.
+pub const POST_MAX_BUFFERS: usize = 32;
+/// POST Object: form fields after the `file` part are read (and ignored, as S3 does) up to this
+/// many bytes; past it the connection is closed after the answer instead.
+pub const POST_MAX_TRAILER: usize = 64 << 10;
 /// The longest validity of a presigned URL: 7 days (`X-Amz-Expires`).
 pub const MAX_PRESIGNED_EXPIRES_SECS: u64 = 604_800;
 /// On EMFILE/ENFILE (no file descriptors left) the accept loop pauses this long before

@@ -296,8 +296,14 @@ fn unauthenticated_3gib_form_post_is_refused_before_its_body() {
     let answer = read_answer(&mut s, Duration::from_secs(20));
     let _ = s.shutdown(std::net::Shutdown::Both);
     let sent = pump.join().expect("pump");
+    // POST Object without a policy or signature: refused as anonymous once the fields before the
+    // file are read, without reading the file, and the connection closed.
     assert!(
-        answer.starts_with("HTTP/1.1 501") && answer.contains("<Code>NotImplemented</Code>"),
+        answer.starts_with("HTTP/1.1 403") && answer.contains("<Code>AccessDenied</Code>"),
+        "answer: {answer:.300}"
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
         "answer: {answer:.300}"
     );
     assert!(sent < file_len, "the proxy read the whole 3 GiB ({sent} bytes)");
@@ -306,6 +312,96 @@ fn unauthenticated_3gib_form_post_is_refused_before_its_body() {
         proxy.keys().is_empty() && proxy.stored_files().is_empty(),
         "nothing stored"
     );
+    proxy.assert_serving("after the form POST");
+}
+
+/// The fields of a SigV4 POST Object form for `key` in [`BUCKET`], signed as a browser page's
+/// server would sign it.
+fn signed_post_fields(key: &str) -> Vec<(String, String)> {
+    use hmac::Mac as _;
+    let hmac = |k: &[u8], d: &[u8]| {
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(k).expect("hmac key");
+        m.update(d);
+        m.finalize().into_bytes().to_vec()
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let date = format!("{:04}{:02}{:02}", now.year(), u8::from(now.month()), now.day());
+    let amz_date = format!("{date}T000000Z");
+    let credential = format!("{ACCESS_KEY}/{date}/us-east-1/s3/aws4_request");
+    let policy = serde_json::json!({
+        "expiration": "2099-01-01T00:00:00Z",
+        "conditions": [
+            {"bucket": BUCKET}, {"key": key}, {"x-amz-algorithm": "AWS4-HMAC-SHA256"},
+            {"x-amz-credential": credential}, {"x-amz-date": amz_date},
+        ],
+    })
+    .to_string();
+    let policy = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, policy);
+    let mut k = hmac(format!("AWS4{SECRET_KEY}").as_bytes(), date.as_bytes());
+    for part in ["us-east-1", "s3", "aws4_request"] {
+        k = hmac(&k, part.as_bytes());
+    }
+    let signature = hex::encode(hmac(&k, policy.as_bytes()));
+    [
+        ("key", key.to_string()),
+        ("x-amz-algorithm", "AWS4-HMAC-SHA256".to_string()),
+        ("x-amz-credential", credential),
+        ("x-amz-date", amz_date),
+        ("policy", policy),
+        ("x-amz-signature", signature),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+#[test]
+fn authenticated_96mib_form_post_streams_in_bounded_memory() {
+    let proxy = Proxy::start();
+    let mut s = proxy.connect();
+    let boundary = "----escrowpost";
+    let file_len: usize = 96 << 20;
+    let mut head = String::new();
+    for (k, v) in signed_post_fields("big-post.bin") {
+        head.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+        ));
+    }
+    head.push_str(&format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n\r\n"
+    ));
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let total = head.len() + file_len + tail.len();
+    write!(
+        s,
+        "POST /{BUCKET} HTTP/1.1\r\nHost: {}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n{head}",
+        proxy.addr
+    )
+    .expect("send head");
+    let mut writer = s.try_clone().expect("clone");
+    let pump = std::thread::spawn(move || {
+        let chunk = vec![b'p'; 1 << 20];
+        for _ in 0..(file_len >> 20) {
+            writer.write_all(&chunk).expect("send file");
+        }
+        writer.write_all(tail.as_bytes()).expect("send tail");
+    });
+    let answer = read_answer(&mut s, Duration::from_secs(600));
+    pump.join().expect("pump");
+    assert!(answer.starts_with("HTTP/1.1 204"), "answer: {answer:.300}");
+    let size = proxy.rt.block_on(async {
+        let head = proxy
+            .client
+            .head_object()
+            .bucket(BUCKET)
+            .key("big-post.bin")
+            .send()
+            .await
+            .expect("head the posted object");
+        head.content_length().unwrap_or_default()
+    });
+    assert_eq!(size, file_len as i64);
+    proxy.assert_memory_bounded("96 MiB authenticated form POST");
     proxy.assert_serving("after the form POST");
 }
 
@@ -677,9 +773,56 @@ fn no_secret_signature_or_plaintext_in_a_trace_log() {
             "x-amz-date: 20300101T000000Z\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\nx-amz-meta-note: {META_MARKER}\r\nAuthorization: {forged_v4}\r\n"
         ),
     );
+    // POST Object: a signed form, and a forged one carrying metadata.
+    let post_fields = signed_post_fields("posted");
+    let policy = post_fields
+        .iter()
+        .find(|(k, _)| k == "policy")
+        .expect("policy")
+        .1
+        .clone();
+    let post_signature = post_fields
+        .iter()
+        .find(|(k, _)| k == "x-amz-signature")
+        .expect("sig")
+        .1
+        .clone();
+    let mut forged = post_fields.clone();
+    forged.push(("x-amz-meta-note".into(), META_MARKER.into()));
+    forged.retain(|(k, _)| k != "x-amz-signature");
+    forged.push(("x-amz-signature".into(), "0e0e0e0e0e0e0e0e0e0e0e0e".repeat(2)));
+    for (fields, want) in [(post_fields, "HTTP/1.1 204"), (forged, "HTTP/1.1 403")] {
+        let mut body = String::new();
+        for (k, v) in &fields {
+            body.push_str(&format!(
+                "--b0\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n"
+            ));
+        }
+        body.push_str(&format!(
+            "--b0\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n{BODY_MARKER}\r\n--b0--\r\n"
+        ));
+        let mut s = proxy.connect();
+        write!(
+            s,
+            "POST /{BUCKET} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary=b0\r\nContent-Length: {}\r\n\r\n{body}",
+            proxy.addr,
+            body.len()
+        )
+        .expect("send form");
+        let answer = read_answer(&mut s, Duration::from_secs(30));
+        assert!(answer.starts_with(want), "POST Object: {answer:.300}");
+    }
     proxy.assert_serving("after the traffic");
     let log = proxy.log();
     assert!(log.lines().count() > 10, "the trace log has content:\n{log}");
+    assert!(log.contains("PostObject"), "the access log names POST Object");
+    for (what, needle) in [
+        ("POST policy", policy.as_str()),
+        ("POST signature", post_signature.as_str()),
+        ("forged POST signature", "0e0e0e0e0e0e0e0e0e0e"),
+    ] {
+        assert!(!log.contains(needle), "the log holds the {what}");
+    }
     for (what, needle) in [
         ("secret key", SECRET_KEY),
         ("wrong secret", "a-wrong-secret-3b7d"),

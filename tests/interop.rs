@@ -91,6 +91,7 @@ on_both_stores!(awscli_v2_s3api_multipart => awscli_s3api_multipart(AwsV2));
 on_both_stores!(boto3 => boto3);
 on_both_stores!(boto3_multipart => boto3_multipart);
 on_both_stores!(boto3_sse_c => boto3_sse_c);
+on_both_stores!(boto3_post_object => boto3_post_object);
 on_both_stores!(rclone => rclone);
 on_both_stores!(rclone_large => rclone_large);
 on_both_stores!(s3cmd => s3cmd);
@@ -1007,6 +1008,20 @@ fn boto3_sse_c(store: Store, test: &str) {
     // put, upload_file, and the two copies.
     proxy.assert_store_ciphertext_only(4 * data.len() as u64);
     proxy.assert_store_lacks(&key, "SSE-C KEY");
+}
+
+/// POST Object (browser-form upload) with a form from boto3's `generate_presigned_post` sent by
+/// `requests`, small and over the proxy's read-ahead, and the must-fail twins (see `post` in
+/// `tests/interop/boto3_client.py`). The store holds ciphertext only.
+fn boto3_post_object(store: Store, test: &str) {
+    let Some(python) = require(Tool::Boto3, test) else {
+        return;
+    };
+    let proxy = Proxy::start(store);
+    let (up, data) = proxy.plaintext("boto3-post.bin", 7 * MIB + 11);
+    let ran = boto3_script(&python, &proxy, &["post", "boto3-post", path_str(&up)]).ok("boto3 post");
+    assert!(ran.stdout.contains("boto3-ok post"), "boto3 post:\n{}", ran.describe());
+    proxy.assert_store_ciphertext_only(data.len() as u64);
 }
 
 fn boto3_script(python: &Program, proxy: &Proxy, args: &[&str]) -> Ran {

@@ -39,10 +39,18 @@ impl ClientAuth {
     }
 }
 
+impl ClientAuth {
+    /// The secret of `access_key`, or the decoy for an unknown key (a signature checked
+    /// against it fails exactly like a wrong one). Also used by POST Object ([`super::post`]),
+    /// which s3s never sees.
+    pub(super) fn secret(&self, access_key: &str) -> &SecretString {
+        self.clients.get(access_key).unwrap_or(&self.decoy)
+    }
+}
+
 #[async_trait::async_trait]
 impl S3Auth for ClientAuth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        let secret = self.clients.get(access_key).unwrap_or(&self.decoy);
-        Ok(SecretKey::from(secret.expose()))
+        Ok(SecretKey::from(self.secret(access_key).expose()))
     }
 }

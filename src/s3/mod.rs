@@ -12,18 +12,25 @@ mod error;
 mod info;
 mod multipart;
 mod object;
+mod policy;
+mod post;
 mod request;
 mod sse;
+
+use std::sync::Arc;
 
 use s3s::dto;
 use s3s::{S3, S3Request, S3Response, S3Result};
 
 pub use self::auth::ClientAuth;
+pub use self::post::{PostAnswer, PostObject};
 use crate::object::Objects;
 
-/// The encrypting S3 service.
+/// The encrypting S3 service. Cheap to clone (the object layer is shared): s3s serves one
+/// clone, POST Object ([`PostObject`]) another.
+#[derive(Clone)]
 pub struct Proxy {
-    objects: Objects,
+    objects: Arc<Objects>,
     region: String,
     /// `[server] refuse_sse_kms`.
     refuse_sse_kms: bool,
@@ -36,7 +43,7 @@ impl Proxy {
     /// are refused when `refuse_sse_kms`, else accepted (the proxy encrypts every object).
     pub fn new(objects: Objects, region: String, refuse_sse_kms: bool) -> Self {
         Self {
-            objects,
+            objects: Arc::new(objects),
             region,
             refuse_sse_kms,
             sse_c_secure: true,

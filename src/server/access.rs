@@ -136,6 +136,24 @@ impl Slot {
         self.0.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// Records what a request served outside s3s resolved (POST Object): the access key whose
+    /// signature checked out, the operation, bucket and key.
+    pub(super) fn resolve(
+        &self,
+        access_key: Option<String>,
+        operation: &str,
+        bucket: Option<String>,
+        key: Option<String>,
+    ) {
+        let mut r = self.0.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        *r = Resolved {
+            access_key,
+            operation: Some(operation.to_string()),
+            bucket,
+            key,
+        };
+    }
+
     /// Records the response status.
     pub(super) fn set_status(&self, status: http::StatusCode) {
         self.0.status.store(u64::from(status.as_u16()), Ordering::Relaxed);

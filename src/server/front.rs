@@ -1,6 +1,7 @@
 //! The HTTP-layer service in front of s3s: builds the s3s service (the proxy, client
 //! authentication, s3s's own limits set small and explicit), refuses what [`super::gate`]
-//! refuses before s3s reads anything, bounds request bodies in time, and logs outcomes without
+//! refuses before s3s reads anything, hands POST Object (browser-form uploads) to
+//! [`PostObject`] (s3s never sees them), bounds request bodies in time, and logs outcomes without
 //! headers (s3s's own logging is capped off, see `crate::logging`): one access line per request
 //! ([`super::access`]), whose id it sends as `x-amz-request-id`.
 
@@ -22,7 +23,7 @@ use crate::backend::ObjectStore;
 use crate::config::{ClientConfig, ServerConfig};
 use crate::keys::SharedKeyring;
 use crate::mirror::served::Served;
-use crate::s3::{ClientAuth, Proxy};
+use crate::s3::{ClientAuth, PostObject, Proxy};
 
 /// Refused and failed-authentication requests are summarized at info at most this often.
 const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -36,6 +37,10 @@ const REFUSAL_REPORT_EVERY: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub(super) struct Front {
     s3: S3Service,
+    /// POST Object, served beside s3s over the same proxy and clients.
+    post: Arc<PostObject>,
+    /// `https` or `http`: how the object's `Location` in a POST Object answer starts.
+    scheme: &'static str,
     body_timeout: Duration,
     refusals: Arc<RefusalLog>,
     /// Whether the store is a mirror pair (which notes the side that served each request);
@@ -59,12 +64,15 @@ impl Front {
         // SSE-C keys travel in headers: only over TLS, or on loopback.
         let proxy = Proxy::new(objects, server.region.clone(), server.refuse_sse_kms)
             .with_sse_c_transport(server.tls.is_some(), server.listen.ip());
+        let post = Arc::new(PostObject::new(proxy.clone(), ClientAuth::new(clients)));
         let mut builder = S3ServiceBuilder::new(proxy);
         builder.set_auth(ClientAuth::new(clients));
         builder.set_access(access::Note);
         builder.set_config(Arc::new(StaticConfigProvider::new(Arc::new(s3s_limits()))));
         Self {
             s3: builder.build(),
+            post,
+            scheme: if server.tls.is_some() { "https" } else { "http" },
             body_timeout: server.limits.body_timeout,
             refusals: Arc::new(RefusalLog::default()),
             mirrored,
@@ -82,7 +90,7 @@ impl Front {
 }
 
 /// s3s's limits, explicit: XML bodies capped at [`crate::limits::MAX_XML_BODY`]; the
-/// browser-form POST limits at their smallest (the gate refuses POST Object before s3s sees it).
+/// browser-form POST limits at their smallest (POST Object never reaches s3s: [`PostObject`]).
 fn s3s_limits() -> S3Config {
     let mut config = S3Config::default();
     config.xml_max_body_size = crate::limits::MAX_XML_BODY;
@@ -110,6 +118,9 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Front {
             // The body is never read: an HTTP/1.1 connection cannot be reused after it.
             let resp = refusal_response(&refusal, head, h1 && !req.body().is_end_stream());
             return Box::pin(async move { Ok(tracked(resp, in_flight, slot)) });
+        }
+        if let Some(bucket) = gate::post_object_bucket(req.method(), req.uri(), headers) {
+            return self.post_object(req, bucket, in_flight, slot, h1);
         }
         let close = h1
             && headers.contains_key(http::header::EXPECT)
@@ -147,6 +158,58 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Front {
                 *resp.body_mut() = s3s::Body::empty();
             }
             if close {
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            Ok(tracked(resp, in_flight, slot))
+        })
+    }
+}
+
+impl Front {
+    /// A POST Object, served by [`PostObject`]: the body is read only as far as the form needs
+    /// (the connection is closed after the answer when it was not read to its end).
+    fn post_object(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+        bucket: String,
+        in_flight: Option<InFlight>,
+        slot: Slot,
+        h1: bool,
+    ) -> futures::future::BoxFuture<'static, Result<s3s::HttpResponse, s3s::HttpError>> {
+        use http_body_util::BodyExt as _;
+        let headers = req.headers();
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let host = headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()));
+        let base = host.map(|h| format!("{}://{h}", self.scheme)).unwrap_or_default();
+        let body = ProgressBody::new(req.into_body(), self.body_timeout, slot.clone()).into_data_stream();
+        let post = Arc::clone(&self.post);
+        let refusals = Arc::clone(&self.refusals);
+        let mirrored = self.mirrored;
+        Box::pin(async move {
+            let (answer, served) =
+                crate::mirror::served::scope(post.serve(bucket.clone(), &content_type, body, &base)).await;
+            slot.set_served(if mirrored { served } else { Served::PRIMARY });
+            slot.resolve(answer.access_key, "PostObject", Some(bucket), answer.key);
+            let status = answer.response.status();
+            let method = http::Method::POST;
+            if status.is_server_error() {
+                tracing::warn!(%method, %status, request_id = slot.id(), "request failed");
+            } else if status == http::StatusCode::FORBIDDEN || status == http::StatusCode::BAD_REQUEST {
+                refusals.note(&method, status, "");
+            } else {
+                tracing::debug!(%method, %status, "request served");
+            }
+            let mut resp = answer.response.map(s3s::Body::from);
+            if h1 && !answer.consumed {
                 resp.headers_mut()
                     .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
             }

@@ -1,7 +1,10 @@
 //! What the front end refuses before s3s sees a request (and before a byte of its body is
 //! read): anything but SigV4 authentication, presigned URLs valid for more than 7 days,
-//! browser-form POST uploads, and oversized bodies of requests whose bodies are buffered.
-//! Pure functions of the request head, so each rule is unit-tested here.
+//! browser-form POSTs to anything but a bucket, and oversized bodies of requests whose bodies
+//! are buffered. Also which requests are POST Object (browser-form uploads to `/bucket`), which
+//! [`super::front`] hands to [`crate::s3::PostObject`] instead of s3s (s3s would buffer the
+//! whole file before checking anything). Pure functions of the request head, so each rule is
+//! unit-tested here.
 
 use http::{HeaderMap, Method, StatusCode, Uri};
 
@@ -30,10 +33,10 @@ const EXPIRES_TOO_LONG: Refusal = Refusal {
     message: "X-Amz-Expires must be less than a week (in seconds) that is 604800",
 };
 
-const POST_OBJECT: Refusal = Refusal {
-    status: StatusCode::NOT_IMPLEMENTED,
-    code: "NotImplemented",
-    message: "POST Object (browser-form upload) is not supported by this proxy; use PUT or a presigned PUT URL",
+const FORM_NOT_TO_BUCKET: Refusal = Refusal {
+    status: StatusCode::METHOD_NOT_ALLOWED,
+    code: "MethodNotAllowed",
+    message: "The specified method is not allowed against this resource.",
 };
 
 const BODY_TOO_LARGE: Refusal = Refusal {
@@ -69,14 +72,13 @@ pub(super) fn check(method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<R
             _ => return Some(EXPIRES_TOO_LONG),
         }
     }
-    // Browser-form POST (SigV4 or SigV2 policy, or none): s3s would buffer the whole form and
-    // file before checking anything.
-    let form = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
-    if *method == Method::POST && form {
-        return Some(POST_OBJECT);
+    // Browser-form POST: to a bucket it is POST Object ([`post_object_bucket`]); to an object
+    // or the root S3 has no such operation (and s3s would buffer the form).
+    if *method == Method::POST && is_form(headers) {
+        return match bucket_path(uri.path()) {
+            Some(_) => None,
+            None => Some(FORM_NOT_TO_BUCKET),
+        };
     }
     // A body that is buffered (XML) and declared too large is refused before it is read; one
     // without a length is capped by s3s as it is read (`xml_max_body_size`).
@@ -93,6 +95,30 @@ pub(super) fn check(method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<R
         return Some(BODY_TOO_LARGE);
     }
     None
+}
+
+/// Whether the request's body is `multipart/form-data`.
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"))
+}
+
+/// The bucket of a POST Object (a browser-form `POST /bucket`, path-style: the proxy serves no
+/// virtual-host names), percent-decoded; `None` for any other request.
+pub(super) fn post_object_bucket(method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    if *method != Method::POST || !is_form(headers) {
+        return None;
+    }
+    bucket_path(uri.path()).map(|b| percent_decode(b).into_owned())
+}
+
+/// The bucket of a path naming a bucket alone (`/bucket` or `/bucket/`).
+fn bucket_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix('/')?;
+    let bucket = rest.strip_suffix('/').unwrap_or(rest);
+    (!bucket.is_empty() && !bucket.contains('/')).then_some(bucket)
 }
 
 /// Whether a path-style path names an object (`/bucket/key…`), not the root or a bucket.
@@ -183,10 +209,36 @@ mod tests {
     }
 
     #[test]
-    fn browser_form_posts_are_refused_before_their_body() {
+    fn browser_form_posts_go_to_post_object_only_for_a_bucket() {
         let form = [("content-type", "multipart/form-data; boundary=x")];
-        assert_eq!(req(Method::POST, "/bucket", &form), Some(POST_OBJECT));
-        assert_eq!(req(Method::POST, "/bucket/key", &form), Some(POST_OBJECT));
+        let big = (MAX_XML_BODY as u64 * 4).to_string();
+        let big_form = [
+            ("content-type", "Multipart/Form-Data; boundary=x"),
+            ("content-length", big.as_str()),
+        ];
+        assert_eq!(req(Method::POST, "/bucket", &form), None);
+        assert_eq!(req(Method::POST, "/bucket/", &big_form), None, "a form's file streams");
+        let post = |uri: &str, h: &[(&str, &str)]| {
+            let mut map = HeaderMap::new();
+            for (k, v) in h {
+                map.insert(
+                    http::header::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                    v.parse().expect("value"),
+                );
+            }
+            post_object_bucket(&Method::POST, &uri.parse().expect("uri"), &map)
+        };
+        assert_eq!(post("/bucket", &form).as_deref(), Some("bucket"));
+        assert_eq!(post("/bucket/", &big_form).as_deref(), Some("bucket"));
+        // Must-fail twins: a form to an object or the root; not a form; not a POST.
+        assert_eq!(req(Method::POST, "/bucket/key", &form), Some(FORM_NOT_TO_BUCKET));
+        assert_eq!(req(Method::POST, "/", &form), Some(FORM_NOT_TO_BUCKET));
+        assert_eq!(post("/bucket/key", &form), None);
+        assert_eq!(post("/bucket", &[("content-type", "application/xml")]), None);
+        assert_eq!(
+            post_object_bucket(&Method::PUT, &"/bucket".parse().expect("uri"), &HeaderMap::new()),
+            None
+        );
         assert_eq!(
             req(Method::POST, "/bucket?delete", &[("content-type", "application/xml")]),
             None

@@ -25,6 +25,13 @@ Commands:
                                    a managed copy to another key and one to a plain object, and
                                    the must-fail twins (no key 400, wrong key 403, plain object
                                    with a key 400); leaves the objects in place
+  post BUCKET DATA_FILE            create BUCKET; POST Object (browser-form upload) with a
+                                   form from generate_presigned_post sent by `requests`: a
+                                   ${filename} key with content type and metadata (204, read
+                                   back, plain MD5 ETag), DATA_FILE (over 5 MiB: multipart
+                                   ETag), success_action_status 201; must-fail twins: a field
+                                   changed after signing 403, an expired form 403, an anonymous
+                                   form 403; leaves the objects in place
   mkbucket BUCKET                  create BUCKET
   presign METHOD BUCKET KEY        print a presigned URL
                                    (METHOD: get_object | head_object | put_object |
@@ -345,6 +352,69 @@ def sse_c(bucket, data_file, key_file):
     )
 
 
+def post(bucket, data_file):
+    import requests
+
+    s3 = client()
+    with open(data_file, "rb") as f:
+        data = f.read()
+    s3.create_bucket(Bucket=bucket)
+    ca = os.environ["ESCROW_CA"]
+
+    def send(form, name, body):
+        return requests.post(form["url"], data=form["fields"], files={"file": (name, body)}, verify=ca, timeout=120)
+
+    # A small file under a ${filename} key, with content type and metadata in the policy.
+    small = b"posted by boto3 " * 100
+    form = s3.generate_presigned_post(
+        bucket,
+        "boto3-post/${filename}",
+        Fields={"Content-Type": CONTENT_TYPE, "x-amz-meta-origin": "browser"},
+        Conditions=[{"Content-Type": CONTENT_TYPE}, {"x-amz-meta-origin": "browser"}, ["content-length-range", 1, 1 << 20]],
+        ExpiresIn=300,
+    )
+    r = send(form, "small.txt", small)
+    expect(r.status_code == 204, f"POST small: {r.status_code} {r.text[:300]}")
+    expect(r.headers.get("ETag") == quoted_md5(small), f"POST small ETag {r.headers.get('ETag')}")
+    got = s3.get_object(Bucket=bucket, Key="boto3-post/small.txt")
+    expect(got["Body"].read() == small, "POST small: body differs")
+    expect(got.get("ContentType") == CONTENT_TYPE, f"POST small: content type {got.get('ContentType')!r}")
+    expect(got.get("Metadata") == {"origin": "browser"}, f"POST small: metadata {got.get('Metadata')}")
+
+    # The data file (over the proxy's 5 MiB read-ahead: an internal multipart upload).
+    form = s3.generate_presigned_post(bucket, "boto3-post/large.bin", ExpiresIn=300)
+    r = send(form, "large.bin", data)
+    expect(r.status_code == 204, f"POST large: {r.status_code} {r.text[:300]}")
+    expect(r.headers.get("ETag") == multipart_etag(data, PART_SIZE), f"POST large ETag {r.headers.get('ETag')}")
+    got = s3.get_object(Bucket=bucket, Key="boto3-post/large.bin")
+    expect(got["Body"].read() == data, "POST large: body differs")
+    uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    expect(not uploads, f"POST large left uploads open: {uploads}")
+
+    # success_action_status 201: a PostResponse naming the key.
+    form = s3.generate_presigned_post(
+        bucket, "boto3-post/201.txt", Fields={"success_action_status": "201"},
+        Conditions=[{"success_action_status": "201"}], ExpiresIn=300,
+    )
+    r = send(form, "201.txt", b"created")
+    expect(r.status_code == 201 and "<Key>boto3-post/201.txt</Key>" in r.text, f"POST 201: {r.status_code} {r.text[:300]}")
+
+    # Must-fail twins: nothing is written.
+    form = s3.generate_presigned_post(
+        bucket, "boto3-post/refused.txt", Fields={"Content-Type": "text/plain"},
+        Conditions=[{"Content-Type": "text/plain"}], ExpiresIn=300,
+    )
+    form["fields"]["Content-Type"] = "text/html"
+    r = send(form, "refused.txt", b"x")
+    expect(r.status_code == 403 and "<Code>AccessDenied</Code>" in r.text, f"POST changed field: {r.status_code} {r.text[:300]}")
+    form = s3.generate_presigned_post(bucket, "boto3-post/refused.txt", ExpiresIn=-60)
+    r = send(form, "refused.txt", b"x")
+    expect(r.status_code == 403 and "<Code>AccessDenied</Code>" in r.text, f"POST expired: {r.status_code} {r.text[:300]}")
+    r = requests.post(form["url"], data={"key": "boto3-post/refused.txt"}, files={"file": ("f", b"x")}, verify=ca, timeout=60)
+    expect(r.status_code == 403 and "<Code>AccessDenied</Code>" in r.text, f"POST anonymous: {r.status_code} {r.text[:300]}")
+    expect_error(lambda: s3.head_object(Bucket=bucket, Key="boto3-post/refused.txt"), 404, None, "refused POSTs wrote nothing")
+
+
 def mkbucket(bucket):
     client().create_bucket(Bucket=bucket)
 
@@ -365,6 +435,7 @@ def main(argv):
         "multipart": (multipart, 2),
         "empty": (empty, 1),
         "sse_c": (sse_c, 3),
+        "post": (post, 2),
         "mkbucket": (mkbucket, 1),
         "presign": (presign, 3),
     }

@@ -58,6 +58,7 @@ mod metadata;
 mod mirror;
 mod multipart;
 mod objects;
+mod post_object;
 mod ranges;
 mod sse_c;
 mod store_quirks;
