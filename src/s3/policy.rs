@@ -180,8 +180,10 @@ fn parse_condition(c: &serde_json::Value, out: &mut Vec<Condition>) -> S3Result<
 /// Form fields that need no condition: the signature, the file, the policy, `x-ignore-*`, and
 /// the object's checksum (`x-amz-checksum-*`, which only constrains the upload).
 fn exempt(name: &str) -> bool {
-    matches!(name, "x-amz-signature" | "file" | "policy")
-        || name.starts_with("x-ignore-")
+    matches!(
+        name,
+        "x-amz-signature" | "file" | "policy" | "awsaccesskeyid" | "signature"
+    ) || name.starts_with("x-ignore-")
         || name.starts_with("x-amz-checksum-")
 }
 
@@ -286,10 +288,19 @@ pub(super) fn sigv4_signature(secret: &str, credential: &Credential<'_>, policy:
     hex::encode(hmac(k_signing.as_ref(), policy.as_bytes()).as_ref())
 }
 
-/// Whether `given` (hex, any case) is `expected` (lowercase hex), in constant time.
+/// The SigV2 POST signature of `policy`: base64 HMAC-SHA1 under the secret.
+pub(super) fn sigv2_signature(secret: &str, policy: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+    B64.encode(ring::hmac::sign(&key, policy.as_bytes()).as_ref())
+}
+
+/// Whether `given` is `expected` (a SigV4 signature in lowercase hex, which `given` may write in
+/// any case, or a SigV2 one in base64, exactly), in constant time.
 pub(super) fn signature_matches(expected: &str, given: &str) -> bool {
     use subtle::ConstantTimeEq as _;
-    let given = given.trim().to_ascii_lowercase();
+    let given = given.trim();
+    let hex = expected.bytes().all(|b| b.is_ascii_hexdigit());
+    let given = if hex { given.to_ascii_lowercase() } else { given.to_string() };
     expected.len() == given.len() && bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
 }
 

@@ -6,9 +6,9 @@
 //!   [`POST_MAX_FIELDS_BYTES`] together and [`POST_MAX_FIELDS`] in number; until the form is
 //!   authenticated the body is not read past `POST_MAX_FIELDS_BYTES + POST_FORM_FRAMING`
 //!   (plus the one frame that crosses it), so an unauthenticated form costs at most that;
-//! - the SigV4 POST signature (over the base64 policy) is checked against the client's secret
-//!   ([`ClientAuth`]) in constant time before a byte of the file is held; a form without one
-//!   is refused (403: no bucket here is public), a SigV2 form as the gate refuses SigV2;
+//! - the POST signature over the base64 policy (SigV4, or SigV2's HMAC-SHA1) is checked against
+//!   the client's secret ([`ClientAuth`]) in constant time before a byte of the file is held; a
+//!   form without one is refused (403: no bucket here is public);
 //! - the policy is checked as S3 does ([`super::policy`]); then the file streams: up to
 //!   [`POST_READ_AHEAD`] is held, and a file that ends within it is one PutObject (plain MD5
 //!   ETag), a longer one an internal multipart upload in parts of that size (multipart ETag
@@ -284,13 +284,31 @@ impl PostObject {
         Ok(success(&fields, bucket, &key, &stored, base))
     }
 
-    /// The access key of a form whose SigV4 signature checks out; S3's refusal otherwise.
+    /// The access key of a form whose signature (SigV4 or SigV2) checks out; S3's refusal
+    /// otherwise.
     fn authenticate(&self, fields: &Fields) -> S3Result<String> {
         if fields.contains_key("awsaccesskeyid") || fields.contains_key("signature") {
-            return Err(s3_error!(
-                InvalidRequest,
-                "The authorization mechanism you have provided is not supported. Please use AWS4-HMAC-SHA256."
-            ));
+            // SigV2 form (what the ceph s3-tests POST cases send): base64 HMAC-SHA1 of the
+            // base64 policy under the client's secret.
+            let (Some(access_key), Some(policy), Some(signature)) = (
+                fields.get("awsaccesskeyid"),
+                fields.get("policy"),
+                fields.get("signature"),
+            ) else {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "Bucket POST must contain the fields 'AWSAccessKeyId', 'policy' and 'signature'."
+                ));
+            };
+            let secret = self.auth.secret(access_key);
+            let expected = policy::sigv2_signature(secret.expose(), policy);
+            if !policy::signature_matches(&expected, signature) {
+                return Err(s3_error!(
+                    SignatureDoesNotMatch,
+                    "The request signature we calculated does not match the signature you provided. Check your key and signing method."
+                ));
+            }
+            return Ok(access_key.clone());
         }
         let (policy, signature) = match (fields.get("policy"), fields.get("x-amz-signature")) {
             (None, None) => {

@@ -19,6 +19,7 @@ per_store!(
     post_object_large_file_goes_through_an_internal_multipart_upload,
     post_object_refusals_write_nothing,
     post_object_checksums_and_sse_c_as_a_put,
+    post_object_sigv2_forms,
 );
 
 const BOUNDARY: &str = "----escrowPostBoundary7MA4YWxk";
@@ -132,6 +133,37 @@ fn signed_form(
 
 const LATER: &str = "2099-01-01T00:00:00.000Z";
 
+/// A form signed the SigV2 way (`AWSAccessKeyId`, `signature` = base64 HMAC-SHA1 of the base64
+/// policy), as the ceph s3-tests POST cases and older browser-upload code sign.
+fn sigv2_form(access_key: &str, secret: &str, key: &str, expiration: &str, file: Vec<u8>) -> Form {
+    let policy = json!({
+        "expiration": expiration,
+        "conditions": [
+            { "bucket": BUCKET },
+            ["starts-with", "$key", "v2/"],
+            ["content-length-range", 0, 1 << 20],
+        ],
+    })
+    .to_string();
+    let policy = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, policy);
+    let key_ = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+    let signature = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        ring::hmac::sign(&key_, policy.as_bytes()),
+    );
+    Form {
+        fields: vec![
+            ("key".into(), key.into()),
+            ("AWSAccessKeyId".into(), access_key.into()),
+            ("policy".into(), policy),
+            ("signature".into(), signature),
+        ],
+        filename: "v2.bin".into(),
+        file,
+        after: Vec::new(),
+    }
+}
+
 /// The harness's own client's form for `key`.
 fn form(key: &str, fields: &[(&str, &str)], extra: Vec<serde_json::Value>, file: Vec<u8>) -> Form {
     signed_form(ACCESS_KEY, SECRET_KEY, key, fields, extra, LATER, file)
@@ -189,6 +221,11 @@ async fn post_to(h: &Harness, path: &str, form: &Form) -> Answer {
 
 async fn post(h: &Harness, form: &Form) -> Answer {
     post_to(h, &format!("/{BUCKET}"), form).await
+}
+
+/// Asserts the answer's status and S3 error code.
+fn check(a: Answer, status: u16, code: &str, what: &str) {
+    assert_eq!((a.status, a.code()), (status, code.to_string()), "{what}: {}", a.body);
 }
 
 /// Asserts `key` does not exist.
@@ -347,9 +384,6 @@ async fn post_object_refusals_write_nothing(kind: StoreKind) {
     let h = harness(kind).await;
     let data = b"refused body".to_vec();
     let good = form("refused/k", &[("acl", "private")], vec![], data.clone());
-    let check = |a: Answer, status: u16, code: &str, what: &str| {
-        assert_eq!((a.status, a.code()), (status, code.to_string()), "{what}: {}", a.body);
-    };
 
     // The signature: tampered, over a tampered policy, or by an unknown access key.
     let mut f = good.clone();
@@ -483,7 +517,12 @@ async fn post_object_refusals_write_nothing(kind: StoreKind) {
         file: data.clone(),
         after: vec![],
     };
-    check(post(&h, &v2).await, 400, "InvalidRequest", "SigV2 form");
+    check(
+        post(&h, &v2).await,
+        403,
+        "SignatureDoesNotMatch",
+        "SigV2 form, bad signature",
+    );
 
     // A form to an object, not a bucket.
     check(
@@ -583,4 +622,73 @@ async fn post_object_checksums_and_sse_c_as_a_put(kind: StoreKind) {
     assert_eq!((a.status, a.code().as_str()), (400, "InvalidArgument"), "{}", a.body);
     assert_absent(&h, "date/obj", "x-amz-date off the credential's day").await;
     h.assert_no_plaintext(MARKER);
+}
+
+/// SigV2 forms: stored when the HMAC-SHA1 signature checks out, with the same policy rules as
+/// SigV4 forms; every broken piece refused with nothing written.
+async fn post_object_sigv2_forms(kind: StoreKind) {
+    let h = harness(kind).await;
+    let data = data_with_marker(2000);
+    let good = sigv2_form(ACCESS_KEY, SECRET_KEY, "v2/ok", LATER, data.clone());
+    let a = post(&h, &good).await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    assert_eq!(a.header("etag"), format!("\"{}\"", md5_hex(&data)));
+    assert_eq!(h.get(BUCKET, "v2/ok").await, data, "read back byte-exact");
+
+    let wrong_secret = sigv2_form(ACCESS_KEY, "not-the-secret", "v2/no", LATER, data.clone());
+    check(
+        post(&h, &wrong_secret).await,
+        403,
+        "SignatureDoesNotMatch",
+        "SigV2, wrong secret",
+    );
+    let unknown = sigv2_form("AKIDUNKNOWN", SECRET_KEY, "v2/no", LATER, data.clone());
+    check(
+        post(&h, &unknown).await,
+        403,
+        "SignatureDoesNotMatch",
+        "SigV2, unknown key",
+    );
+    let mut tampered = good.clone();
+    tampered.set("key", "v2/no");
+    tampered.set(
+        "policy",
+        &base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            json!({ "expiration": LATER, "conditions": [{ "bucket": BUCKET }, ["starts-with", "$key", ""]] })
+                .to_string(),
+        ),
+    );
+    check(
+        post(&h, &tampered).await,
+        403,
+        "SignatureDoesNotMatch",
+        "SigV2, policy replaced",
+    );
+    let expired = sigv2_form(
+        ACCESS_KEY,
+        SECRET_KEY,
+        "v2/no",
+        "2001-01-01T00:00:00.000Z",
+        data.clone(),
+    );
+    check(post(&h, &expired).await, 403, "AccessDenied", "SigV2, expired policy");
+    let outside = sigv2_form(ACCESS_KEY, SECRET_KEY, "elsewhere/no", LATER, data.clone());
+    check(
+        post(&h, &outside).await,
+        403,
+        "AccessDenied",
+        "SigV2, key outside the policy",
+    );
+    let mut unsigned = good.clone();
+    unsigned.set("key", "v2/no");
+    unsigned.remove("signature");
+    check(
+        post(&h, &unsigned).await,
+        400,
+        "InvalidArgument",
+        "SigV2 without a signature",
+    );
+    assert_absent(&h, "v2/no", "every SigV2 refusal").await;
+    assert_absent(&h, "elsewhere/no", "every SigV2 refusal").await;
 }
