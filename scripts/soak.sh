@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The mirror's fault soak: the scenarios of tests/faults.rs (primary killed, primary hung, mirror
 # killed, proxy killed with repair records pending and drained by a second instance, primary
-# answering 503 SlowDown), each with a longer workload: FAULT_OPS operations per scenario
+# answering 503 SlowDown, objects rolled back and deleted in one store behind the proxy's back and
+# `mirror reconcile` run during and after the workload), each with a longer workload: FAULT_OPS operations per scenario
 # (default 10000) from 4 concurrent clients, through the debug build of the proxy.
 #
 #   bash scripts/soak.sh                 # all scenarios, 10,000 operations each

@@ -85,5 +85,8 @@ pub const DEFAULT_TLS_RELOAD_SECS: u64 = 10;
 /// Mirror: how long a read waits for a store's first answer before failing over to the other
 /// store (and marking the first down until the probe sees it back).
 pub const DEFAULT_FIRST_BYTE_TIMEOUT_MS: u64 = 1500;
+/// Mirror: how long a GET body from one store may give no bytes (while the client takes them)
+/// before the rest is read from the other store, when it holds the same stored version.
+pub const MIRROR_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 /// Mirror: how often each instance looks for repair records while it knows of none.
 pub const DEFAULT_DRAIN_EVERY_SECS: u64 = 5;

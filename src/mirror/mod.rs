@@ -25,6 +25,7 @@ mod pending_tests;
 pub mod reconcile;
 pub mod record;
 pub mod repair;
+mod resume;
 pub mod served;
 mod write;
 
@@ -326,6 +327,29 @@ impl Mirror {
         result
     }
 
+    /// `body`, read from `side`, resuming from the other store if it breaks off ([`resume`]).
+    fn resuming(
+        &self,
+        side: Side,
+        bucket: &str,
+        key: &str,
+        range: Option<&ByteRange>,
+        head: &ObjectHead,
+        body: ByteStream,
+    ) -> ByteStream {
+        let fallback = resume::Fallback {
+            from: side,
+            other: Arc::clone(self.store(side.other())),
+            other_health: Arc::clone(self.health(side.other())),
+            from_health: Arc::clone(self.health(side)),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            first_byte_timeout: self.settings.first_byte_timeout,
+            stall: crate::limits::MIRROR_STALL_TIMEOUT,
+        };
+        resume::resuming(body, head, range, fallback)
+    }
+
     /// `x-amz-replication-status` of an object as this instance knows it.
     pub fn replication_status(&self, bucket: &str, key: &str) -> &'static str {
         self.backlog.status(bucket, key)
@@ -551,6 +575,8 @@ impl ObjectStore for Mirror {
         if !self.conditional_writes() {
             return Err(BackendError::ConditionalUnsupported);
         }
+        // A client write like any other: no repair of the object interleaves with it.
+        let _write = self.locks.write(bucket, key).await;
         let (side, etag) = self
             .write_if(bucket, key, condition, |store, c| async move {
                 store.put_object_if(bucket, key, body, len, metadata, Some(c)).await
@@ -587,6 +613,7 @@ impl ObjectStore for Mirror {
                 ..src
             })
             .collect();
+        let _write = self.locks.write(bucket, key).await;
         let (side, etag) = self
             .write_if(bucket, key, condition, |store, c| async move {
                 store.compose_if(bucket, key, own, tail, metadata, Some(c)).await
@@ -607,24 +634,33 @@ impl ObjectStore for Mirror {
         if let Some(side) = if_match.and_then(origin) {
             let etag = if_match.and_then(|e| untag(e, side));
             let got = self
-                .timed_read(side, self.store(side).get_object(bucket, key, range, etag))
+                .timed_read(side, self.store(side).get_object(bucket, key, range.clone(), etag))
                 .await?;
+            let body = self.resuming(side, bucket, key, range.as_ref(), &got.head, got.body);
             return Ok(GetObject {
                 head: tag_head(got.head, side),
-                body: got.body,
+                body,
             });
         }
-        self.read_object(bucket, key, |side, s| {
-            let range = range.clone();
-            async move {
-                let got = s.get_object(bucket, key, range, if_match).await?;
-                Ok(GetObject {
-                    head: tag_head(got.head, side),
-                    body: got.body,
-                })
+        let got = self
+            .read_object(bucket, key, |side, s| {
+                let range = range.clone();
+                async move {
+                    let got = s.get_object(bucket, key, range, if_match).await?;
+                    Ok(GetObject {
+                        head: tag_head(got.head, side),
+                        body: got.body,
+                    })
+                }
+            })
+            .await?;
+        match origin(&got.head.etag) {
+            Some(side) => {
+                let body = self.resuming(side, bucket, key, range.as_ref(), &got.head, got.body);
+                Ok(GetObject { head: got.head, body })
             }
-        })
-        .await
+            None => Ok(got),
+        }
     }
 
     async fn head_object(&self, bucket: &str, key: &str) -> BackendResult<ObjectHead> {

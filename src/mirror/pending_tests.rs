@@ -26,6 +26,8 @@ enum Trap {
     PauseGet,
     /// Every `put_object` of the key never answers (a SIGSTOPped store).
     HangPut,
+    /// The first conditional write of the key says it arrived, then waits for a release.
+    PausePut,
 }
 
 /// An fs store with a trap on one key.
@@ -61,6 +63,24 @@ impl ObjectStore for Trapped {
             return futures::future::pending().await;
         }
         self.inner.put_object(b, k, body, len, m).await
+    }
+    fn conditional_writes(&self) -> bool {
+        self.inner.conditional_writes()
+    }
+    async fn put_object_if(
+        &self,
+        b: &str,
+        k: &str,
+        body: ByteStream,
+        len: u64,
+        m: Metadata,
+        condition: Option<PutCondition>,
+    ) -> BackendResult<String> {
+        if self.trap == Trap::PausePut && k == self.key && !self.sprung.swap(true, Ordering::SeqCst) {
+            self.reached.notify_one();
+            self.release.notified().await;
+        }
+        self.inner.put_object_if(b, k, body, len, m, condition).await
     }
     async fn get_object(
         &self,
@@ -423,6 +443,51 @@ async fn a_client_delete_waits_for_a_repair_of_the_same_object() {
     assert_eq!(p.stored(Side::Primary, "k").await, None);
     assert_eq!(p.stored(Side::Mirror, "k").await, None);
     assert_eq!(p.read("k").await, None);
+}
+
+/// A conditional write (PutObject, CompleteMultipartUpload with If-None-Match / If-Match) takes
+/// the object's write lock like every other client write: while it is in the primary, a repair
+/// of the object cannot start, so a repair's check-copy-verify never interleaves with it.
+#[tokio::test]
+async fn a_conditional_write_holds_the_object_lock_against_repairs() {
+    for case in ["if-none-match", "if-match", "complete-if-none-match"] {
+        let p = Pair::new([(Trap::PausePut, "k"), (Trap::None, "")]).await;
+        let condition = if case == "if-match" {
+            p.put("k", b"first", 1).await;
+            let etag = p.mirror.head_object(B, "k").await.expect("head").etag;
+            PutCondition::Matches(etag)
+        } else {
+            PutCondition::Absent
+        };
+        let write = tokio::spawn({
+            let mirror = Arc::clone(&p.mirror);
+            async move {
+                let meta: Metadata = [("t".to_string(), "5".to_string())].into();
+                let data = Bytes::from_static(b"conditional");
+                if case == "complete-if-none-match" {
+                    mirror.compose_if(B, "k", Vec::new(), data, meta, Some(condition)).await
+                } else {
+                    let body: ByteStream = Box::pin(futures::stream::once(async move { Ok(data) }));
+                    mirror.put_object_if(B, "k", body, 11, meta, Some(condition)).await
+                }
+            }
+        });
+        p.traps[0].reached.notified().await;
+        let repair = p.mirror.locks.repair(B, "k");
+        tokio::pin!(repair);
+        assert!(
+            futures::poll!(&mut repair).is_pending(),
+            "{case}: a repair waits for the conditional write"
+        );
+        p.traps[0].release.notify_one();
+        write.await.expect("task").unwrap_or_else(|e| panic!("{case}: {e}"));
+        drop(repair.await);
+        assert_eq!(
+            p.stored(Side::Mirror, "k").await.as_deref(),
+            Some(&b"conditional"[..]),
+            "{case}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -594,17 +594,24 @@ impl Pass<'_> {
         // A proxy may write the key while it is copied: a copy read before that write can land
         // after it. So each copy is checked against the source's sealed write time afterwards
         // and made again (a few times) if the destination ended up older.
+        let mut last_error = None;
         for _ in 0..COPY_TRIES {
             match copy_between(src, dst, self.bucket, key).await {
                 Ok(_) => {}
                 Err(BackendError::NoSuchKey) => return Action::Skipped,
-                // A write landed between the copy and its check: fine if the stores now agree.
+                // A write landed during the copy (a client rewrote the source shorter: an invalid
+                // range; or deleted it): fine if the stores now agree or the source is gone (a
+                // client's delete, the proxy's to mirror); else copy the new version again.
                 Err(e) => {
                     let (a, b) = tokio::join!(src.head_object(self.bucket, key), dst.head_object(self.bucket, key));
-                    return match (a, b) {
-                        (Ok(a), Ok(b)) if same_version(&a, &b) => Action::Skipped,
-                        _ => Action::Failed(e.to_string()),
-                    };
+                    match (a, b) {
+                        (Ok(a), Ok(b)) if same_version(&a, &b) => return Action::Skipped,
+                        (Err(BackendError::NoSuchKey), _) => return Action::Skipped,
+                        _ => {
+                            last_error = Some(e.to_string());
+                            continue;
+                        }
+                    }
                 }
             }
             let sealer = self.mirror.sealer();
@@ -618,7 +625,10 @@ impl Pass<'_> {
                 (Err(e), _) | (_, Err(e)) => return Action::Failed(e.to_string()),
             }
         }
-        Action::Skipped
+        match last_error {
+            Some(e) => Action::Failed(e),
+            None => Action::Skipped,
+        }
     }
 
     async fn delete(&self, key: &str, from: Side) -> Action {

@@ -215,7 +215,7 @@ pub async fn converge(
 }
 
 /// The s3s-fs sidecar of an object: `<root>/.bucket-<b64>.object-<b64>.metadata.json`.
-fn sidecar(root: &Path, key: &str) -> PathBuf {
+pub fn sidecar(root: &Path, key: &str) -> PathBuf {
     root.join(format!(
         ".bucket-{}.object-{}.metadata.json",
         B64_URL.encode(BUCKET),
