@@ -8,7 +8,7 @@ use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use bytes::Bytes;
 
 use super::condition_headers;
-use super::{Missing, S3Store, copy_timeouts, strip_quotes};
+use super::{Missing, S3Store, copy_timeouts, restore_key, sdk_key, strip_quotes};
 use crate::backend::{BackendResult, ByteRange, Metadata, ObjectStore, PutCondition, Source};
 use crate::limits::{MAX_PART_NUMBER, MAX_PART_SIZE, MIN_PART_SIZE};
 
@@ -86,7 +86,7 @@ impl S3Store {
             .client
             .copy_object()
             .bucket(bucket)
-            .key(key)
+            .key(sdk_key(key))
             .copy_source(copy_source(src))
             .set_copy_source_if_match(src.etag.as_ref().map(|e| format!("\"{e}\"")))
             .set_if_match(if_match)
@@ -95,6 +95,7 @@ impl S3Store {
             .content_type("application/octet-stream")
             .set_metadata(Some(metadata.into_iter().collect::<HashMap<_, _>>()))
             .customize()
+            .mutate_request(restore_key(key))
             .config_override(copy_timeouts())
             .send()
             .await
@@ -118,9 +119,11 @@ impl S3Store {
             .client
             .create_multipart_upload()
             .bucket(bucket)
-            .key(key)
+            .key(sdk_key(key))
             .content_type("application/octet-stream")
             .set_metadata(Some(metadata.into_iter().collect::<HashMap<_, _>>()))
+            .customize()
+            .mutate_request(restore_key(key))
             .send()
             .await
             .map_err(|e| self.error("CreateMultipartUpload", Missing::Bucket, e))?;
@@ -147,7 +150,7 @@ impl S3Store {
                 .client
                 .complete_multipart_upload()
                 .bucket(bucket)
-                .key(key)
+                .key(sdk_key(key))
                 .upload_id(&upload_id)
                 .set_if_none_match(if_none_match)
                 .set_if_match(if_match)
@@ -157,6 +160,7 @@ impl S3Store {
                         .build(),
                 )
                 .customize()
+                .mutate_request(restore_key(key))
                 .config_override(copy_timeouts())
                 .send()
                 .await
@@ -169,8 +173,10 @@ impl S3Store {
                 .client
                 .abort_multipart_upload()
                 .bucket(bucket)
-                .key(key)
+                .key(sdk_key(key))
                 .upload_id(&upload_id)
+                .customize()
+                .mutate_request(restore_key(key))
                 .send()
                 .await;
             if aborted.is_err() {
@@ -195,13 +201,14 @@ impl S3Store {
                     .client
                     .upload_part_copy()
                     .bucket(bucket)
-                    .key(key)
+                    .key(sdk_key(key))
                     .upload_id(upload_id)
                     .part_number(number)
                     .copy_source(copy_source(&src))
                     .copy_source_range(format!("bytes={}-{}", src.range.start, src.range.end - 1))
                     .set_copy_source_if_match(src.etag.as_ref().map(|e| format!("\"{e}\"")))
                     .customize()
+                    .mutate_request(restore_key(key))
                     .config_override(copy_timeouts())
                     .send()
                     .await
@@ -229,11 +236,13 @@ impl S3Store {
                     .client
                     .upload_part()
                     .bucket(bucket)
-                    .key(key)
+                    .key(sdk_key(key))
                     .upload_id(upload_id)
                     .part_number(number)
                     .content_length(body.len() as i64)
                     .body(SdkByteStream::from(body))
+                    .customize()
+                    .mutate_request(restore_key(key))
                     .send()
                     .await
                     .map_err(|e| self.error("UploadPart", Missing::Key, e))?;

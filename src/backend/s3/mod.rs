@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use aws_credential_types::Credentials;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::http::{HttpRequest, HttpResponse};
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
@@ -417,7 +417,7 @@ impl ObjectStore for S3Store {
         range: Option<ByteRange>,
         if_match: Option<&str>,
     ) -> BackendResult<GetObject> {
-        let mut req = self.client.get_object().bucket(bucket).key(key);
+        let mut req = self.client.get_object().bucket(bucket).key(sdk_key(key));
         match &range {
             None => {}
             Some(ByteRange::Bounded(r)) if r.start < r.end => {
@@ -429,7 +429,7 @@ impl ObjectStore for S3Store {
         if let Some(etag) = if_match {
             req = req.if_match(format!("\"{}\"", etag.trim_matches('"')));
         }
-        let out = match req.send().await {
+        let out = match req.customize().mutate_request(restore_key(key)).send().await {
             Ok(out) => out,
             Err(e) => return Err(self.read_failed("GetObject", bucket, key, e).await),
         };
@@ -470,7 +470,16 @@ impl ObjectStore for S3Store {
     }
 
     async fn head_object(&self, bucket: &str, key: &str) -> BackendResult<ObjectHead> {
-        let out = match self.client.head_object().bucket(bucket).key(key).send().await {
+        let out = match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(sdk_key(key))
+            .customize()
+            .mutate_request(restore_key(key))
+            .send()
+            .await
+        {
             Ok(out) => out,
             Err(e) => return Err(self.read_failed("HeadObject", bucket, key, e).await),
         };
@@ -491,7 +500,9 @@ impl ObjectStore for S3Store {
         self.client
             .delete_object()
             .bucket(bucket)
-            .key(key)
+            .key(sdk_key(key))
+            .customize()
+            .mutate_request(restore_key(key))
             .send()
             .await
             .map_err(|e| self.error("DeleteObject", Missing::Bucket, e))?;
@@ -648,7 +659,7 @@ impl S3Store {
             .client
             .put_object()
             .bucket(bucket)
-            .key(key)
+            .key(sdk_key(key))
             .body(SdkByteStream::new(SdkBody::from_body_1_x(StreamBody::new(checked))))
             .content_length(content_length)
             .content_type("application/octet-stream")
@@ -656,6 +667,7 @@ impl S3Store {
             .set_if_none_match(if_none_match)
             .set_if_match(if_match)
             .customize()
+            .mutate_request(restore_key(key))
             .config_override(
                 aws_sdk_s3::Config::builder()
                     .timeout_config(timeouts(None))
@@ -757,6 +769,40 @@ fn timeouts(read: Option<Duration>) -> TimeoutConfig {
         None => b.disable_read_timeout(),
     }
     .build()
+}
+
+/// What the SDK is given as an object key. S3 allows a key of only whitespace (`" "`), but the
+/// SDK drops blank strings from its endpoint parameters and then refuses the request ("key was
+/// missing"); such a key goes out as [`BLANK_KEY_STANDIN`], and [`restore_key`] writes the real
+/// one into the request path before the request is signed.
+pub fn sdk_key(key: &str) -> &str {
+    if key.trim().is_empty() { BLANK_KEY_STANDIN } else { key }
+}
+
+/// Stands in for a blank key in the SDK ([`sdk_key`]); never sent.
+const BLANK_KEY_STANDIN: &str = "escrow-blank-key-standin";
+
+/// The request mutation that puts a blank `key` back where [`sdk_key`] put its stand-in (the
+/// last path segment; nothing for other keys).
+pub fn restore_key(key: &str) -> impl Fn(&mut HttpRequest) + Send + Sync + 'static {
+    let encoded = key
+        .trim()
+        .is_empty()
+        .then(|| key.bytes().map(|b| format!("%{b:02X}")).collect::<String>());
+    move |req: &mut HttpRequest| {
+        let Some(encoded) = &encoded else { return };
+        let uri = req.uri().to_string();
+        let path_end = uri.find('?').unwrap_or(uri.len());
+        let standin = format!("/{BLANK_KEY_STANDIN}");
+        if let Some(at) = uri[..path_end].rfind(&standin)
+            && at + standin.len() == path_end
+        {
+            let fixed = format!("{}/{encoded}{}", &uri[..at], &uri[path_end..]);
+            if let Err(e) = req.set_uri(fixed) {
+                tracing::warn!(error = %e, "could not restore a blank key in the request path");
+            }
+        }
+    }
 }
 
 /// Checks that a CA file holds at least one certificate that rustls accepts as a root, so the
