@@ -137,7 +137,7 @@ pub async fn open_shared_in_store(
 ) -> Result<(Arc<SharedKeyring>, bool), KeyFileError> {
     let store_err = |e: BackendError| KeyFileError::Store(format!("{} {}: {e}", home.store.name(), home.bucket));
     match home.store.create_bucket(&home.bucket).await {
-        Ok(()) | Err(BackendError::BucketAlreadyExists) => {}
+        Ok(()) | Err(BackendError::BucketAlreadyExists { .. }) => {}
         Err(e) => return Err(store_err(e)),
     }
     let (text, created) = match read_store_keyring(&home).await.map_err(store_err)? {

@@ -40,9 +40,13 @@ pub enum BackendError {
     /// The object does not exist.
     #[error("no such key")]
     NoSuchKey,
-    /// The bucket already exists (owned by us or not).
+    /// The bucket already exists; `owned` when the store said it is ours
+    /// (`BucketAlreadyOwnedByYou`), which the client hears as the store said it.
     #[error("bucket already exists")]
-    BucketAlreadyExists,
+    BucketAlreadyExists {
+        /// The store answered `BucketAlreadyOwnedByYou` (not `BucketAlreadyExists`).
+        owned: bool,
+    },
     /// The bucket still holds objects.
     #[error("bucket not empty")]
     BucketNotEmpty,
@@ -96,7 +100,7 @@ impl BackendError {
             Self::Io(_) => true,
             Self::NoSuchBucket
             | Self::NoSuchKey
-            | Self::BucketAlreadyExists
+            | Self::BucketAlreadyExists { .. }
             | Self::BucketNotEmpty
             | Self::PreconditionFailed
             | Self::ConditionalConflict
@@ -112,7 +116,7 @@ impl BackendError {
         match self {
             Self::NoSuchBucket => "no_such_bucket",
             Self::NoSuchKey => "no_such_key",
-            Self::BucketAlreadyExists => "bucket_exists",
+            Self::BucketAlreadyExists { .. } => "bucket_exists",
             Self::BucketNotEmpty => "bucket_not_empty",
             Self::PreconditionFailed => "precondition_failed",
             Self::ConditionalConflict => "conditional_conflict",

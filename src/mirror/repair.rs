@@ -470,7 +470,7 @@ async fn ensure_bucket(store: &Arc<dyn crate::backend::ObjectStore>, bucket: &st
     match store.head_bucket(bucket).await {
         Ok(()) => Ok(()),
         Err(BackendError::NoSuchBucket) => match store.create_bucket(bucket).await {
-            Ok(()) | Err(BackendError::BucketAlreadyExists) => Ok(()),
+            Ok(()) | Err(BackendError::BucketAlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e),
         },
         Err(e) => Err(e),

@@ -436,9 +436,12 @@ impl Mirror {
             Leg::from(self.store(side).create_bucket(bucket).await)
         };
         let (a, b) = tokio::join!(run(Side::Primary), run(Side::Mirror));
-        let exists = |l: &Leg<()>| matches!(l, Leg::Failed(BackendError::BucketAlreadyExists));
+        let exists = |l: &Leg<()>| matches!(l, Leg::Failed(BackendError::BucketAlreadyExists { .. }));
         let legs = match (a, b) {
-            (a, b) if exists(&a) && exists(&b) => return Err(BackendError::BucketAlreadyExists),
+            // The primary's answer (whose bucket it says it is) stands.
+            (Leg::Failed(e), b) if exists(&b) && matches!(e, BackendError::BucketAlreadyExists { .. }) => {
+                return Err(e);
+            }
             (Leg::Done(()), b) if exists(&b) => [Leg::Done(()), Leg::Done(())],
             (a, Leg::Done(())) if exists(&a) => [Leg::Done(()), Leg::Done(())],
             (a, b) => [a, b],

@@ -11,7 +11,9 @@ fn backend(e: BackendError) -> S3Error {
     match e {
         BackendError::NoSuchBucket => s3_error!(NoSuchBucket),
         BackendError::NoSuchKey => s3_error!(NoSuchKey),
-        BackendError::BucketAlreadyExists => s3_error!(BucketAlreadyOwnedByYou),
+        // As the store answered: its namespace, its word for whose the bucket is.
+        BackendError::BucketAlreadyExists { owned: true } => s3_error!(BucketAlreadyOwnedByYou),
+        BackendError::BucketAlreadyExists { owned: false } => s3_error!(BucketAlreadyExists),
         BackendError::BucketNotEmpty => s3_error!(BucketNotEmpty),
         BackendError::PreconditionFailed => s3_error!(PreconditionFailed),
         BackendError::ConditionalConflict => s3_error!(

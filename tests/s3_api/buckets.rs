@@ -27,11 +27,14 @@ async fn buckets(kind: StoreKind) {
         .await
         .expect_err("create alpha twice");
     assert_eq!(e.http_status(), 409, "{}", e.describe());
-    assert!(
-        ["BucketAlreadyOwnedByYou", "BucketAlreadyExists"].contains(&e.s3_code().as_str()),
-        "{}",
-        e.describe()
-    );
+    // The store's own answer: s3s-fs (the primary of the S3 shapes) says `BucketAlreadyExists`,
+    // the proxy's fs store `BucketAlreadyOwnedByYou`.
+    let want = if kind == StoreKind::Fs {
+        "BucketAlreadyOwnedByYou"
+    } else {
+        "BucketAlreadyExists"
+    };
+    assert_eq!(e.s3_code(), want, "{}", e.describe());
 
     // A missing bucket, through every kind of request.
     assert_s3_error(

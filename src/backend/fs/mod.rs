@@ -241,7 +241,7 @@ impl ObjectStore for FsStore {
         match fs::create_dir(&dir).await {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(BackendError::BucketAlreadyExists);
+                return Err(BackendError::BucketAlreadyExists { owned: true });
             }
             Err(e) => return Err(e.into()),
         }

@@ -183,7 +183,7 @@ async fn bucket_lifecycle() {
     s.create_bucket("a.one").await.unwrap();
     assert!(matches!(
         s.create_bucket("a.one").await,
-        Err(BackendError::BucketAlreadyExists)
+        Err(BackendError::BucketAlreadyExists { .. })
     ));
     let names: Vec<_> = s
         .list_buckets()

@@ -239,7 +239,8 @@ impl S3Store {
         match (code.as_deref(), status) {
             (Some("NoSuchBucket"), _) => BackendError::NoSuchBucket,
             (Some("NoSuchKey"), _) => BackendError::NoSuchKey,
-            (Some("BucketAlreadyExists" | "BucketAlreadyOwnedByYou"), _) => BackendError::BucketAlreadyExists,
+            (Some("BucketAlreadyExists"), _) => BackendError::BucketAlreadyExists { owned: false },
+            (Some("BucketAlreadyOwnedByYou"), _) => BackendError::BucketAlreadyExists { owned: true },
             (Some("BucketNotEmpty"), _) => BackendError::BucketNotEmpty,
             (Some("PreconditionFailed"), _) | (_, 412) => BackendError::PreconditionFailed,
             (Some("ConditionalRequestConflict"), _) => BackendError::ConditionalConflict,

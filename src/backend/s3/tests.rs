@@ -500,7 +500,7 @@ async fn buckets_and_errors() {
     s.create_bucket("a-one").await.unwrap();
     assert!(matches!(
         s.create_bucket("a-one").await,
-        Err(BackendError::BucketAlreadyExists)
+        Err(BackendError::BucketAlreadyExists { .. })
     ));
     let names: Vec<_> = s.list_buckets().await.unwrap().into_iter().map(|b| b.name).collect();
     assert_eq!(names, ["a-one", "b-two"]);
