@@ -27,6 +27,7 @@ pub mod files;
 pub mod keys;
 pub mod limits;
 pub mod logging;
+pub mod markup;
 pub mod mirror;
 pub mod object;
 pub mod s3;

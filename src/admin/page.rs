@@ -231,22 +231,6 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Escapes text for HTML.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:70em}\
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em;border-bottom:1px solid #ccc}\
 table{border-collapse:collapse}td,th{padding:.25em .8em;border-bottom:1px solid #eee;text-align:left}\
@@ -261,13 +245,13 @@ fn page(title: &str, body: &str, refresh: bool) -> String {
     };
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">{meta}<title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
-        esc(title)
+        crate::markup::escape(title)
     )
 }
 
 fn login_page(error: Option<&str>) -> String {
     let error = error
-        .map(|e| format!("<p class=\"down\">{}</p>", esc(e)))
+        .map(|e| format!("<p class=\"down\">{}</p>", crate::markup::escape(e)))
         .unwrap_or_default();
     page(
         "Escrow Proxy — sign in",
@@ -302,7 +286,7 @@ fn status_page(ctx: &AdminContext) -> String {
             "<tr data-version=\"{0}\"><td>{0}</td><td class=\"{1}\">{1}</td><td>{2}</td><td>{refs}</td></tr>",
             v.version,
             state,
-            esc(&v.created)
+            crate::markup::escape(&v.created)
         );
     }
     b.push_str("</table>");
@@ -312,8 +296,8 @@ fn status_page(ctx: &AdminContext) -> String {
             let _ = write!(
                 b,
                 "<p>Latest census <code>{}</code> finished {}{}.</p><table id=\"census\"><tr><th>Store</th><th>Buckets</th><th>Objects per version</th><th>Uploads per version</th></tr>",
-                esc(&c.job),
-                esc(&c.finished),
+                crate::markup::escape(&c.job),
+                crate::markup::escape(&c.finished),
                 if c.complete { "" } else { " (partial)" }
             );
             for (store, counts) in &c.stores {
@@ -326,7 +310,7 @@ fn status_page(ctx: &AdminContext) -> String {
                 let _ = write!(
                     b,
                     "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    esc(store),
+                    crate::markup::escape(store),
                     counts.buckets,
                     per(&counts.objects),
                     per(&counts.uploads)
@@ -351,9 +335,9 @@ fn status_page(ctx: &AdminContext) -> String {
         let _ = write!(
             b,
             "<tr><td>{}</td><td class=\"{class}\">{word}</td><td>{} s</td><td>{}</td></tr>",
-            esc(&s.name),
+            crate::markup::escape(&s.name),
             s.for_secs,
-            esc(s.why.as_deref().unwrap_or(""))
+            crate::markup::escape(s.why.as_deref().unwrap_or(""))
         );
     }
     b.push_str("</table><h2>Jobs</h2>");
@@ -378,9 +362,9 @@ fn status_page(ctx: &AdminContext) -> String {
             let _ = write!(
                 b,
                 "<tr><td><code>{}</code></td><td>{state}</td><td>{}</td><td>{bar}{}</td></tr>",
-                esc(&job.id),
-                esc(&job.started),
-                esc(&counters)
+                crate::markup::escape(&job.id),
+                crate::markup::escape(&job.started),
+                crate::markup::escape(&counters)
             );
         }
         b.push_str("</table>");
@@ -410,7 +394,12 @@ fn status_page(ctx: &AdminContext) -> String {
         if line.starts_with("escrow_")
             && let Some((name, value)) = line.rsplit_once(' ')
         {
-            let _ = write!(b, "<tr><td><code>{}</code></td><td>{}</td></tr>", esc(name), esc(value));
+            let _ = write!(
+                b,
+                "<tr><td><code>{}</code></td><td>{}</td></tr>",
+                crate::markup::escape(name),
+                crate::markup::escape(value)
+            );
         }
     }
     b.push_str("</table><p>This page refreshes every 5 seconds.</p>");
@@ -441,6 +430,9 @@ mod tests {
         assert_eq!(form_field(b"a=1&token=ab%2Bc+d", "token").as_deref(), Some("ab+c d"));
         assert_eq!(form_field(b"token=%zz%4", "token").as_deref(), Some("%zz%4"));
         assert_eq!(form_field(b"x=1", "token"), None);
-        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            crate::markup::escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

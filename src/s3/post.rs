@@ -639,10 +639,10 @@ fn success(fields: &Fields, bucket: &str, key: &str, stored: &Stored, base: &str
                 builder = builder.header(http::header::CONTENT_TYPE, "application/xml");
                 let xml = format!(
                     "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<PostResponse><Location>{}</Location><Bucket>{}</Bucket><Key>{}</Key><ETag>{}</ETag></PostResponse>",
-                    xml_escape(&location),
-                    xml_escape(bucket),
-                    xml_escape(key),
-                    xml_escape(&quoted)
+                    crate::markup::escape(&location),
+                    crate::markup::escape(bucket),
+                    crate::markup::escape(key),
+                    crate::markup::escape(&quoted)
                 );
                 (http::StatusCode::CREATED, Bytes::from(xml))
             }
@@ -663,8 +663,8 @@ fn success(fields: &Fields, bucket: &str, key: &str, stored: &Stored, base: &str
 fn error_response(e: &S3Error) -> http::Response<Bytes> {
     let xml = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message></Error>",
-        xml_escape(e.code().as_str()),
-        xml_escape(e.message().unwrap_or_default())
+        crate::markup::escape(e.code().as_str()),
+        crate::markup::escape(e.message().unwrap_or_default())
     );
     let mut r = http::Response::new(Bytes::from(xml));
     *r.status_mut() = e.status_code().unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
@@ -673,21 +673,6 @@ fn error_response(e: &S3Error) -> http::Response<Bytes> {
         http::HeaderValue::from_static("application/xml"),
     );
     r
-}
-
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Percent-encodes all but unreserved characters (and `/` unless `slash`).
@@ -849,7 +834,7 @@ mod tests {
     fn urls_and_xml_are_escaped() {
         assert_eq!(url_encode("a b/c&d", false), "a%20b/c%26d");
         assert_eq!(url_encode("a/\"e\"", true), "a%2F%22e%22");
-        assert_eq!(xml_escape("<a&\"b\">"), "&lt;a&amp;&quot;b&quot;&gt;");
+        assert_eq!(crate::markup::escape("<a&\"b\">"), "&lt;a&amp;&quot;b&quot;&gt;");
     }
 
     fn form(pairs: &[(&str, &str)]) -> Fields {
