@@ -18,8 +18,11 @@
 # Knobs (environment): E2E_ROUNDS (default 2), E2E_QUICK=1 (small sizes: a smoke run, not a
 # measurement), E2E_OUT (output file), E2E_STORE=nodelay (serve both stores with the same
 # s3s-fs code but TCP_NODELAY set, from the load binary: see benches/load/store.rs for why the
-# s3s-fs binary distorts small-object numbers), E2E_ARGS (more load-generator options, e.g.
-# "--only put-large-8,get-large-8 --targets c --no-rclone --profile get-large-8
+# s3s-fs binary distorts small-object numbers), E2E_LINK=RATE (e.g. 1gbit: each store in its
+# own network namespace behind its own veth link shaped to RATE each way, as stores across a
+# network are; needs root and iproute2; section 2b), TMPDIR (where the stores keep their files:
+# /dev/shm takes the disk's writeback out of the figures), E2E_ARGS (more load-generator
+# options, e.g. "--only put-large-8,get-large-8 --targets c --no-rclone --profile get-large-8
 # --profile-dir /tmp/prof": perf-record the hops during one phase; needs linux-perf, and perf
 # slows what it watches, so not for published numbers);
 # `cargo bench --bench load -- --help` lists them all.
@@ -40,6 +43,7 @@ as_root() {
 }
 
 # --- 1. programs (idempotent) ----------------------------------------------------------------
+if [[ -z ${E2E_LINK_INNER:-} ]]; then # (skipped inside the E2E_LINK namespace: done outside)
 export PATH="$PATH:/usr/sbin:$HOME/.cargo/bin"
 missing=()
 command -v nginx >/dev/null || missing+=(nginx-light)
@@ -61,6 +65,43 @@ build_json=$(cargo build --release --locked --bin escrow-proxy --bench load --me
 PROXY_BIN="$TARGET_DIR/release/escrow-proxy"
 LOAD_BIN=$(grep -o '"executable":"[^"]*/load-[0-9a-f]*"' <<<"$build_json" | tail -n1 | cut -d'"' -f4)
 [[ -x "$PROXY_BIN" && -x "$LOAD_BIN" ]] || { log "build produced no binaries"; exit 1; }
+
+# --- 2b. links (E2E_LINK only) -----------------------------------------------------------------
+# Each store in its own network namespace, reached over its own veth link shaped to E2E_LINK in
+# each direction (tbf), as stores across a network are; the proxies, nginx and the load generator
+# in a third namespace, where this script runs again. The stores then no longer answer over
+# loopback, but they still share this machine's cores with everything else.
+if [[ -n ${E2E_LINK:-} ]]; then
+    command -v tc >/dev/null || { log "installing iproute2"; as_root apt-get install -y -qq iproute2 >/dev/null; }
+    NS=escrow-e2e-$$
+    links_down() {
+        local status=$?
+        for ns in "$NS" "$NS-store" "$NS-mirror"; do as_root ip netns delete "$ns" 2>/dev/null || true; done
+        exit "$status"
+    }
+    trap links_down EXIT
+    trap 'exit 130' INT TERM
+    as_root ip netns add "$NS"
+    as_root ip -n "$NS" link set lo up
+    n=0
+    for side in store mirror; do
+        n=$((n + 1))
+        as_root ip netns add "$NS-$side"
+        as_root ip -n "$NS-$side" link set lo up
+        as_root ip -n "$NS" link add "to-$side" type veth peer name uplink netns "$NS-$side"
+        as_root ip -n "$NS" addr add "10.231.$n.1/30" dev "to-$side"
+        as_root ip -n "$NS-$side" addr add "10.231.$n.2/30" dev uplink
+        as_root ip -n "$NS" link set "to-$side" up
+        as_root ip -n "$NS-$side" link set uplink up
+        as_root tc -n "$NS" qdisc add dev "to-$side" root tbf rate "$E2E_LINK" burst 256kb latency 50ms
+        as_root tc -n "$NS-$side" qdisc add dev uplink root tbf rate "$E2E_LINK" burst 256kb latency 50ms
+    done
+    log "stores behind $E2E_LINK links (namespaces $NS-store, $NS-mirror)"
+    status=0
+    as_root env E2E_LINK_INNER="$NS" PROXY_BIN="$PROXY_BIN" LOAD_BIN="$LOAD_BIN" ip netns exec "$NS" bash "${BASH_SOURCE[0]}" || status=$?
+    exit "$status"
+fi
+fi
 
 # --- 3. servers --------------------------------------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/escrow-e2e.XXXXXX")
@@ -95,27 +136,35 @@ wait_ready() {
 }
 
 read -r P_STORE P_MIRROR P_NGINX < <("$LOAD_BIN" --free-ports 3)
+# Where the stores listen: loopback, or each in its own namespace behind its link (E2E_LINK).
+if [[ -n ${E2E_LINK_INNER:-} ]]; then
+    H_STORE=10.231.1.2 H_MIRROR=10.231.2.2
+else
+    H_STORE=127.0.0.1 H_MIRROR=127.0.0.1
+fi
 AK="bench$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
 SK=$(od -An -N20 -tx1 /dev/urandom | tr -d ' \n')
 umask 077
 mkdir -p "$WORK/store" "$WORK/mirror" "$WORK/certs"
 
 # The two S3 stores. (s3s-fs only takes its key on the command line: a throwaway per-run key.)
-start_store() { # name, port; sets STARTED
+start_store() { # name, host, port; sets STARTED
+    local in=()
+    [[ -n ${E2E_LINK_INNER:-} ]] && in=(ip netns exec "$E2E_LINK_INNER-$1")
     if [[ ${E2E_STORE:-} == nodelay ]]; then
-        BENCH_ACCESS_KEY=$AK BENCH_SECRET_KEY=$SK "$LOAD_BIN" --serve-store "$WORK/$1" --port "$2" >"$WORK/$1.log" 2>&1 &
+        BENCH_ACCESS_KEY=$AK BENCH_SECRET_KEY=$SK "${in[@]}" "$LOAD_BIN" --serve-store "$WORK/$1" --host "$2" --port "$3" >"$WORK/$1.log" 2>&1 &
     else
-        s3s-fs --host 127.0.0.1 --port "$2" --access-key "$AK" --secret-key "$SK" "$WORK/$1" >"$WORK/$1.log" 2>&1 &
+        "${in[@]}" s3s-fs --host "$2" --port "$3" --access-key "$AK" --secret-key "$SK" "$WORK/$1" >"$WORK/$1.log" 2>&1 &
     fi
     STARTED=$!
     PIDS+=("$STARTED")
 }
-start_store store "$P_STORE"
+start_store store "$H_STORE" "$P_STORE"
 STORE_PID=$STARTED
-start_store mirror "$P_MIRROR"
+start_store mirror "$H_MIRROR" "$P_MIRROR"
 MIRROR_STORE_PID=$STARTED
-wait_ready store "$STORE_PID" curl -s -o /dev/null "http://127.0.0.1:$P_STORE/"
-wait_ready mirror "$MIRROR_STORE_PID" curl -s -o /dev/null "http://127.0.0.1:$P_MIRROR/"
+wait_ready store "$STORE_PID" curl -s -o /dev/null "http://$H_STORE:$P_STORE/"
+wait_ready mirror "$MIRROR_STORE_PID" curl -s -o /dev/null "http://$H_MIRROR:$P_MIRROR/"
 
 "$PROXY_BIN" certs generate --out "$WORK/certs" >/dev/null
 CA="$WORK/certs/ca.pem"
@@ -138,7 +187,7 @@ http {
     scgi_temp_path $WORK/nginx/scgi;
     uwsgi_temp_path $WORK/nginx/uwsgi;
     upstream store {
-        server 127.0.0.1:$P_STORE;
+        server $H_STORE:$P_STORE;
         keepalive 64;
     }
     server {
@@ -176,7 +225,7 @@ access_key = "$AK"
 secret_key = "$SK"
 [primary]
 type = "s3"
-endpoint = "http://127.0.0.1:$P_STORE"
+endpoint = "http://$H_STORE:$P_STORE"
 access_key = "$AK"
 secret_key = "$SK"
 [keys]
@@ -197,7 +246,7 @@ start_proxy escrow ""
 ESCROW_PID=$PROXY_PID ESCROW_URL=$PROXY_URL
 start_proxy escrow-mirror "[mirror]
 type = \"s3\"
-endpoint = \"http://127.0.0.1:$P_MIRROR\"
+endpoint = \"http://$H_MIRROR:$P_MIRROR\"
 access_key = \"$AK\"
 secret_key = \"$SK\"
 write = \"sync\"
@@ -209,7 +258,7 @@ cat >"$WORK/rclone.conf" <<RCLONE
 [plain]
 type = s3
 provider = Other
-endpoint = http://127.0.0.1:$P_STORE
+endpoint = http://$H_STORE:$P_STORE
 access_key_id = $AK
 secret_access_key = $SK
 region = us-east-1
@@ -234,17 +283,17 @@ RCLONE
 umask 022
 mkdir -p "$(dirname "$OUT")"
 MACHINE="$(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)), $(free -g | awk '/^Mem:/{print $2}') GiB RAM, Linux $(uname -r)"
-ARGS=(--direct "http://127.0.0.1:$P_STORE" --nginx "https://127.0.0.1:$P_NGINX" --nginx-pid "$NGINX_PID"
+ARGS=(--direct "http://$H_STORE:$P_STORE" --nginx "https://127.0.0.1:$P_NGINX" --nginx-pid "$NGINX_PID"
     --escrow "$ESCROW_URL" --escrow-pid "$ESCROW_PID" --mirror "$MIRROR_URL" --mirror-pid "$MIRROR_PID"
     --store-pid "$STORE_PID" --store-pid "$MIRROR_STORE_PID" --ca "$CA" --rounds "$ROUNDS"
     --rclone-config "$WORK/rclone.conf" --work "$WORK" --clk-tck "$(getconf CLK_TCK)" --machine "$MACHINE"
-    --store-label "$([[ ${E2E_STORE:-} == nodelay ]] && echo "s3s-fs $S3S_FS_VERSION (library, TCP_NODELAY)" || echo "s3s-fs $S3S_FS_VERSION (binary)")")
+    --store-label "$([[ ${E2E_STORE:-} == nodelay ]] && echo "s3s-fs $S3S_FS_VERSION (library, TCP_NODELAY)" || echo "s3s-fs $S3S_FS_VERSION (binary)")${E2E_LINK_INNER:+, each behind its own $E2E_LINK link}")
 [[ -n ${E2E_QUICK:-} ]] && ARGS+=(--quick)
 read -r -a EXTRA <<<"${E2E_ARGS:-}"
 ARGS+=("${EXTRA[@]}")
 log "running (${ROUNDS} rounds); output also goes to $OUT"
 {
-    echo "command: bash benches/e2e.sh (E2E_ROUNDS=$ROUNDS${E2E_STORE:+ E2E_STORE=$E2E_STORE}${E2E_QUICK:+ E2E_QUICK=1}${E2E_ARGS:+ E2E_ARGS=\"$E2E_ARGS\"})"
+    echo "command: bash benches/e2e.sh (${TMPDIR:+TMPDIR=$TMPDIR }E2E_ROUNDS=$ROUNDS${E2E_STORE:+ E2E_STORE=$E2E_STORE}${E2E_LINK:+ E2E_LINK=$E2E_LINK}${E2E_QUICK:+ E2E_QUICK=1}${E2E_ARGS:+ E2E_ARGS=\"$E2E_ARGS\"})"
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
     echo "versions: $(s3s-fs --version), $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(rclone version | head -n1)"
     BENCH_ACCESS_KEY=$AK BENCH_SECRET_KEY=$SK "$LOAD_BIN" "${ARGS[@]}"

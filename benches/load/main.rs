@@ -104,9 +104,11 @@ struct Args {
     #[arg(long, default_value = ".")]
     profile_dir: PathBuf,
     /// Serve an S3 store (s3s-fs with TCP_NODELAY, see `store.rs`) from this directory on
-    /// --port instead of generating load.
+    /// --host:--port instead of generating load.
     #[arg(long)]
     serve_store: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
     #[arg(long, default_value_t = 0)]
     port: u16,
     /// How the report names the store.
@@ -137,7 +139,7 @@ async fn main() -> Result<()> {
     }
     if let Some(root) = args.serve_store {
         let (ak, sk) = credentials()?;
-        return store::serve(root, args.port, ak, sk).await;
+        return store::serve(root, (args.host, args.port).into(), ak, sk).await;
     }
     let mut infos = Vec::new();
     let hops = [

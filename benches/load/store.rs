@@ -17,15 +17,15 @@ use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 
-/// Serves `root` on `127.0.0.1:port` until the process is killed.
-pub async fn serve(root: PathBuf, port: u16, access_key: String, secret_key: String) -> Result<()> {
+/// Serves `root` on `addr` until the process is killed.
+pub async fn serve(root: PathBuf, addr: std::net::SocketAddr, access_key: String, secret_key: String) -> Result<()> {
     let fs = s3s_fs::FileSystem::new(&root).map_err(|e| anyhow!("store root {}: {e:?}", root.display()))?;
     let service = {
         let mut b = S3ServiceBuilder::new(fs);
         b.set_auth(SimpleAuth::from_single(access_key, secret_key));
         b.build()
     };
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
     let http = ConnBuilder::new(TokioExecutor::new());
     loop {
         let Ok((socket, _)) = listener.accept().await else {
