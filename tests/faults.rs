@@ -24,10 +24,16 @@
 //! per scenario).
 //! Every scenario prints one `FAULTS …` summary line (`--nocapture` shows it).
 //!
+//! Also here, because they need stores as processes or behind an interposer: a GET whose store
+//! dies or hangs mid-body, and a CompleteMultipartUpload whose compose outlasts the proxy's
+//! patience (`faults/completion.rs`).
+//!
 //! Needs the s3s-fs 0.14.1 binary (`scripts/install-test-deps.sh`, or `S3S_FS=path`).
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "faults/completion.rs"]
+mod completion;
 #[path = "faults/interposer.rs"]
 mod interposer;
 #[path = "faults/procs.rs"]
@@ -110,12 +116,27 @@ async fn down(admin: &str, name: &str, notes: &mut Vec<String>) {
 }
 
 fn run(scenario: Scenario) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(3)
+    runtime(3).block_on(run_scenario(scenario));
+}
+
+/// A multi-threaded runtime for one test.
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
-        .expect("tokio runtime");
-    rt.block_on(run_scenario(scenario));
+        .expect("tokio runtime")
+}
+
+/// A test's directory (removed when dropped) with its `logs/`, and both stores started in it.
+fn two_stores(prefix: &str) -> (tempfile::TempDir, std::path::PathBuf, Store, Store) {
+    let tmp = tempfile::Builder::new().prefix(prefix).tempdir().expect("tempdir");
+    let root = tmp.path();
+    let logs = root.join("logs");
+    fs::create_dir_all(&logs).expect("mkdir logs");
+    let primary = blocking(|| Store::start("primary", root.join("store-primary"), &logs));
+    let mirror = blocking(|| Store::start("mirror", root.join("store-mirror"), &logs));
+    (tmp, logs, primary, mirror)
 }
 
 async fn run_scenario(scenario: Scenario) {
@@ -382,21 +403,9 @@ enum MidStream {
 /// (boto3's `get_object()["Body"].read()` raises `IncompleteRead`); found by
 /// scripts/mirror-acceptance.py (its `slowdown` scenario, boto3).
 fn get_survives_its_store_failing_mid_body(how: MidStream) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    rt.block_on(async move {
-        let tmp = tempfile::Builder::new()
-            .prefix("escrow-midstream-")
-            .tempdir()
-            .expect("tempdir");
+    runtime(2).block_on(async move {
+        let (tmp, logs, mut primary, mirror) = two_stores("escrow-midstream-");
         let root = tmp.path();
-        let logs = root.join("logs");
-        fs::create_dir_all(&logs).expect("mkdir logs");
-        let mut primary = blocking(|| Store::start("primary", root.join("store-primary"), &logs));
-        let mirror = blocking(|| Store::start("mirror", root.join("store-mirror"), &logs));
         let dir = blocking(|| {
             ProxyDir::create(
                 &root.join("proxy"),

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use super::condition::{WriteCondition, conflict_after_check};
 use super::upload::StoredPart;
 use super::{ChecksumAlgorithm, ObjectError, Objects, sealed};
-use crate::backend::Source;
+use crate::backend::{Metadata, PutCondition, Source};
 use crate::crypto::format::meta;
 use crate::crypto::manifest::{Manifest, PartEntry};
 use crate::crypto::segment::Trailer;
@@ -40,18 +40,41 @@ pub struct Completed {
     pub sse_c: bool,
 }
 
+/// A completion that passed every check and waits only for the store to compose the object:
+/// the part that can take minutes for a large object. [`Objects::finish_completion`] runs it.
+pub struct CheckedCompletion {
+    bucket: String,
+    key: String,
+    id: String,
+    sources: Vec<Source>,
+    tail: bytes::Bytes,
+    metadata: Metadata,
+    store_condition: Option<PutCondition>,
+    /// Every stored part of the upload (chosen or not): removed once the object exists.
+    stored: Vec<StoredPart>,
+    completed: Completed,
+    written: Option<std::time::SystemTime>,
+}
+
+impl CheckedCompletion {
+    /// Whether the object will be SSE-C (its upload was created with a customer key).
+    pub fn sse_c(&self) -> bool {
+        self.completed.sse_c
+    }
+}
+
 impl Objects {
-    /// Completes upload `id` of `bucket`/`key` from the parts `chosen`, in order, only if
-    /// `condition` holds (atomically at the store; a refused completion leaves the upload
-    /// completable).
-    pub async fn complete_upload(
+    /// Checks a completion of upload `id` of `bucket`/`key` from the parts `chosen`, in order:
+    /// the upload exists, the parts exist and match the client's ETags and checksums, S3's size
+    /// rules hold, and `condition` holds now. Nothing is written.
+    pub async fn check_completion(
         &self,
         bucket: &str,
         key: &str,
         id: &str,
         chosen: &[PartChoice],
         condition: Option<&WriteCondition>,
-    ) -> Result<Completed, ObjectError> {
+    ) -> Result<CheckedCompletion, ObjectError> {
         let upload = self.load_upload(bucket, key, id).await?;
         let numbers = part_numbers(chosen)?;
         let stored = self.stored_parts(bucket, id).await?;
@@ -98,23 +121,52 @@ impl Objects {
             })
             .collect();
         let store_condition = self.store_condition(bucket, key, condition).await?;
+        let written = manifest.record.written();
+        Ok(CheckedCompletion {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            id: id.to_string(),
+            sources,
+            tail: tail.into(),
+            metadata,
+            store_condition,
+            stored,
+            completed: Completed {
+                etag: manifest.etag(),
+                size: manifest.record.size,
+                sse_c: manifest.record.sse_c.is_some(),
+            },
+            written,
+        })
+    }
+
+    /// Has the store compose a checked completion (atomically with its condition, if any),
+    /// then deletes the upload's objects. A refused completion leaves the upload completable.
+    pub async fn finish_completion(&self, checked: CheckedCompletion) -> Result<Completed, ObjectError> {
+        let CheckedCompletion {
+            bucket,
+            key,
+            id,
+            sources,
+            tail,
+            metadata,
+            store_condition,
+            stored,
+            completed,
+            written,
+        } = checked;
         let store_etag = self
             .store
-            .compose_if(bucket, key, sources, tail.into(), metadata, store_condition.clone())
+            .compose_if(&bucket, &key, sources, tail, metadata, store_condition.clone())
             .await
             .map_err(|e| conflict_after_check(e.into(), store_condition.as_ref()))?;
-        let completed = Completed {
-            etag: manifest.etag(),
-            size: manifest.record.size,
-            sse_c: manifest.record.sse_c.is_some(),
-        };
         let known = super::etags::Known {
             etag: completed.etag.clone(),
             size: completed.size,
-            modified: manifest.record.written(),
+            modified: written,
         };
-        self.etags.insert(bucket, key, &store_etag, known);
-        self.remove_upload(bucket, id, stored).await;
+        self.etags.insert(&bucket, &key, &store_etag, known);
+        self.remove_upload(&bucket, &id, stored).await;
         Ok(completed)
     }
 }

@@ -34,7 +34,7 @@ mod write;
 use std::sync::Arc;
 
 pub use self::body::{BodyFailure, Digests, Expectations, Trailers};
-pub use self::complete::{Completed, PartChoice};
+pub use self::complete::{CheckedCompletion, Completed, PartChoice};
 pub use self::condition::WriteCondition;
 pub use self::copy::{Copied, CopySource};
 pub use self::error::ObjectError;

@@ -10,16 +10,19 @@ use s3s::dto::{
 };
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
+use std::sync::Arc;
+
 use super::Proxy;
 use super::answer::{check_copy_conditions, checksum_dto, digests_checksum, sse};
 use super::error;
+use super::kept_alive::KeptAlive;
 use super::request::{
     check_user_metadata, client_digests, copy_source, declared_length, expectations, parse_copy_range, part_number,
     record_of, refuse_unsafe, unsafe_asks, write_condition,
 };
 use super::sse::{self, sse_c_headers};
-use crate::limits::{MAX_KEYS, MAX_PART_SIZE};
-use crate::object::{ChecksumAlgorithm, CopySource, PartChoice, UploadsQuery};
+use crate::limits::{COMPLETE_KEEP_ALIVE_AFTER, MAX_KEYS, MAX_PART_SIZE};
+use crate::object::{ChecksumAlgorithm, Completed, CopySource, PartChoice, UploadsQuery};
 
 /// Who owns and initiated uploads, as S3 answers name them: the proxy.
 fn owner() -> Owner {
@@ -173,20 +176,41 @@ impl Proxy {
             .iter()
             .map(part_choice)
             .collect();
-        let (bucket, key) = (&input.bucket, &input.key);
-        let completed = self
+        let (bucket, key) = (input.bucket, input.key);
+        let checked = self
             .objects
-            .complete_upload(bucket, key, &input.upload_id, &chosen, condition.as_ref())
+            .check_completion(&bucket, &key, &input.upload_id, &chosen, condition.as_ref())
             .await
             .map_err(error::object)?;
-        Ok(S3Response::new(CompleteMultipartUploadOutput {
-            bucket: Some(bucket.clone()),
-            key: Some(key.clone()),
+        let server_side_encryption = sse(checked.sse_c());
+        let objects = Arc::clone(&self.objects);
+        let mut finishing = Box::pin(async move { objects.finish_completion(checked).await });
+        let result = move |completed: Completed| CompleteMultipartUploadOutput {
             location: Some(format!("/{bucket}/{key}")),
+            bucket: Some(bucket),
+            key: Some(key),
             e_tag: Some(ETag::Strong(completed.etag)),
-            server_side_encryption: sse(completed.sse_c),
             ..Default::default()
-        }))
+        };
+        if let Ok(finished) = tokio::time::timeout(COMPLETE_KEEP_ALIVE_AFTER, &mut finishing).await {
+            let completed = finished.map_err(error::object)?;
+            return Ok(S3Response::new(CompleteMultipartUploadOutput {
+                server_side_encryption,
+                ..result(completed)
+            }));
+        }
+        // The store is still composing: answer 200 now and send whitespace until the result or
+        // the error can follow in the body (S3's own behaviour; clients read either). Dropping
+        // the answer (the client went away) drops the compose with it, as before: the upload
+        // stays completable and a retry composes again.
+        let future = async move { finishing.await.map(result).map_err(error::object) };
+        let mut answer = S3Response::new(CompleteMultipartUploadOutput {
+            server_side_encryption,
+            future: Some(Box::pin(future)),
+            ..Default::default()
+        });
+        answer.extensions.insert(KeptAlive);
+        Ok(answer)
     }
 
     pub(super) async fn abort_multipart_upload_op(

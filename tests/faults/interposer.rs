@@ -1,6 +1,9 @@
 //! A small HTTP interposer in front of one store: passes every request through to s3s-fs
 //! unchanged (streaming both ways, the Host header as signed), or, while switched on, answers
-//! every request itself with `503 SlowDown` as AWS S3 does when throttling.
+//! every request itself with `503 SlowDown` as AWS S3 does when throttling. Its gate can also
+//! hold the store's server-side composes (`UploadPartCopy`, `CopyObject`, a multipart
+//! completion), as a large object's compose keeps S3 busy, then let them through or refuse them
+//! with `403 AccessDenied`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,17 +20,45 @@ use tokio::net::{TcpListener, TcpStream};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
+const ACCESS_DENIED: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code>\
+<Message>Access Denied</Message><RequestId>fault-interposer</RequestId></Error>";
+
 const SLOW_DOWN: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
 <Message>Please reduce your request rate.</Message><RequestId>fault-interposer</RequestId></Error>";
 
+/// What the gate does with a compose request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Passes it through.
+    Open,
+    /// Keeps it waiting, unanswered.
+    Hold,
+    /// Answers it `403 AccessDenied`.
+    Refuse,
+}
+
 /// The interposer's switch and counters.
-#[derive(Default)]
 pub struct Switch {
     slow_down: AtomicBool,
+    gate: tokio::sync::watch::Sender<Gate>,
     /// Requests answered with 503.
     pub refused: AtomicU64,
     /// Requests passed through.
     pub passed: AtomicU64,
+    /// Compose requests the gate has held so far.
+    pub held: AtomicU64,
+}
+
+impl Default for Switch {
+    fn default() -> Self {
+        Switch {
+            slow_down: AtomicBool::new(false),
+            gate: tokio::sync::watch::Sender::new(Gate::Open),
+            refused: AtomicU64::new(0),
+            passed: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Switch {
@@ -35,6 +66,17 @@ impl Switch {
     pub fn set_slow_down(&self, on: bool) {
         self.slow_down.store(on, Ordering::SeqCst);
     }
+
+    /// Sets the gate for compose requests; held ones go on as the new gate says.
+    pub fn set_gate(&self, gate: Gate) {
+        self.gate.send_replace(gate);
+    }
+}
+
+/// A store-side compose: a copy (`x-amz-copy-source`) or a multipart completion.
+fn composes(req: &Request<Incoming>) -> bool {
+    req.headers().contains_key("x-amz-copy-source")
+        || (req.method() == hyper::Method::POST && req.uri().query().is_some_and(|q| q.contains("uploadId=")))
 }
 
 /// Listens on 127.0.0.1:0 and forwards to `upstream`; returns its address and its switch.
@@ -67,6 +109,20 @@ async fn handle(req: Request<Incoming>, upstream: SocketAddr, sw: &Switch) -> Re
     if sw.slow_down.load(Ordering::SeqCst) {
         sw.refused.fetch_add(1, Ordering::Relaxed);
         return plain(StatusCode::SERVICE_UNAVAILABLE, SLOW_DOWN);
+    }
+    if composes(&req) {
+        let mut gate = sw.gate.subscribe();
+        if *gate.borrow_and_update() == Gate::Hold {
+            sw.held.fetch_add(1, Ordering::SeqCst);
+        }
+        let gate = match gate.wait_for(|g| *g != Gate::Hold).await {
+            Ok(gate) => *gate,
+            Err(_) => Gate::Refuse,
+        };
+        if gate == Gate::Refuse {
+            sw.refused.fetch_add(1, Ordering::Relaxed);
+            return plain(StatusCode::FORBIDDEN, ACCESS_DENIED);
+        }
     }
     sw.passed.fetch_add(1, Ordering::Relaxed);
     match forward(req, upstream).await {
