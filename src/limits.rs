@@ -89,12 +89,12 @@ pub const DEFAULT_FIRST_BYTE_TIMEOUT_MS: u64 = 1500;
 /// before the rest is read from the other store, when it holds the same stored version.
 pub const MIRROR_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// How long a CompleteMultipartUpload may take before its answer starts: after this the proxy
-/// answers `200 OK` and keeps the connection alive with whitespace while the store composes the
-/// object, then sends the result, or an `<Error>` document, in the body, as S3 does. Completions
-/// faster than this get the ordinary answer, with the error's own status. Clients' read timeouts
-/// are 60 s and more (botocore, the AWS CLI); a large object's server-side compose can take
-/// minutes.
-pub const COMPLETE_KEEP_ALIVE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the store-side work of a CompleteMultipartUpload, CopyObject or UploadPartCopy may
+/// take before its answer starts: after this the proxy answers `200 OK` and keeps the connection
+/// alive with whitespace until the result, or an `<Error>` document, follows in the body, as S3
+/// does (`crate::s3::kept_alive`). Faster work gets the ordinary answer, an error its own status.
+/// Clients' read timeouts are 60 s and more (botocore, the AWS CLI); composing or copying a large
+/// object can take minutes.
+pub const KEEP_ALIVE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 /// Mirror: how often each instance looks for repair records while it knows of none.
 pub const DEFAULT_DRAIN_EVERY_SECS: u64 = 5;

@@ -25,17 +25,17 @@
 //! Every scenario prints one `FAULTS …` summary line (`--nocapture` shows it).
 //!
 //! Also here, because they need stores as processes or behind an interposer: a GET whose store
-//! dies or hangs mid-body, and a CompleteMultipartUpload whose compose outlasts the proxy's
-//! patience (`faults/completion.rs`).
+//! dies or hangs mid-body, and completions and copies whose store-side work outlasts the proxy's
+//! patience (`faults/kept_alive.rs`).
 //!
 //! Needs the s3s-fs 0.14.1 binary (`scripts/install-test-deps.sh`, or `S3S_FS=path`).
 
 #[path = "common/mod.rs"]
 mod common;
-#[path = "faults/completion.rs"]
-mod completion;
 #[path = "faults/interposer.rs"]
 mod interposer;
+#[path = "faults/kept_alive.rs"]
+mod kept_alive;
 #[path = "faults/procs.rs"]
 mod procs;
 #[path = "faults/tamper.rs"]

@@ -10,7 +10,7 @@ mod auth;
 mod bucket;
 mod error;
 mod info;
-mod kept_alive;
+pub mod kept_alive;
 mod multipart;
 mod object;
 mod policy;
@@ -24,7 +24,6 @@ use s3s::dto;
 use s3s::{S3, S3Request, S3Response, S3Result};
 
 pub use self::auth::ClientAuth;
-pub use self::kept_alive::one_declaration;
 pub use self::post::{PostAnswer, PostObject};
 use crate::object::Objects;
 

@@ -15,14 +15,14 @@ use std::sync::Arc;
 use super::Proxy;
 use super::answer::{check_copy_conditions, checksum_dto, digests_checksum, sse};
 use super::error;
-use super::kept_alive::KeptAlive;
+use super::kept_alive;
 use super::request::{
     check_user_metadata, client_digests, copy_source, declared_length, expectations, parse_copy_range, part_number,
     record_of, refuse_unsafe, unsafe_asks, write_condition,
 };
 use super::sse::{self, sse_c_headers};
-use crate::limits::{COMPLETE_KEEP_ALIVE_AFTER, MAX_KEYS, MAX_PART_SIZE};
-use crate::object::{ChecksumAlgorithm, Completed, CopySource, PartChoice, UploadsQuery};
+use crate::limits::{MAX_KEYS, MAX_PART_SIZE};
+use crate::object::{ChecksumAlgorithm, CopySource, PartChoice, UploadsQuery};
 
 /// Who owns and initiated uploads, as S3 answers name them: the proxy.
 fn owner() -> Owner {
@@ -132,35 +132,39 @@ impl Proxy {
         if range.as_ref().map_or(size, |r| r.end - r.start) > MAX_PART_SIZE {
             return Err(too_large());
         }
-        let src = CopySource {
-            bucket: &src_bucket,
-            key: &src_key,
-            opened: &opened,
-        };
-        let digests = self
-            .objects
-            .upload_part_copy(
-                &input.bucket,
-                &input.key,
-                &input.upload_id,
-                number,
-                src,
-                range,
-                customer.as_ref(),
-            )
-            .await
-            .map_err(error::object)?;
         let (sse_customer_algorithm, sse_customer_key_md5) = sse::echo(customer.as_ref());
-        Ok(S3Response::new(UploadPartCopyOutput {
-            sse_customer_algorithm,
-            sse_customer_key_md5,
-            copy_part_result: Some(CopyPartResult {
+        let objects = Arc::clone(&self.objects);
+        let work = async move {
+            let src = CopySource {
+                bucket: &src_bucket,
+                key: &src_key,
+                opened: &opened,
+            };
+            let digests = objects
+                .upload_part_copy(
+                    &input.bucket,
+                    &input.key,
+                    &input.upload_id,
+                    number,
+                    src,
+                    range,
+                    customer.as_ref(),
+                )
+                .await
+                .map_err(error::object)?;
+            Ok(CopyPartResult {
                 e_tag: Some(ETag::Strong(hex::encode(digests.md5))),
                 last_modified: Some(Timestamp::from(std::time::SystemTime::now())),
                 ..Default::default()
-            }),
+            })
+        };
+        kept_alive::respond(work, |copy_part_result| UploadPartCopyOutput {
+            sse_customer_algorithm,
+            sse_customer_key_md5,
+            copy_part_result,
             ..Default::default()
-        }))
+        })
+        .await
     }
 
     pub(super) async fn complete_multipart_upload_op(
@@ -184,33 +188,21 @@ impl Proxy {
             .map_err(error::object)?;
         let server_side_encryption = sse(checked.sse_c());
         let objects = Arc::clone(&self.objects);
-        let mut finishing = Box::pin(async move { objects.finish_completion(checked).await });
-        let result = move |completed: Completed| CompleteMultipartUploadOutput {
-            location: Some(format!("/{bucket}/{key}")),
-            bucket: Some(bucket),
-            key: Some(key),
-            e_tag: Some(ETag::Strong(completed.etag)),
-            ..Default::default()
+        let work = async move {
+            let completed = objects.finish_completion(checked).await.map_err(error::object)?;
+            Ok(CompleteMultipartUploadOutput {
+                location: Some(format!("/{bucket}/{key}")),
+                bucket: Some(bucket),
+                key: Some(key),
+                e_tag: Some(ETag::Strong(completed.etag)),
+                ..Default::default()
+            })
         };
-        if let Ok(finished) = tokio::time::timeout(COMPLETE_KEEP_ALIVE_AFTER, &mut finishing).await {
-            let completed = finished.map_err(error::object)?;
-            return Ok(S3Response::new(CompleteMultipartUploadOutput {
-                server_side_encryption,
-                ..result(completed)
-            }));
-        }
-        // The store is still composing: answer 200 now and send whitespace until the result or
-        // the error can follow in the body (S3's own behaviour; clients read either). Dropping
-        // the answer (the client went away) drops the compose with it, as before: the upload
-        // stays completable and a retry composes again.
-        let future = async move { finishing.await.map(result).map_err(error::object) };
-        let mut answer = S3Response::new(CompleteMultipartUploadOutput {
+        kept_alive::respond(work, |result| CompleteMultipartUploadOutput {
             server_side_encryption,
-            future: Some(Box::pin(future)),
-            ..Default::default()
-        });
-        answer.extensions.insert(KeptAlive);
-        Ok(answer)
+            ..result.unwrap_or_default()
+        })
+        .await
     }
 
     pub(super) async fn abort_multipart_upload_op(

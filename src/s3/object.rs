@@ -4,6 +4,7 @@
 //! ([`super::answer`]).
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use s3s::dto::{
@@ -18,6 +19,7 @@ use super::answer::{
     check_conditions, check_copy_conditions, content_range, digests_checksum, read_output, response_checksum, sse,
 };
 use super::error;
+use super::kept_alive;
 use super::request::{
     check_user_metadata, client_digests, copy_source, declared_length, destination_condition, expectations,
     invalid_part_number, record_of, refuse_unsafe, resolve_range, unsafe_asks, write_condition,
@@ -247,35 +249,40 @@ impl Proxy {
             input.copy_source_if_unmodified_since.as_ref(),
         )?;
         let record = replace.then(|| record_of!(input));
-        let src = CopySource {
-            bucket: &src_bucket,
-            key: &src_key,
-            opened: &opened,
-        };
-        let copied = self
-            .objects
-            .copy(
-                src,
-                &input.bucket,
-                &input.key,
-                record,
-                customer.as_ref(),
-                condition.as_ref(),
-            )
-            .await
-            .map_err(error::object)?;
         let (sse_customer_algorithm, sse_customer_key_md5) = sse::echo(customer.as_ref());
-        Ok(S3Response::new(CopyObjectOutput {
-            server_side_encryption: sse(customer.is_some()),
-            sse_customer_algorithm,
-            sse_customer_key_md5,
-            copy_object_result: Some(CopyObjectResult {
+        let server_side_encryption = sse(customer.is_some());
+        let objects = Arc::clone(&self.objects);
+        let work = async move {
+            let src = CopySource {
+                bucket: &src_bucket,
+                key: &src_key,
+                opened: &opened,
+            };
+            let copied = objects
+                .copy(
+                    src,
+                    &input.bucket,
+                    &input.key,
+                    record,
+                    customer.as_ref(),
+                    condition.as_ref(),
+                )
+                .await
+                .map_err(error::object)?;
+            Ok(CopyObjectResult {
                 e_tag: Some(ETag::Strong(copied.etag)),
                 last_modified: copied.last_modified.map(Timestamp::from),
                 ..Default::default()
-            }),
+            })
+        };
+        kept_alive::respond(work, |copy_object_result| CopyObjectOutput {
+            server_side_encryption,
+            sse_customer_algorithm,
+            sse_customer_key_md5,
+            copy_object_result,
             ..Default::default()
-        }))
+        })
+        .await
     }
 
     pub(super) async fn delete_object_op(

@@ -138,7 +138,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Front {
             let (called, served) = crate::mirror::served::scope(s3.call(req)).await;
             slot.set_served(if mirrored { served } else { Served::PRIMARY });
             let mut resp = match called {
-                Ok(resp) => crate::s3::one_declaration(resp),
+                Ok(resp) => crate::s3::kept_alive::answer(resp),
                 Err(e) => {
                     tracing::warn!(%method, request_id = slot.id(), "request failed outside the S3 error path");
                     slot.set_status(http::StatusCode::INTERNAL_SERVER_ERROR);

@@ -1,13 +1,14 @@
-//! A CompleteMultipartUpload whose compose keeps both stores busy past the proxy's patience
-//! (`COMPLETE_KEEP_ALIVE_AFTER`, 5 s): as S3 does, the proxy answers `200 OK` at once, sends
-//! whitespace while the stores compose, then the result, or the error, in the body. Both stores
-//! sit behind interposers whose gate holds every compose request until the test lets them
-//! through or has them refused.
+//! Store-side work that outlasts the proxy's patience (`KEEP_ALIVE_AFTER`, 5 s): a
+//! CompleteMultipartUpload's compose and a CopyObject's copy. As S3 does, the proxy answers
+//! `200 OK` at once, sends whitespace while the stores work, then the result, or the error, in
+//! the body. Both stores sit behind interposers whose gate holds every compose and copy request
+//! (`x-amz-copy-source`, a store-side completion) until the test lets them through or has them
+//! refused.
 //!
 //! The client is `aws-sdk-s3`, which must read the result after the whitespace, or turn an
 //! `<Error>` after the 200 into an error. An interceptor shows what it got: the answer's head
-//! arrives while the gates still hold every compose (without the keep-alive the test would wait
-//! out its bound and fail), and the body it read.
+//! arrives while the gates still hold every request of the work (without the keep-alive the
+//! test would wait out its bound and fail), and the body it read.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -119,23 +120,54 @@ fn held(gates: &[&Arc<Switch>]) -> u64 {
         .sum()
 }
 
-/// Completes `u` while the gates hold every compose; once the answer's head has arrived (while
-/// they still hold), turns them to `then`. Returns the SDK's result (the ETag, or the error's
-/// code) and the body it read.
-async fn complete_while_held(
-    c: &Client,
-    gates: &[&Arc<Switch>],
-    u: &Upload,
-    then: Gate,
-) -> (Result<String, String>, String) {
+/// The SDK call under test, given the interceptor to attach: the object's ETag, or the error's
+/// code.
+type Call = Box<dyn FnOnce(Observe) -> futures::future::BoxFuture<'static, Result<String, String>>>;
+
+fn code<E: ProvideErrorMetadata + std::fmt::Debug>(e: E) -> String {
+    e.code().map_or_else(|| format!("(no code) {e:?}"), str::to_string)
+}
+
+/// Runs `call` while the gates hold every compose and copy; once the answer's head has arrived
+/// (while they still hold), turns them to `then`. Returns the SDK's result and the body it read.
+async fn while_held(gates: &[&Arc<Switch>], then: Gate, call: Call) -> (Result<String, String>, String) {
     set_gates(gates, Gate::Hold);
     let before = held(gates);
     let seen = Arc::new(Seen::default());
-    let call = {
-        let c = c.clone();
-        let observe = Observe(Arc::clone(&seen));
-        let (key, id, parts) = (u.key, u.id.clone(), u.parts.clone());
-        tokio::spawn(async move {
+    let call = tokio::spawn(call(Observe(Arc::clone(&seen))));
+    let deadline = Instant::now() + BOUND;
+    while held(gates) < before + 2 || seen.status.lock().expect("status lock").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no answer while the stores work (held {} of their requests): the proxy kept the client waiting",
+            held(gates) - before
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*seen.status.lock().expect("status lock"), Some(200), "the early answer");
+    set_gates(gates, then);
+    let result = tokio::time::timeout(BOUND, call)
+        .await
+        .expect("the call ended")
+        .expect("call task");
+    set_gates(gates, Gate::Open);
+    let body = seen.body.lock().expect("body lock").take().unwrap_or_default();
+    let body = String::from_utf8_lossy(&body).to_string();
+    let xml = body.find("?>").map_or("", |end| &body[end + 2..]);
+    assert!(
+        body.starts_with("<?xml"),
+        "the answer starts with the XML declaration: {body:?}"
+    );
+    assert!(xml.starts_with(' '), "whitespace while the stores worked: {body:?}");
+    assert_eq!(body.matches("<?xml").count(), 1, "one XML declaration: {body:?}");
+    (result, body)
+}
+
+fn complete(c: &Client, u: &Upload) -> Call {
+    let c = c.clone();
+    let (key, id, parts) = (u.key, u.id.clone(), u.parts.clone());
+    Box::new(move |observe| {
+        Box::pin(async move {
             c.complete_multipart_upload()
                 .bucket(workload::BUCKET)
                 .key(key)
@@ -146,34 +178,27 @@ async fn complete_while_held(
                 .send()
                 .await
                 .map(|out| out.e_tag.unwrap_or_default())
-                .map_err(|e| e.code().map_or_else(|| format!("(no code) {e:?}"), str::to_string))
+                .map_err(code)
         })
-    };
-    let deadline = Instant::now() + BOUND;
-    while held(gates) < before + 2 || seen.status.lock().expect("status lock").is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "no answer while the stores compose (held {} compose requests): the proxy kept the client waiting",
-            held(gates) - before
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(*seen.status.lock().expect("status lock"), Some(200), "the early answer");
-    set_gates(gates, then);
-    let result = tokio::time::timeout(BOUND, call)
-        .await
-        .expect("the completion ended")
-        .expect("completion task");
-    set_gates(gates, Gate::Open);
-    let body = seen.body.lock().expect("body lock").take().unwrap_or_default();
-    let body = String::from_utf8_lossy(&body).to_string();
-    let xml = body.find("?>").map_or("", |end| &body[end + 2..]);
-    assert!(
-        body.starts_with("<?xml"),
-        "the answer starts with the XML declaration: {body:?}"
-    );
-    assert!(xml.starts_with(' '), "whitespace while the stores composed: {body:?}");
-    (result, body)
+    })
+}
+
+fn copy(c: &Client, from: &'static str, to: &'static str) -> Call {
+    let c = c.clone();
+    Box::new(move |observe| {
+        Box::pin(async move {
+            c.copy_object()
+                .bucket(workload::BUCKET)
+                .key(to)
+                .copy_source(format!("{}/{from}", workload::BUCKET))
+                .customize()
+                .interceptor(observe)
+                .send()
+                .await
+                .map(|out| out.copy_object_result.and_then(|r| r.e_tag).unwrap_or_default())
+                .map_err(code)
+        })
+    })
 }
 
 async fn get(c: &Client, key: &str) -> Option<Vec<u8>> {
@@ -185,7 +210,7 @@ async fn get(c: &Client, key: &str) -> Option<Vec<u8>> {
 }
 
 #[test]
-fn completion_answers_at_once_and_sends_its_result_when_the_stores_have_composed() {
+fn long_store_work_is_answered_at_once_and_its_result_or_error_follows() {
     runtime(2).block_on(async move {
         let (tmp, logs, primary, mirror) = two_stores("escrow-keepalive-");
         let root = tmp.path();
@@ -209,7 +234,7 @@ fn completion_answers_at_once_and_sends_its_result_when_the_stores_have_composed
 
         // The stores compose, slowly: the client gets the object's ETag.
         let u = upload(&c, "slow", 1).await;
-        let (result, body) = complete_while_held(&c, &gates, &u, Gate::Open).await;
+        let (result, body) = while_held(&gates, Gate::Open, complete(&c, &u)).await;
         let etag = result.expect("the completion");
         assert!(etag.ends_with("-2\""), "a multipart ETag: {etag}");
         assert!(
@@ -218,11 +243,32 @@ fn completion_answers_at_once_and_sends_its_result_when_the_stores_have_composed
         );
         assert!(get(&c, u.key).await == Some(u.body.clone()), "reads back byte-exact");
 
-        // The stores refuse the compose: the error follows the 200, nothing is written, and the
-        // upload stays completable.
+        // The stores copy, slowly: the copy's ETag is the source's.
+        let (result, body) = while_held(&gates, Gate::Open, copy(&c, "slow", "slow-copy")).await;
+        assert_eq!(result.expect("the copy"), etag, "the copy's ETag");
+        assert!(body.contains("<CopyObjectResult>"), "the result follows: {body}");
+        assert!(
+            get(&c, "slow-copy").await == Some(u.body.clone()),
+            "the copy reads back byte-exact"
+        );
+
+        // The stores refuse: the error follows the 200, nothing is written, and the work can be
+        // done again.
+        let (result, body) = while_held(&gates, Gate::Refuse, copy(&c, "slow", "refused-copy")).await;
+        let copy_code = result.expect_err("the SDK sees the copy's error after the 200");
+        assert!(
+            !copy_code.starts_with("(no code)"),
+            "the SDK read the error's code: {copy_code}"
+        );
+        assert!(
+            body.contains("<Error>") && !body.contains("<CopyObjectResult"),
+            "the error follows: {body}"
+        );
+        assert_eq!(get(&c, "refused-copy").await, None, "no copy written");
+
         let u = upload(&c, "refused", 2).await;
-        let (result, body) = complete_while_held(&c, &gates, &u, Gate::Refuse).await;
-        let code = result.expect_err("the SDK sees the error after the 200");
+        let (result, body) = while_held(&gates, Gate::Refuse, complete(&c, &u)).await;
+        let code = result.expect_err("the SDK sees the completion's error after the 200");
         assert!(!code.starts_with("(no code)"), "the SDK read the error's code: {code}");
         assert!(
             body.contains("<Error>") && body.contains("<Code>"),
@@ -233,19 +279,14 @@ fn completion_answers_at_once_and_sends_its_result_when_the_stores_have_composed
             "and no result: {body}"
         );
         assert_eq!(get(&c, u.key).await, None, "nothing written");
-        c.complete_multipart_upload()
-            .bucket(workload::BUCKET)
-            .key(u.key)
-            .upload_id(&u.id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(u.parts.clone()))
-                    .build(),
-            )
-            .send()
+        let etag = complete(&c, &u)(Observe(Arc::default()))
             .await
             .expect("completing again");
+        assert!(etag.ends_with("-2\""), "a multipart ETag: {etag}");
         assert!(get(&c, u.key).await == Some(u.body.clone()), "reads back byte-exact");
-        println!("KEEPALIVE a refused compose reached the SDK as {code}: {}", body.trim());
+        println!(
+            "KEEPALIVE refused work reached the SDK as {copy_code} (copy) and {code} (completion): {}",
+            body.trim()
+        );
     });
 }
