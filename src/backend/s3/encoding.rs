@@ -10,7 +10,7 @@ use std::sync::PoisonError;
 use aws_sdk_s3::types::EncodingType;
 use bytes::Bytes;
 
-use super::{Missing, S3Store, url_decode};
+use super::{Missing, S3Store};
 use crate::backend::{BackendError, BackendResult, ByteStream, Metadata, ObjectStore};
 use crate::crypto::layout::LIST_ENCODING_PROBE;
 
@@ -103,6 +103,24 @@ fn classify(listed: Option<&str>) -> ListEncoding {
         // Not listed, or mangled: asking for no encoding is right for every key XML can carry.
         _ => ListEncoding::Raw,
     }
+}
+
+/// Decodes S3's `encoding-type=url` form: `%XX` escapes, and `+` for a space.
+pub(super) fn url_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        out.push(match b {
+            b'+' => b' ',
+            b'%' => {
+                let hi = char::from(bytes.next()?).to_digit(16)?;
+                let lo = char::from(bytes.next()?).to_digit(16)?;
+                u8::try_from(hi * 16 + lo).ok()?
+            }
+            other => other,
+        });
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -10,83 +10,29 @@
 //! - retry a PUT whose body is a stream, or cut a long transfer with a total-operation timeout
 //!   (stalls are caught by the SDK's stalled-stream protection instead);
 //! - put credentials, object bodies or the store's free-text error messages into errors.
+//!
+//! Files: `client` (the SDK client and its timeouts), `error` (SDK errors → [`BackendError`]),
+//! `keys` (the blank-key workaround), `put` (one streamed PutObject), `compose` (server-side
+//! copies and multipart composes), `encoding` (how the store writes keys in listings).
 
 use std::collections::HashMap;
-use std::error::Error as StdError;
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
-use aws_credential_types::Credentials;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::http::{HttpRequest, HttpResponse};
-use aws_sdk_s3::config::retry::RetryConfig;
-use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{
-    BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
-};
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::primitives::{ByteStream as SdkByteStream, DateTime};
+use aws_sdk_s3::primitives::DateTime;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration, EncodingType};
-use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
-use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
-use futures::{Stream, TryStreamExt};
-use http_body::Frame;
-use http_body_util::{BodyExt, StreamBody};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
+use futures::TryStreamExt;
+use http_body_util::BodyExt;
 
 use crate::backend::{
     BackendError, BackendResult, BucketInfo, ByteRange, ByteStream, GetObject, ListEntry, ListPage, ListQuery,
     Metadata, ObjectHead, ObjectStore, PutCondition, Source,
 };
-use crate::secret::SecretString;
-
-/// Time to establish a TCP (and TLS) connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time from sending a request to the response headers, for requests without a streamed body.
-/// Not applied to PUT: there it would also cover uploading the whole body.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// Time to response headers of a server-side copy or a multipart completion: the store answers
-/// only when it has copied (S3 keeps such a connection alive with whitespace; s3s-fs took over
-/// 60 s for one 4 GiB `UploadPartCopy`).
-const COPY_READ_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-/// How long a body transfer may stall (zero throughput) before it fails.
-const STALL_GRACE: Duration = Duration::from_secs(30);
-/// Attempts for requests without a streamed body (the SDK's standard retry with backoff): one
-/// retry, quickly, so a client's own retry policy stays in charge of longer waits. A mirrored
-/// store makes one attempt ([`S3Store::without_retries`]): the other store is the retry.
-const MAX_ATTEMPTS: u32 = 2;
-/// The SDK's first backoff before a retry.
-const RETRY_BACKOFF: Duration = Duration::from_millis(100);
-
-/// How to reach and authenticate to one S3-compatible store.
-#[derive(Debug, Clone)]
-pub struct S3StoreConfig {
-    /// Endpoint URL, `https://…` or `http://…` (tests, loopback). `None`: AWS's regional endpoint.
-    pub endpoint: Option<String>,
-    /// Region to sign for (`us-east-1`, `oss-cn-hangzhou`, …).
-    pub region: String,
-    /// Access key id.
-    pub access_key: String,
-    /// Secret access key.
-    pub secret_key: SecretString,
-    /// Path-style addressing (`endpoint/bucket/key`) instead of virtual hosts; MinIO and s3s need it.
-    pub path_style: bool,
-    /// Extra PEM CA certificates to trust besides the system roots (a private store's CA).
-    pub ca_file: Option<PathBuf>,
-    /// Whether the store honours `If-None-Match: *` and `If-Match` on PutObject and
-    /// CompleteMultipartUpload atomically (AWS S3 does since 2024). `false`: conditional writes
-    /// through the proxy are refused instead of being sent to a store that might ignore them.
-    pub conditional_writes: bool,
-}
 
 /// An [`ObjectStore`] on an S3-compatible endpoint.
 #[derive(Clone)]
@@ -110,205 +56,22 @@ impl fmt::Debug for S3Store {
     }
 }
 
-/// Which resource a bare 404 (no error code, as for HEAD) refers to.
-#[derive(Clone, Copy)]
-enum Missing {
-    Bucket,
-    Key,
-}
-
+mod client;
 mod compose;
 mod encoding;
+mod error;
+mod keys;
+mod put;
 
+pub use self::client::S3StoreConfig;
+pub use self::keys::{restore_key, sdk_key};
+
+use self::client::copy_timeouts;
 #[cfg(test)]
 use self::compose::PartPlan;
 use self::compose::plan_parts;
 use self::encoding::ListEncoding;
-
-// === impl S3Store ===
-
-impl S3Store {
-    /// The same store making one attempt per request: for a mirrored store, where failing over
-    /// to the other store replaces retrying this one (retries would multiply with the client's).
-    pub fn without_retries(self) -> Self {
-        let config = self
-            .client
-            .config()
-            .to_builder()
-            .retry_config(RetryConfig::disabled())
-            .build();
-        Self {
-            client: Client::from_conf(config),
-            ..self
-        }
-    }
-
-    /// Builds the client (synchronously: no request is made). Fails if `ca_file` cannot be read or
-    /// holds no valid PEM certificate.
-    pub fn new(name: impl Into<String>, cfg: &S3StoreConfig) -> Result<Self, BackendError> {
-        let name = name.into();
-        let config_err = |message: String| BackendError::Upstream {
-            store: name.clone(),
-            message,
-            retryable: false,
-        };
-
-        let mut trust = TrustStore::default(); // the system roots
-        if let Some(path) = &cfg.ca_file {
-            let pem =
-                std::fs::read(path).map_err(|e| config_err(format!("cannot read ca_file {}: {e}", path.display())))?;
-            check_pem(&pem).map_err(|e| config_err(format!("ca_file {}: {e}", path.display())))?;
-            trust = trust.with_pem_certificate(pem);
-        }
-        let tls_context = TlsContext::builder()
-            .with_trust_store(trust)
-            .build()
-            .map_err(|e| config_err(format!("tls setup: {e}")))?;
-        let http_client = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .tls_context(tls_context)
-            .build_https();
-
-        let credentials = Credentials::new(
-            &cfg.access_key,
-            cfg.secret_key.expose(),
-            None,
-            None,
-            "escrow-proxy-config",
-        );
-        let mut builder = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(cfg.region.clone()))
-            .credentials_provider(credentials)
-            .force_path_style(cfg.path_style)
-            .http_client(http_client)
-            .timeout_config(timeouts(Some(READ_TIMEOUT)))
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(MAX_ATTEMPTS)
-                    .with_initial_backoff(RETRY_BACKOFF),
-            )
-            .stalled_stream_protection(
-                StalledStreamProtectionConfig::enabled()
-                    .grace_period(STALL_GRACE)
-                    .build(),
-            )
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-        if let Some(endpoint) = &cfg.endpoint {
-            builder = builder.endpoint_url(endpoint);
-        }
-        Ok(Self {
-            name,
-            region: cfg.region.clone(),
-            client: Client::from_conf(builder.build()),
-            encodings: Default::default(),
-            conditional_writes: cfg.conditional_writes,
-        })
-    }
-
-    /// Maps an SDK error to a [`BackendError`]; `op` names the operation in messages.
-    fn error<E>(&self, op: &str, missing: Missing, err: SdkError<E, HttpResponse>) -> BackendError
-    where
-        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
-    {
-        let upstream = |message: String, retryable: bool| BackendError::Upstream {
-            store: self.name.clone(),
-            message: format!("{op}: {message}"),
-            retryable,
-        };
-        let (code, status) = match &err {
-            SdkError::ServiceError(e) => (e.err().code().map(str::to_owned), e.raw().status().as_u16()),
-            // An answer we could not read: cut off or garbled in transit unless the store
-            // refused the request (4xx), whose code we then map below.
-            SdkError::ResponseError(e) if !e.raw().status().is_client_error() => {
-                return upstream(describe(&err), true);
-            }
-            SdkError::ResponseError(e) => (None, e.raw().status().as_u16()),
-            // Timeouts and connection failures: the store may be back later. (A streamed PUT is
-            // never retried by us nor the SDK; the caller decides.)
-            SdkError::TimeoutError(_) => return upstream(describe(&err), true),
-            // A dispatch failure caused by the request itself, or a TLS handshake the store
-            // failed (untrusted certificate, wrong name), will fail the same way again.
-            SdkError::DispatchFailure(e) => {
-                let retryable = !e.is_user() && !has_tls_error(&err);
-                return upstream(describe(&err), retryable);
-            }
-            _ => return upstream(describe(&err), false),
-        };
-        match (code.as_deref(), status) {
-            (Some("NoSuchBucket"), _) => BackendError::NoSuchBucket,
-            (Some("NoSuchKey"), _) => BackendError::NoSuchKey,
-            (Some("BucketAlreadyExists"), _) => BackendError::BucketAlreadyExists { owned: false },
-            (Some("BucketAlreadyOwnedByYou"), _) => BackendError::BucketAlreadyExists { owned: true },
-            (Some("BucketNotEmpty"), _) => BackendError::BucketNotEmpty,
-            (Some("PreconditionFailed"), _) | (_, 412) => BackendError::PreconditionFailed,
-            (Some("ConditionalRequestConflict"), _) => BackendError::ConditionalConflict,
-            (Some("InvalidRange"), _) | (_, 416) => BackendError::InvalidRange,
-            // The client's own argument, passed through (a continuation token, a bucket name).
-            (Some("InvalidArgument"), 400) => BackendError::InvalidArgument("refused by the store"),
-            (Some("InvalidBucketName"), 400) => BackendError::InvalidArgument("invalid bucket name"),
-            (Some("NotFound") | None, 404) => match missing {
-                Missing::Bucket => BackendError::NoSuchBucket,
-                Missing::Key => BackendError::NoSuchKey,
-            },
-            (code, status) => {
-                let code = code.unwrap_or("no error code");
-                let retryable = status >= 500
-                    || status == 429
-                    || matches!(
-                        code,
-                        "RequestTimeout" | "SlowDown" | "Throttling" | "ThrottlingException"
-                    );
-                upstream(format!("{code} (HTTP {status})"), retryable)
-            }
-        }
-    }
-
-    /// The error of a failed HEAD or GET of `key`. A store that answers 5xx (after the SDK's
-    /// own retry) is asked once whether the key exists, by a one-key listing from it: some stores
-    /// fail a read of a key that is only a prefix of others (s3s-fs answers 500 "Is a directory"
-    /// for `a` when `a/b` exists), which is a missing key, not an outage. Without an object of
-    /// exactly that name the answer is `NoSuchKey`; otherwise, or if the listing fails too, the
-    /// store's error stands. One extra request, only after a 5xx, never a retry.
-    async fn read_failed<E>(&self, op: &str, bucket: &str, key: &str, err: SdkError<E, HttpResponse>) -> BackendError
-    where
-        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
-    {
-        let answered_5xx = match &err {
-            SdkError::ServiceError(e) => e.raw().status().is_server_error(),
-            SdkError::ResponseError(e) => e.raw().status().is_server_error(),
-            _ => false,
-        };
-        let mapped = self.error(op, Missing::Key, err);
-        if !answered_5xx || key.is_empty() {
-            return mapped;
-        }
-        let listed = self
-            .client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(key)
-            .max_keys(1)
-            .send()
-            .await;
-        match listed {
-            Ok(out) if out.contents().first().and_then(|o| o.key()) != Some(key) => {
-                tracing::debug!(store = %self.name, bucket, "a read failed with 5xx on a key that does not exist: answered as missing");
-                BackendError::NoSuchKey
-            }
-            _ => mapped,
-        }
-    }
-
-    fn protocol_error(&self, message: &str) -> BackendError {
-        BackendError::Upstream {
-            store: self.name.clone(),
-            message: message.to_owned(),
-            retryable: false,
-        }
-    }
-}
+use self::error::Missing;
 
 #[async_trait]
 impl ObjectStore for S3Store {
@@ -428,7 +191,7 @@ impl ObjectStore for S3Store {
             Some(_) => return Err(BackendError::InvalidRange),
         }
         if let Some(etag) = if_match {
-            req = req.if_match(format!("\"{}\"", etag.trim_matches('"')));
+            req = req.if_match(quoted(etag));
         }
         let out = match req.customize().mutate_request(restore_key(key)).send().await {
             Ok(out) => out,
@@ -457,15 +220,7 @@ impl ObjectStore for S3Store {
             (None, _) => object_size(out.content_length()),
         }
         .ok_or_else(|| self.protocol_error("GetObject: response without a valid object size"))?;
-        let head = ObjectHead {
-            size,
-            etag: strip_quotes(out.e_tag().unwrap_or_default()),
-            last_modified: out.last_modified().and_then(system_time),
-            metadata: out
-                .metadata()
-                .map(|m| m.clone().into_iter().collect())
-                .unwrap_or_default(),
-        };
+        let head = object_head(size, out.e_tag(), out.last_modified(), out.metadata());
         let body: ByteStream = Box::pin(out.body.into_inner().into_data_stream().map_err(io::Error::other));
         Ok(GetObject { head, body })
     }
@@ -486,15 +241,7 @@ impl ObjectStore for S3Store {
         };
         let size = object_size(out.content_length())
             .ok_or_else(|| self.protocol_error("HeadObject: response without a valid size"))?;
-        Ok(ObjectHead {
-            size,
-            etag: strip_quotes(out.e_tag().unwrap_or_default()),
-            last_modified: out.last_modified().and_then(system_time),
-            metadata: out
-                .metadata()
-                .map(|m| m.clone().into_iter().collect())
-                .unwrap_or_default(),
-        })
+        Ok(object_head(size, out.e_tag(), out.last_modified(), out.metadata()))
     }
 
     async fn delete_object(&self, bucket: &str, key: &str) -> BackendResult<()> {
@@ -636,221 +383,21 @@ impl ObjectStore for S3Store {
     }
 }
 
-impl S3Store {
-    /// One PutObject of a streamed body, optionally conditional.
-    async fn put(
-        &self,
-        bucket: &str,
-        key: &str,
-        body: ByteStream,
-        len: u64,
-        metadata: Metadata,
-        condition: Option<PutCondition>,
-    ) -> BackendResult<String> {
-        let content_length = i64::try_from(len).map_err(|_| self.protocol_error("PutObject: body too large"))?;
-        let checked = ExactBody {
-            inner: body,
-            remaining: len,
-            done: false,
-        };
-        let (if_none_match, if_match) = condition_headers(condition.as_ref());
-        // A body built from a stream cannot be rebuilt, so the SDK cannot retry it either; the
-        // override says so explicitly and drops the read timeout, which would cover the upload.
-        let sent = self
-            .client
-            .put_object()
-            .bucket(bucket)
-            .key(sdk_key(key))
-            .body(SdkByteStream::new(SdkBody::from_body_1_x(StreamBody::new(checked))))
-            .content_length(content_length)
-            .content_type("application/octet-stream")
-            .set_metadata(Some(metadata.into_iter().collect::<HashMap<_, _>>()))
-            .set_if_none_match(if_none_match)
-            .set_if_match(if_match)
-            .customize()
-            .mutate_request(restore_key(key))
-            .config_override(
-                aws_sdk_s3::Config::builder()
-                    .timeout_config(timeouts(None))
-                    .retry_config(RetryConfig::disabled()),
-            )
-            .send()
-            .await;
-        match sent {
-            Ok(out) => Ok(strip_quotes(out.e_tag().unwrap_or_default())),
-            // The body's own failure travels inside the SDK's error, as its source.
-            Err(err) => Err(match body_failure(&err) {
-                Some(e) => BackendError::Body(e),
-                None => self.error("PutObject", Missing::Bucket, err),
-            }),
-        }
-    }
-}
-
-// === ExactBody ===
-
-/// The request body: passes chunks through, and fails the request unless exactly `remaining`
-/// bytes arrive. Its failure ([`BodyFailed`]) carries the cause, which [`body_failure`] finds
-/// again in the SDK's error and reports as [`BackendError::Body`].
-struct ExactBody {
-    inner: ByteStream,
-    remaining: u64,
-    done: bool,
-}
-
-/// Why the request body failed, as the SDK sees it: the cause, kept as the error's source.
-#[derive(Debug)]
-struct BodyFailed(io::Error);
-
-impl fmt::Display for BodyFailed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("request body failed")
-    }
-}
-
-impl StdError for BodyFailed {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&self.0)
-    }
-}
-
-/// The body's own failure, if the SDK's error came from one (anywhere in its source chain).
-fn body_failure(err: &(dyn StdError + 'static)) -> Option<io::Error> {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(BodyFailed(cause)) = e.downcast_ref::<BodyFailed>() {
-            return Some(io::Error::new(cause.kind(), cause.to_string()));
-        }
-        cur = e.source();
-    }
-    None
-}
-
-impl Stream for ExactBody {
-    type Item = Result<Frame<Bytes>, BodyFailed>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        let error = match ready!(self.inner.as_mut().poll_next(cx)) {
-            Some(Ok(chunk)) if chunk.len() as u64 <= self.remaining => {
-                self.remaining -= chunk.len() as u64;
-                return Poll::Ready(Some(Ok(Frame::data(chunk))));
-            }
-            Some(Ok(_)) => io::Error::new(io::ErrorKind::InvalidData, "body longer than its declared length"),
-            Some(Err(e)) => e,
-            None if self.remaining == 0 => {
-                self.done = true;
-                return Poll::Ready(None);
-            }
-            None => io::Error::new(io::ErrorKind::UnexpectedEof, "body shorter than its declared length"),
-        };
-        self.done = true;
-        Poll::Ready(Some(Err(BodyFailed(error))))
-    }
-}
-
 // === helpers ===
 
-/// The per-request override for server-side copies and completions ([`COPY_READ_TIMEOUT`]).
-pub(super) fn copy_timeouts() -> aws_sdk_s3::config::Builder {
-    aws_sdk_s3::Config::builder().timeout_config(timeouts(Some(COPY_READ_TIMEOUT)))
-}
-
-/// Connect timeout always; `read` (time to response headers) unless `None`; never a timeout on
-/// the whole operation or attempt, which would cut long transfers.
-fn timeouts(read: Option<Duration>) -> TimeoutConfig {
-    let b = TimeoutConfig::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .disable_operation_timeout()
-        .disable_operation_attempt_timeout();
-    match read {
-        Some(d) => b.read_timeout(d),
-        None => b.disable_read_timeout(),
+/// The head of an object from a GetObject's or HeadObject's answer.
+fn object_head(
+    size: u64,
+    etag: Option<&str>,
+    last_modified: Option<&DateTime>,
+    metadata: Option<&HashMap<String, String>>,
+) -> ObjectHead {
+    ObjectHead {
+        size,
+        etag: strip_quotes(etag.unwrap_or_default()),
+        last_modified: last_modified.and_then(system_time),
+        metadata: metadata.map(|m| m.clone().into_iter().collect()).unwrap_or_default(),
     }
-    .build()
-}
-
-/// What the SDK is given as an object key. S3 allows a key of only whitespace (`" "`), but the
-/// SDK drops blank strings from its endpoint parameters and then refuses the request ("key was
-/// missing"); such a key goes out as [`BLANK_KEY_STANDIN`], and [`restore_key`] writes the real
-/// one into the request path before the request is signed.
-pub fn sdk_key(key: &str) -> &str {
-    if key.trim().is_empty() { BLANK_KEY_STANDIN } else { key }
-}
-
-/// Stands in for a blank key in the SDK ([`sdk_key`]); never sent.
-const BLANK_KEY_STANDIN: &str = "escrow-blank-key-standin";
-
-/// The request mutation that puts a blank `key` back where [`sdk_key`] put its stand-in (the
-/// last path segment; nothing for other keys).
-pub fn restore_key(key: &str) -> impl Fn(&mut HttpRequest) + Send + Sync + 'static {
-    let encoded = key
-        .trim()
-        .is_empty()
-        .then(|| key.bytes().map(|b| format!("%{b:02X}")).collect::<String>());
-    move |req: &mut HttpRequest| {
-        let Some(encoded) = &encoded else { return };
-        let uri = req.uri().to_string();
-        let path_end = uri.find('?').unwrap_or(uri.len());
-        let standin = format!("/{BLANK_KEY_STANDIN}");
-        if let Some(at) = uri[..path_end].rfind(&standin)
-            && at + standin.len() == path_end
-        {
-            let fixed = format!("{}/{encoded}{}", &uri[..at], &uri[path_end..]);
-            if let Err(e) = req.set_uri(fixed) {
-                tracing::warn!(error = %e, "could not restore a blank key in the request path");
-            }
-        }
-    }
-}
-
-/// Checks that a CA file holds at least one certificate that rustls accepts as a root, so the
-/// SDK (which only parses it lazily, and panics on failure) never sees a bad one.
-fn check_pem(pem: &[u8]) -> Result<(), String> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    if certs.is_empty() {
-        return Err("no PEM certificate found".to_owned());
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certs {
-        roots.add(cert).map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
-/// The error and its causes, `Display` only: `Debug` output of SDK errors would carry whole
-/// responses.
-fn describe(err: &(dyn StdError + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut next = err.source();
-    while let Some(e) = next {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        next = e.source();
-    }
-    out
-}
-
-/// Whether a `rustls::Error` is somewhere in the error's cause chain, including in `io::Error`
-/// payloads (whose `source()` skips the payload itself).
-fn has_tls_error(err: &(dyn StdError + 'static)) -> bool {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if e.is::<rustls::Error>() {
-            return true;
-        }
-        if let Some(payload) = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref)
-            && has_tls_error(payload)
-        {
-            return true;
-        }
-        next = e.source();
-    }
-    false
 }
 
 fn object_size(content_length: Option<i64>) -> Option<u64> {
@@ -863,7 +410,6 @@ fn content_range_total(value: &str) -> Option<u64> {
     total.trim().parse().ok()
 }
 
-/// An ETag as a conditional header carries it: in double quotes.
 /// A write condition as S3's `(If-None-Match, If-Match)` headers.
 fn condition_headers(condition: Option<&PutCondition>) -> (Option<String>, Option<String>) {
     match condition {
@@ -873,6 +419,7 @@ fn condition_headers(condition: Option<&PutCondition>) -> (Option<String>, Optio
     }
 }
 
+/// An ETag as a conditional header carries it: in double quotes.
 fn quoted(etag: &str) -> String {
     format!("\"{}\"", etag.trim_matches('"'))
 }
@@ -883,24 +430,6 @@ fn strip_quotes(etag: &str) -> String {
 
 fn system_time(t: &DateTime) -> Option<SystemTime> {
     SystemTime::try_from(*t).ok()
-}
-
-/// Decodes S3's `encoding-type=url` form: `%XX` escapes, and `+` for a space.
-fn url_decode(s: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        out.push(match b {
-            b'+' => b' ',
-            b'%' => {
-                let hi = char::from(bytes.next()?).to_digit(16)?;
-                let lo = char::from(bytes.next()?).to_digit(16)?;
-                u8::try_from(hi * 16 + lo).ok()?
-            }
-            other => other,
-        });
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -1,6 +1,10 @@
 use std::sync::Arc;
+use std::time::Duration;
 
+use super::client::MAX_ATTEMPTS;
+use super::encoding::url_decode;
 use super::*;
+use crate::secret::SecretString;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
