@@ -364,13 +364,18 @@ async fn failing_body_stores_nothing() {
         s.head_object("bkt", "new").await,
         Err(BackendError::NoSuchKey)
     ));
-    // Give the server a moment to see the aborted connections, then look at its files.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let bucket_files: Vec<_> = std::fs::read_dir(dir.path().join("bkt"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(bucket_files, ["k"], "only the old object remains");
+    // The server sees the aborted connections when it sees them: poll its files (bounded).
+    let bucket_files = || -> Vec<_> {
+        std::fs::read_dir(dir.path().join("bkt"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while bucket_files() != ["k"] && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(bucket_files(), ["k"], "only the old object remains");
 }
 
 async fn list_all(s: &S3Store, mut q: ListQuery) -> Vec<(Vec<String>, Vec<String>)> {
