@@ -1,9 +1,9 @@
 //! A small HTTP interposer in front of one store: passes every request through to s3s-fs
 //! unchanged (streaming both ways, the Host header as signed), or, while switched on, answers
 //! every request itself with `503 SlowDown` as AWS S3 does when throttling. Its gate can also
-//! hold the store's server-side composes (`UploadPartCopy`, `CopyObject`, a multipart
-//! completion), as a large object's compose keeps S3 busy, then let them through or refuse them
-//! with `403 AccessDenied`.
+//! hold the store's long work (server-side copies and composes: `UploadPartCopy`, `CopyObject`,
+//! a multipart completion; and the writes of an upload's part objects), as a large object keeps
+//! S3 busy, then let it through or refuse it with `403 AccessDenied`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,7 +26,7 @@ const ACCESS_DENIED: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error>
 const SLOW_DOWN: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
 <Message>Please reduce your request rate.</Message><RequestId>fault-interposer</RequestId></Error>";
 
-/// What the gate does with a compose request.
+/// What the gate does with a request of the store's long work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
     /// Passes it through.
@@ -45,7 +45,7 @@ pub struct Switch {
     pub refused: AtomicU64,
     /// Requests passed through.
     pub passed: AtomicU64,
-    /// Compose requests the gate has held so far.
+    /// Requests the gate has held so far.
     pub held: AtomicU64,
 }
 
@@ -67,16 +67,18 @@ impl Switch {
         self.slow_down.store(on, Ordering::SeqCst);
     }
 
-    /// Sets the gate for compose requests; held ones go on as the new gate says.
+    /// Sets the gate for the long work's requests; held ones go on as the new gate says.
     pub fn set_gate(&self, gate: Gate) {
         self.gate.send_replace(gate);
     }
 }
 
-/// A store-side compose: a copy (`x-amz-copy-source`) or a multipart completion.
-fn composes(req: &Request<Incoming>) -> bool {
+/// A request of the store's long work: a copy (`x-amz-copy-source`), a multipart completion, or
+/// the write of an upload's part object (under `.escrow-mpu/p/`).
+fn long_work(req: &Request<Incoming>) -> bool {
     req.headers().contains_key("x-amz-copy-source")
         || (req.method() == hyper::Method::POST && req.uri().query().is_some_and(|q| q.contains("uploadId=")))
+        || (req.method() == hyper::Method::PUT && req.uri().path().contains("/.escrow-mpu/p/"))
 }
 
 /// Listens on 127.0.0.1:0 and forwards to `upstream`; returns its address and its switch.
@@ -110,7 +112,7 @@ async fn handle(req: Request<Incoming>, upstream: SocketAddr, sw: &Switch) -> Re
         sw.refused.fetch_add(1, Ordering::Relaxed);
         return plain(StatusCode::SERVICE_UNAVAILABLE, SLOW_DOWN);
     }
-    if composes(&req) {
+    if long_work(&req) {
         let mut gate = sw.gate.subscribe();
         if *gate.borrow_and_update() == Gate::Hold {
             sw.held.fetch_add(1, Ordering::SeqCst);

@@ -1,9 +1,9 @@
 //! Store-side work that outlasts the proxy's patience (`KEEP_ALIVE_AFTER`, 5 s): a
-//! CompleteMultipartUpload's compose and a CopyObject's copy. As S3 does, the proxy answers
-//! `200 OK` at once, sends whitespace while the stores work, then the result, or the error, in
-//! the body. Both stores sit behind interposers whose gate holds every compose and copy request
-//! (`x-amz-copy-source`, a store-side completion) until the test lets them through or has them
-//! refused.
+//! CompleteMultipartUpload's compose, a CopyObject's copy and an UploadPartCopy's part. As S3
+//! does, the proxy answers `200 OK` at once, sends whitespace while the stores work, then the
+//! result, or the error, in the body. Both stores sit behind interposers whose gate holds every
+//! request of that work (`x-amz-copy-source`, a store-side completion, a part object's write)
+//! until the test lets them through or has them refused.
 //!
 //! The client is `aws-sdk-s3`, which must read the result after the whitespace, or turn an
 //! `<Error>` after the 200 into an error. An interceptor shows what it got: the answer's head
@@ -22,6 +22,7 @@ use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_s3::error::{BoxError, ProvideErrorMetadata};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use md5::Digest as _;
 
 use crate::interposer::{self, Gate, Switch};
 use crate::procs::{Proxy, ProxyDir, StoreAt};
@@ -183,6 +184,27 @@ fn complete(c: &Client, u: &Upload) -> Call {
     })
 }
 
+fn copy_part(c: &Client, from: &'static str, to: &Upload) -> Call {
+    let c = c.clone();
+    let (key, id) = (to.key, to.id.clone());
+    Box::new(move |observe| {
+        Box::pin(async move {
+            c.upload_part_copy()
+                .bucket(workload::BUCKET)
+                .key(key)
+                .upload_id(id)
+                .part_number(1)
+                .copy_source(format!("{}/{from}", workload::BUCKET))
+                .customize()
+                .interceptor(observe)
+                .send()
+                .await
+                .map(|out| out.copy_part_result.and_then(|r| r.e_tag).unwrap_or_default())
+                .map_err(code)
+        })
+    })
+}
+
 fn copy(c: &Client, from: &'static str, to: &'static str) -> Call {
     let c = c.clone();
     Box::new(move |observe| {
@@ -252,6 +274,43 @@ fn long_store_work_is_answered_at_once_and_its_result_or_error_follows() {
             "the copy reads back byte-exact"
         );
 
+        // The stores take a copied part's object slowly: its ETag is the MD5 of the copied bytes.
+        let target = Upload {
+            key: "assembled",
+            id: c
+                .create_multipart_upload()
+                .bucket(workload::BUCKET)
+                .key("assembled")
+                .send()
+                .await
+                .expect("create upload")
+                .upload_id
+                .expect("upload id"),
+            parts: Vec::new(),
+            body: u.body.clone(),
+        };
+        let md5 = format!("\"{}\"", hex::encode(md5::Md5::digest(&u.body)));
+        let (result, body) = while_held(&gates, Gate::Refuse, copy_part(&c, "slow", &target)).await;
+        let part_code = result.expect_err("the SDK sees the part copy's error after the 200");
+        assert!(
+            body.contains("<Error>") && !body.contains("<CopyPartResult"),
+            "the error follows: {body}"
+        );
+        let (result, body) = while_held(&gates, Gate::Open, copy_part(&c, "slow", &target)).await;
+        assert_eq!(result.expect("the part copy"), md5, "the part's ETag");
+        assert!(body.contains("<CopyPartResult>"), "the result follows: {body}");
+        let target = Upload {
+            parts: vec![CompletedPart::builder().part_number(1).e_tag(md5).build()],
+            ..target
+        };
+        complete(&c, &target)(Observe(Arc::default()))
+            .await
+            .expect("complete the copied part");
+        assert!(
+            get(&c, target.key).await == Some(u.body.clone()),
+            "the copied part reads back byte-exact"
+        );
+
         // The stores refuse: the error follows the 200, nothing is written, and the work can be
         // done again.
         let (result, body) = while_held(&gates, Gate::Refuse, copy(&c, "slow", "refused-copy")).await;
@@ -285,7 +344,7 @@ fn long_store_work_is_answered_at_once_and_its_result_or_error_follows() {
         assert!(etag.ends_with("-2\""), "a multipart ETag: {etag}");
         assert!(get(&c, u.key).await == Some(u.body.clone()), "reads back byte-exact");
         println!(
-            "KEEPALIVE refused work reached the SDK as {copy_code} (copy) and {code} (completion): {}",
+            "KEEPALIVE refused work reached the SDK as {part_code} (part copy), {copy_code} (copy) and {code} (completion): {}",
             body.trim()
         );
     });
