@@ -1,6 +1,8 @@
 //! Multipart upload operations, translated to and from the object layer, which keeps every
 //! upload's state in the store ([`crate::object`]'s `upload` and `complete`).
 
+use std::sync::Arc;
+
 use s3s::dto::{
     AbortMultipartUploadInput, AbortMultipartUploadOutput, CommonPrefix, CompleteMultipartUploadInput,
     CompleteMultipartUploadOutput, CompletedPart, CopyPartResult, CreateMultipartUploadInput,
@@ -9,8 +11,6 @@ use s3s::dto::{
     UploadPartCopyOutput, UploadPartInput, UploadPartOutput,
 };
 use s3s::{S3Request, S3Response, S3Result, s3_error};
-
-use std::sync::Arc;
 
 use super::Proxy;
 use super::answer::{check_copy_conditions, checksum_dto, digests_checksum, sse};
