@@ -19,13 +19,11 @@ end. Prints the figures and exits non-zero on any failure.
 """
 
 import argparse
-import base64
 import hashlib
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,29 +33,11 @@ import time
 import boto3
 from botocore.config import Config
 
+from script_support import b64, free_port, listening, wait_for
+
 ACCESS, SECRET = "AKIDACCEPTANCE01", "acceptance-secret-key-0123456789abcdef"
 UP_ACCESS, UP_SECRET = "upstream-access", "upstream-secret-key-0123456789"
 TOKEN = "acceptance-admin-token-0123456789abcdefghijkl"
-
-
-def b64(s):
-    return base64.urlsafe_b64encode(s.encode()).decode().rstrip("=")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(what, check, seconds=60):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 class Procs:
@@ -222,7 +202,7 @@ def main():
             procs.start(name, ["s3s-fs", "--host", "127.0.0.1", "--port", str(port), "--access-key", UP_ACCESS,
                                "--secret-key", UP_SECRET, f"{work}/{name}"], f"{work}/{name}.log")
             stores[name] = f"http://127.0.0.1:{port}"
-            wait_for(name, lambda p=port: socket.socket().connect_ex(("127.0.0.1", p)) == 0)
+            wait_for(name, lambda p=port: listening(p))
 
         def store(section, name):
             return (f'[{section}]\ntype = "s3"\nendpoint = "{stores[name]}"\nregion = "us-east-1"\n'

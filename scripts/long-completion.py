@@ -13,17 +13,17 @@ boto3 must raise the error that follows the 200, nothing may be written, and com
 Needs s3s-fs 0.14.1, boto3 and the AWS CLI (scripts/install-test-deps.sh); ~3 minutes and
 ~6 GiB of temporary disk. Prints one line per case.
 """
-import json, os, shutil, signal, socket, subprocess, sys, tempfile, threading, time
+import json, os, shutil, signal, subprocess, sys, tempfile, threading, time
 import boto3, botocore
+
+from script_support import free_port, listening, wait_for
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/release/escrow-proxy"
 W = tempfile.mkdtemp(prefix="long-completion-")
-def port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 AK, SK = "kaaccess", "kasecret0123456789"
 def start_store(p):
     return subprocess.Popen(["s3s-fs", "--host", "127.0.0.1", "--port", str(p), "--access-key", AK, "--secret-key", SK, W + "/store"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 os.makedirs(W + "/store")
-sp = port(); store = start_store(sp)
+sp = free_port(); store = start_store(sp)
 subprocess.run([BIN, "certs", "generate", "--out", W + "/certs"], check=True, capture_output=True)
 open(W + "/p.toml", "w").write(f'''[server]
 listen = "127.0.0.1:0"
@@ -95,11 +95,7 @@ store.send_signal(signal.SIGKILL); store.wait()
 th.join()
 print("boto3, store killed during the compose:", out["r"])
 store = start_store(sp)
-for _ in range(200):  # until the restarted store accepts connections (at most 10 s)
-    try:
-        socket.create_connection(("127.0.0.1", sp), timeout=0.2).close(); break
-    except OSError:
-        time.sleep(0.05)
+wait_for("the restarted store", lambda: listening(sp), 10)
 try:
     c.head_object(Bucket="kabucket", Key="dies"); print("dies: EXISTS (bad)")
 except botocore.exceptions.ClientError as e:

@@ -41,7 +41,6 @@ while the proxy and a store were up (must be 0), wrong reads; and lost acknowled
 """
 
 import argparse
-import base64
 import hashlib
 import json
 import os
@@ -60,6 +59,8 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
+from script_support import b64, free_port, listening, wait_for
+
 ACCESS, SECRET = "AKIAMIRRORACCEPT01", "mirror-acceptance-secret-0123456789"
 UP_ACCESS, UP_SECRET = "upstream-access", "upstream-secret-key-0123456789"
 TOKEN = "mirror-acceptance-admin-token-0123456789abcdef"
@@ -70,37 +71,9 @@ CONVERGE_BOUND = 180.0
 MIB = 1 << 20
 
 
-def b64(s):
-    return base64.urlsafe_b64encode(s.encode()).decode().rstrip("=")
-
 
 def sha(b):
     return hashlib.sha256(b).hexdigest()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(what, check, seconds=60.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise RuntimeError(f"timed out after {seconds:.0f} s waiting for {what}")
-
-
-def listening(port):
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-# === processes ===
 
 
 class Store:
