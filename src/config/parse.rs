@@ -222,53 +222,22 @@ fn connection_limits(raw: &RawServer, problems: &mut Vec<String>) -> ConnectionL
         }
     };
     let d = ConnectionLimits::default();
-    let secs = |n: u64| Duration::from_secs(n);
+    // Invariant (both): `number` returns at most u32::MAX.
+    let max_connections = number("max_connections", &raw.max_connections, d.max_connections as u64, 1) as usize;
+    let h2_max_streams = number("h2_max_streams", &raw.h2_max_streams, u64::from(d.h2_max_streams), 1) as u32;
+    let mut secs = |name: &str, value: &Option<toml::Value>, default: Duration, min: u64| {
+        Duration::from_secs(number(name, value, default.as_secs(), min))
+    };
     ConnectionLimits {
-        header_timeout: secs(number(
-            "header_timeout_secs",
-            &raw.header_timeout_secs,
-            d.header_timeout.as_secs(),
-            1,
-        )),
-        idle_timeout: secs(number(
-            "idle_timeout_secs",
-            &raw.idle_timeout_secs,
-            d.idle_timeout.as_secs(),
-            1,
-        )),
-        body_timeout: secs(number(
-            "body_timeout_secs",
-            &raw.body_timeout_secs,
-            d.body_timeout.as_secs(),
-            1,
-        )),
-        h2_keepalive: secs(number(
-            "h2_keepalive_secs",
-            &raw.h2_keepalive_secs,
-            d.h2_keepalive.as_secs(),
-            1,
-        )),
-        // Invariant (both): `number` returns at most u32::MAX.
-        max_connections: number("max_connections", &raw.max_connections, d.max_connections as u64, 1) as usize,
-        h2_max_streams: number("h2_max_streams", &raw.h2_max_streams, u64::from(d.h2_max_streams), 1) as u32,
-        drain_delay: secs(number(
-            "drain_delay_secs",
-            &raw.drain_delay_secs,
-            d.drain_delay.as_secs(),
-            0,
-        )),
-        shutdown_grace: secs(number(
-            "shutdown_grace_secs",
-            &raw.shutdown_grace_secs,
-            d.shutdown_grace.as_secs(),
-            1,
-        )),
-        tls_reload: secs(number(
-            "tls_reload_secs",
-            &raw.tls_reload_secs,
-            d.tls_reload.as_secs(),
-            1,
-        )),
+        header_timeout: secs("header_timeout_secs", &raw.header_timeout_secs, d.header_timeout, 1),
+        idle_timeout: secs("idle_timeout_secs", &raw.idle_timeout_secs, d.idle_timeout, 1),
+        body_timeout: secs("body_timeout_secs", &raw.body_timeout_secs, d.body_timeout, 1),
+        h2_keepalive: secs("h2_keepalive_secs", &raw.h2_keepalive_secs, d.h2_keepalive, 1),
+        max_connections,
+        h2_max_streams,
+        drain_delay: secs("drain_delay_secs", &raw.drain_delay_secs, d.drain_delay, 0),
+        shutdown_grace: secs("shutdown_grace_secs", &raw.shutdown_grace_secs, d.shutdown_grace, 1),
+        tls_reload: secs("tls_reload_secs", &raw.tls_reload_secs, d.tls_reload, 1),
         tls_client_ca: None,
         shutdown_endpoint: raw.shutdown_endpoint.unwrap_or(false),
     }
